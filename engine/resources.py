@@ -1,0 +1,31 @@
+"""Location of the bundled read-only resources (labels, sample photos), from source or frozen."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def resource_path(*parts: str) -> Path:
+    """Path of a file under ``resources/``.
+
+    Works from a source checkout or editable install (``resources/`` beside ``engine/``) and from a
+    PyInstaller bundle (``resources/`` inside ``sys._MEIPASS``).
+    """
+    frozen_root = getattr(sys, "_MEIPASS", None)
+    root = Path(frozen_root) if frozen_root else Path(__file__).resolve().parent.parent
+    return root.joinpath("resources", *parts)
+
+
+def sample_images() -> list[Path]:
+    """The bundled sample photographs, sorted by name."""
+    return sorted(resource_path("samples").glob("*.jpg"))
+
+
+def imagenet_labels() -> list[str]:
+    """The 1000 ImageNet-1k class names in index order."""
+    text = resource_path("imagenet_classes.txt").read_text(encoding="utf-8")
+    labels = [line for line in text.splitlines() if line]
+    if len(labels) != 1000:
+        raise RuntimeError(f"{resource_path('imagenet_classes.txt')} holds {len(labels)} labels, not 1000")
+    return labels
