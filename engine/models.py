@@ -362,7 +362,7 @@ def _read_state_dict(path: Path, *, allow_pickle: bool = False) -> dict[str, tor
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+        if _is_pickle_container(path):
             raise ModelLoadError(
                 f"{path}: holds pickled Python objects, not a plain state_dict; it was not opened because "
                 "unpickling can run code from the file. If you trust it, allow pickles "
@@ -441,6 +441,13 @@ def _finish(module: nn.Module, preprocessing: Preprocessing, name: str, path: Pa
         weights_path=path,
         weights_sha256=sha256_of(path) if path is not None else None,
     )
+
+
+def _is_pickle_container(path: Path) -> bool:
+    """A ``torch.save`` zip archive or a raw pickle (protocol 2+ starts with byte 0x80)."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    return head.startswith(b"PK") or head[:1] == b"\x80"
 
 
 def _is_torchscript_archive(path: Path) -> bool:

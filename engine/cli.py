@@ -1,0 +1,239 @@
+"""The ``fgvis`` command line: ``predict``, ``explain`` and ``bench speed`` (same engine as the GUI).
+
+Exit codes: 0 done, 1 a file could not be written, 2 bad input (image, model, target, option),
+130 interrupted with Ctrl-C (partial results are still written, marked ``"cancelled": true``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FGVisError
+from .models import DEFAULT_MODEL, ClassifierModel, load_model
+from .output import write_json, write_npy, write_png
+from .types import GAMES, REFERENCES, Explanation, FGVisConfig, StepState
+
+EXIT_WRITE_ERROR = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.handler(args)
+    except FGVisError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        print(f"error: cannot write results: {exc}", file=sys.stderr)
+        return EXIT_WRITE_ERROR
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fgvis", description="FGVis explanations of CNN image classifiers.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    predict = commands.add_parser("predict", help="top-k classes of images")
+    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    predict.add_argument("--top", type=int, default=5, help="how many classes (default 5)")
+    predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_model_options(predict)
+    predict.set_defaults(handler=_predict)
+
+    explain = commands.add_parser("explain", help="explain the model's decision on images")
+    explain.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    explain.add_argument("--out", type=Path, required=True, help="folder for the results (created if needed)")
+    explain.add_argument("--target", default="top1", help='"top1" (default), a class index or a class name')
+    explain.add_argument("--game", choices=(*GAMES, "both"), default="preserve")
+    explain.add_argument("--no-defense", action="store_true", help="turn off the adversarial-evidence defense")
+    defaults = FGVisConfig()
+    explain.add_argument("--steps", type=int, default=defaults.steps, help=f"iteration budget ({defaults.steps})")
+    explain.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.01 preserve, 0.02 delete)")
+    explain.add_argument("--lambda", dest="lambda_", type=float, default=None, help="fixed lambda (default: auto)")
+    explain.add_argument("--reference", choices=REFERENCES, default=defaults.reference)
+    explain.add_argument("--seed", type=int, default=defaults.seed)
+    explain.add_argument("--batch-size", type=int, default=8, help="images optimised together (default 8)")
+    explain.add_argument("--colormap", default="inferno", help="colormap of the evidence PNG")
+    _add_model_options(explain)
+    explain.set_defaults(handler=_explain)
+
+    bench = commands.add_parser("bench", help="benchmarks that print tables")
+    bench_commands = bench.add_subparsers(dest="bench", required=True)
+    speed = bench_commands.add_parser("speed", help="time per optimisation step vs a bare forward+backward")
+    speed.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16])
+    speed.add_argument("--repeats", type=int, default=10, help="timed steps per measurement")
+    speed.add_argument("--device", default="auto")
+    speed.set_defaults(handler=_bench_speed)
+    return parser
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default=DEFAULT_MODEL, help=f"{DEFAULT_MODEL} (built in) or a torchvision name")
+    group.add_argument("--weights", type=Path, help="state_dict file for --model")
+    group.add_argument("--torchscript", type=Path, help="TorchScript classifier file")
+    group.add_argument("--num-classes", type=int, help="number of classes of --model")
+    group.add_argument("--labels", type=Path, help="text file with one class name per line")
+    group.add_argument("--trust-pickle", action="store_true", help="allow unpickling (runs code from the file!)")
+    group.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+
+
+def _load(args) -> ClassifierModel:
+    return load_model(
+        args.model,
+        weights=args.weights,
+        torchscript=args.torchscript,
+        num_classes=args.num_classes,
+        labels=args.labels,
+        allow_pickle=args.trust_pickle,
+    )
+
+
+def _predict(args) -> int:
+    model = _load(args)
+    report = {}
+    for path in args.images:
+        report[str(path)] = [p.__dict__ for p in model.predict(path, k=args.top)]
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for path, predictions in report.items():
+        print(path)
+        for p in predictions:
+            print(f"  {p['probability']:7.2%}  {p['index']:4d}  {p['label']}")
+    return 0
+
+
+def _explain(args) -> int:
+    from .fgvis import explain
+
+    model = _load(args)
+    config = FGVisConfig(
+        steps=args.steps, lr=args.lr, lambda_=args.lambda_, reference=args.reference, seed=args.seed,
+        device=args.device,
+    )  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    games = GAMES if args.game == "both" else (args.game,)
+    stems = _unique_stems(args.images)
+    stop = threading.Event()
+    previous_handler = signal.signal(signal.SIGINT, _interrupt_handler(stop))
+    try:
+        for game in games:
+            for start in range(0, len(args.images), max(1, args.batch_size)):
+                batch = args.images[start : start + args.batch_size]
+                progress = _Progress(f"{game} {start + 1}-{start + len(batch)}/{len(args.images)}")
+                result = explain(
+                    model, [str(p) for p in batch], args.target, game=game, defense=not args.no_defense,
+                    config=config, on_step=progress, should_stop=stop.is_set,
+                )  # fmt: skip
+                progress.close(result)
+                for index, path in enumerate(batch):
+                    _write_result(args, model, result, index, path, stems[start + index])
+                if result.cancelled:
+                    print("interrupted: partial results written, marked cancelled", file=sys.stderr)
+                    return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+    return 0
+
+
+def _interrupt_handler(stop: threading.Event):
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after this step (Ctrl-C again to abort)...", file=sys.stderr)
+
+    return handler
+
+
+def _unique_stems(paths: Sequence[Path]) -> list[str]:
+    seen: dict[str, int] = {}
+    stems = []
+    for path in paths:
+        count = seen.get(path.stem, 0)
+        seen[path.stem] = count + 1
+        stems.append(path.stem if count == 0 else f"{path.stem}_{count + 1}")
+    return stems
+
+
+def _write_result(args, model: ClassifierModel, result: Explanation, index: int, path: Path, stem: str) -> None:
+    base = args.out / f"{stem}_{result.game}"
+    files = {
+        "mask": base.with_name(base.name + "_mask.npy"),
+        "explanation": base.with_name(base.name + "_explanation.png"),
+        "evidence": base.with_name(base.name + "_evidence.png"),
+        "summary": base.with_name(base.name + ".json"),
+    }
+    write_npy(files["mask"], result.mask[index].numpy().astype(np.float32))
+    write_png(files["explanation"], result.explanation_image(index))
+    write_png(files["evidence"], result.evidence_image(index, colormap=args.colormap))
+    summary = {
+        "image": str(path),
+        "model": model.name,
+        "weights": str(model.weights_path) if model.weights_path else None,
+        "weights_sha256": model.weights_sha256,
+        **result.summary(index),
+        "files": {key: file.name for key, file in files.items() if key != "summary"},
+    }
+    write_json(files["summary"], summary)
+    status = " (cancelled)" if result.cancelled else ""
+    print(
+        f"{path.name}: {result.game} {summary['target_label']!r} p {summary['prob_original']:.3f} -> "
+        f"{summary['prob_explanation']:.3f}, mask mean {summary['mask_mean']:.3f}{status} -> {files['summary']}"
+    )
+
+
+class _Progress:
+    """A one-line terminal progress bar fed by ``on_step``."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.started = time.perf_counter()
+        self.interactive = sys.stderr.isatty()
+        self.last_print = 0.0
+
+    def __call__(self, state: StepState) -> None:
+        now = time.perf_counter()
+        if now - self.last_print < (0.1 if self.interactive else 5.0) and state.step != state.total:
+            return
+        self.last_print = now
+        fraction = state.step / state.total
+        elapsed = now - self.started
+        eta = elapsed / fraction - elapsed
+        bar = "#" * int(24 * fraction)
+        line = (
+            f"{self.title} [{bar:<24}] {state.step}/{state.total} p={np.mean(state.target_prob):.3f} "
+            f"mask={np.mean(state.mask_mean):.3f} ETA {eta:4.0f}s"
+        )
+        print(("\r" + line) if self.interactive else line, end="" if self.interactive else "\n", file=sys.stderr)
+
+    def close(self, result: Explanation) -> None:
+        if self.interactive:
+            print(file=sys.stderr)
+        print(f"{self.title}: {result.steps} steps in {result.wall_time_s:.1f} s", file=sys.stderr)
+
+
+def _bench_speed(args) -> int:
+    from .bench import run_speed_benchmark
+
+    print(run_speed_benchmark(batch_sizes=args.batch_sizes, repeats=args.repeats, device=args.device))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

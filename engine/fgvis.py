@@ -1,0 +1,489 @@
+"""The FGVis optimisation: preservation and deletion games (``shared/fgvis-method.md`` Sec. 1-2).
+
+``e = m*x + (1-m)*r`` with a full-resolution, per-channel mask ``m`` initialised to ones and clipped to
+[0, 1] after every step.
+
+* preserve: minimise ``-s(e) + lambda*mean(m)`` -- the smallest evidence that keeps the decision;
+* delete:   minimise ``s(e) - lambda*mean(m)`` -- the smallest change that destroys it.
+
+``s`` is the target's softmax probability (or its log, ``loss="ce"``). Gradients of ``s`` through the
+network pass the defense's gradient filter (:mod:`engine.defense`); the sparsity term's gradient does
+not. With automatic lambda each item gets its own lambda, raised after a step that met the game's goal
+and lowered after one that did not, and the sparsest (preserve) or least-changed (delete) mask that met
+the goal is returned. All items of a batch are optimised together in one batched loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from .defense import ActivationFilter
+from .errors import ConfigError, DefenseError, DeviceError, TargetError
+from .images import load_image
+from .models import ClassifierModel, frozen
+from .preprocess import Geometry
+from .types import GAMES, Explanation, FGVisConfig, StepState
+
+log = logging.getLogger(__name__)
+
+Target = int | str | Sequence[int | str] | torch.Tensor | None
+
+
+def explain(
+    model: ClassifierModel | nn.Module,
+    image,
+    target: Target = None,
+    *,
+    game: str = "preserve",
+    defense: bool = True,
+    config: FGVisConfig | None = None,
+    on_step: Callable[[StepState], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Explanation:
+    """Explain the model's decision for ``target`` on ``image`` with FGVis.
+
+    Parameters
+    ----------
+    model
+        A :class:`~engine.models.ClassifierModel` (from :func:`~engine.models.load_model`) or a bare
+        ``nn.Module`` classifier returning logits ``(N, K)``.
+    image
+        A path, PIL image or array (or a list of them: a batch), or a tensor ``(N, C, H, W)`` / ``(C, H, W)``
+        already in the model's input space (required for a bare module).
+    target
+        Class index, class name or ``"top1"``/``None`` (the model's top-1 per item); or one per batch
+        item. Several targets for a single image explain each of them (a batch of ``len(target)``).
+    game
+        ``"preserve"`` or ``"delete"``.
+    defense
+        Filter gradients against adversarial evidence (the paper's method). ``False`` runs the identical
+        loop without filtering, for comparison.
+    config
+        Optimisation settings; ``None`` = :class:`FGVisConfig` defaults.
+    on_step
+        Called after every step with a :class:`StepState` (including a small evidence preview).
+    should_stop
+        Polled before every step; returning ``True`` ends the run and returns the best mask so far,
+        marked ``cancelled``.
+
+    Returns
+    -------
+    Explanation
+        Tensors on the CPU; see :class:`~engine.types.Explanation`.
+    """
+    config = config or FGVisConfig()
+    if game not in GAMES:
+        raise ConfigError(f"game must be one of {GAMES}, not {game!r}")
+    classifier = _as_classifier(model, image)
+    inputs, geometries, originals = _prepare_inputs(classifier, image)
+    device = _resolve_device(config.device, classifier)
+    started = time.perf_counter()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(config.seed)
+            return _run(
+                classifier, inputs, geometries, originals, target, game, defense, config, device,
+                on_step, should_stop, started,
+            )  # fmt: skip
+    except torch.cuda.OutOfMemoryError as exc:
+        raise DeviceError(
+            f"{device} ran out of memory explaining {inputs.shape[0]} image(s) of "
+            f"{inputs.shape[2]}x{inputs.shape[3]}: use fewer images at once or the CPU"
+        ) from exc
+    finally:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _run(classifier, inputs, geometries, originals, target, game, defense, config, device, on_step, should_stop,
+         started) -> Explanation:  # fmt: skip
+    module = classifier.module
+    activation_filter = ActivationFilter(rtol=config.defense_rtol, atol=config.defense_atol, enabled=defense)
+    with frozen(module):
+        x = inputs.to(device=device, dtype=torch.float32)
+        with torch.no_grad(), activation_filter.recording():
+            logits_x = module(x)
+        if not classifier.labels:
+            classifier.labels = [f"class {i}" for i in range(logits_x.shape[1])]
+        targets = _resolve_targets(classifier, target, logits_x)
+        if targets.shape[0] != x.shape[0]:
+            # One image, several targets: explain each target on its own copy of the image.
+            x = x.expand(targets.shape[0], -1, -1, -1).contiguous()
+            geometries, originals = geometries * targets.shape[0], originals * targets.shape[0]
+            with torch.no_grad(), activation_filter.recording():
+                logits_x = module(x)
+        if defense and activation_filter.num_activations == 0:
+            raise DefenseError(
+                f"{classifier.name}: no activation function could be intercepted (TorchScript models run "
+                "their operations outside Python), so the defense cannot be applied; use defense=False"
+            )
+        targets = targets.to(device)
+        probs_x = torch.softmax(logits_x.float(), dim=1)
+        prob_original = probs_x.gather(1, targets[:, None])[:, 0]
+        top1_original = probs_x.argmax(1)
+        reference = _reference(classifier, x, config)
+        loop = _Optimisation(game, config, x, reference, targets, prob_original, top1_original)
+        history: list[StepState] = []
+        cancelled = False
+        for step in range(1, config.steps + 1):
+            if should_stop is not None and should_stop():
+                cancelled = True
+                break
+            state = loop.step(module, activation_filter, step)
+            history.append(state)
+            if on_step is not None:
+                on_step(_with_preview(state, loop.mask, game, config.preview_size))
+            if loop.converged(step):
+                log.debug("converged after %d steps", step)
+                break
+        mask = loop.result_mask()
+        with torch.no_grad():
+            explanation = mask * x + (1 - mask) * reference
+            probs_e = torch.softmax(module(explanation).float(), dim=1)
+        prob_explanation = probs_e.gather(1, targets[:, None])[:, 0]
+        top1_explanation = probs_e.argmax(1)
+        goal_met = loop.goal(prob_explanation, top1_explanation)
+    result = Explanation(
+        mask=mask.detach().cpu(),
+        explanation=explanation.cpu(),
+        input=x.cpu(),
+        reference=reference.cpu(),
+        target=targets.cpu(),
+        target_labels=[classifier.label(int(t)) for t in targets],
+        prob_original=prob_original.cpu(),
+        prob_explanation=prob_explanation.cpu(),
+        top1_original=top1_original.cpu(),
+        top1_explanation=top1_explanation.cpu(),
+        lambda_=loop.result_lambda().cpu(),
+        goal_met=goal_met.cpu(),
+        game=game,
+        defense=defense,
+        config=config,
+        steps=len(history),
+        cancelled=cancelled,
+        history=history,
+        wall_time_s=time.perf_counter() - started,
+        device=str(device),
+        model_name=classifier.name,
+        defended_activations=activation_filter.num_activations,
+        preprocessing=classifier.preprocessing,
+        geometries=list(geometries),
+        originals=list(originals),
+    )
+    log.info(
+        "%s (%s, defense %s): %d steps in %.1f s, p %s -> %s, mask mean %s",
+        game, classifier.name, "on" if defense else "off", result.steps, result.wall_time_s,
+        _fmt(result.prob_original), _fmt(result.prob_explanation), _fmt(result.mask.flatten(1).mean(1)),
+    )  # fmt: skip
+    return result
+
+
+class _MaskOptimizer:
+    """Adam (or plain SGD) on the mask with per-item state, so that one item can be rolled back
+    without disturbing the others. Shapes: mask and moments ``(N, C, H, W)``, step counts ``(N,)``."""
+
+    def __init__(self, mask: torch.Tensor, kind: str, lr: float, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
+        self.kind = kind
+        self.lr = lr
+        self.beta1, self.beta2 = betas
+        self.eps = eps
+        self.exp_avg = torch.zeros_like(mask)
+        self.exp_avg_sq = torch.zeros_like(mask)
+        self.count = torch.zeros(mask.shape[0], device=mask.device)
+
+    def step(self, mask: torch.Tensor, grad: torch.Tensor) -> None:
+        """Update ``mask`` in place to decrease the loss whose gradient is ``grad``."""
+        if self.kind == "sgd":
+            mask.sub_(grad, alpha=self.lr)
+            return
+        shape = (-1,) + (1,) * (mask.dim() - 1)
+        self.count += 1
+        self.exp_avg.mul_(self.beta1).add_(grad, alpha=1 - self.beta1)
+        self.exp_avg_sq.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
+        correction1 = (1 - self.beta1**self.count).view(shape)
+        correction2 = (1 - self.beta2**self.count).view(shape)
+        denominator = (self.exp_avg_sq / correction2).sqrt_().add_(self.eps)
+        mask.sub_(self.lr * (self.exp_avg / correction1) / denominator)
+
+    def state(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.exp_avg, self.exp_avg_sq, self.count
+
+
+class _Optimisation:
+    """The mask optimisation of one batch: mask, optimiser, lambda control and the best masks so far.
+
+    Automatic lambda (``shared/fgvis-method.md`` Sec. 2, "lambda chosen per image"): while a step meets
+    the game's goal, lambda grows by ``exp(lambda_rate)`` (more sparsity pressure). When a step misses
+    it, the item is rolled back to its best mask so far (mask and optimiser state) and continues with
+    half the lambda -- an online bisection that never wanders off the feasible set. Before any step
+    met the goal (deletion at the start), lambda shrinks by ``exp(-lambda_rate)`` instead. Measured
+    reason: with the defense on, the filtered gradient does not lead back once an explanation has lost
+    the target (see docs/DEFAULTS.md).
+    """
+
+    def __init__(self, game, config: FGVisConfig, x, reference, targets, prob_original, top1_original):
+        self.game = game
+        self.config = config
+        self.x = x
+        self.reference = reference
+        self.targets = targets
+        self.prob_original = prob_original
+        self.top1_original = top1_original
+        self.mask = torch.ones_like(x, requires_grad=True)
+        self.lr = config.learning_rate(game)
+        self.optimizer = _MaskOptimizer(self.mask, config.optimizer, self.lr)
+        count = x.shape[0]
+        self.auto_lambda = config.lambda_ is None
+        start = config.lambda_init if self.auto_lambda else config.lambda_
+        self.lambda_ = torch.full((count,), float(start), device=x.device)
+        # Preserve looks for the smallest mask mean that meets the goal, delete for the largest.
+        self.sense = 1.0 if game == "preserve" else -1.0
+        self.best_mask = self.mask.detach().clone()
+        self.best_state = tuple(t.clone() for t in self.optimizer.state())
+        self.best_value = torch.full((count,), math.inf, device=x.device)
+        self.best_lambda = self.lambda_.clone()
+        self.best_loss = torch.full((count,), math.inf, device=x.device)
+        self.found = torch.zeros(count, dtype=torch.bool, device=x.device)
+        self.last_improved = torch.zeros(count, dtype=torch.long, device=x.device)
+        self.all_goal_met = False
+
+    def goal(self, prob: torch.Tensor, top1: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` bool: the game's goal (see :class:`FGVisConfig`) is met."""
+        if self.game == "preserve":
+            kept_top1 = (top1 == self.targets) | (self.top1_original != self.targets)
+            return (prob >= self.config.preserve_ratio * self.prob_original) & kept_top1
+        return prob <= self.config.delete_ratio * self.prob_original
+
+    def step(self, module: nn.Module, activation_filter: ActivationFilter, step: int) -> StepState:
+        mask = self.mask
+        explanation = mask * self.x + (1 - mask) * self.reference
+        with activation_filter.filtering():
+            logits = module(explanation)
+        log_probs = torch.log_softmax(logits.float(), dim=1).gather(1, self.targets[:, None])[:, 0]
+        probs = log_probs.exp()
+        score = probs if self.config.loss == "prob" else log_probs
+        size = mask.flatten(1).mean(1)
+        # preserve: -s + lambda*|m| ; delete: s - lambda*|m|. Only the score term is back-propagated (and
+        # filtered); the sparsity term is applied as a separate proximal step below.
+        loss = self.sense * (self.lambda_ * size - score)
+        (grad,) = torch.autograd.grad((-self.sense * score).sum(), mask)
+        with torch.no_grad():
+            met = self.goal(probs, logits.argmax(1))
+            lambda_used = self.lambda_.clone()
+            self._remember(met, size, loss, step)
+            self.optimizer.step(mask, grad)
+            # Proximal step of lambda*mean(m) on [0, 1]: shrink (preserve) or grow (delete) every mask
+            # value by lr*lambda, then clip. Decoupled from Adam's per-pixel normalisation, so lambda
+            # sets the sparsity pressure directly (like AdamW's decoupled weight decay).
+            mask.sub_((self.sense * self.lr) * self.lambda_.view(-1, 1, 1, 1))
+            if self.auto_lambda:
+                self._control_lambda(met)
+            mask.clamp_(0.0, 1.0)
+            self.all_goal_met = bool(met.all())
+            blocked = activation_filter.blocked_fraction()
+        return StepState(
+            step=step,
+            total=self.config.steps,
+            loss=loss.detach().cpu().numpy(),
+            target_prob=probs.detach().cpu().numpy(),
+            mask_mean=size.detach().cpu().numpy(),
+            lambda_=lambda_used.cpu().numpy(),
+            blocked_fraction=blocked.cpu().numpy() if blocked.numel() else np.zeros(len(probs), np.float32),
+            goal_met=met.cpu().numpy(),
+        )
+
+    def _remember(self, met: torch.Tensor, size: torch.Tensor, loss: torch.Tensor, step: int) -> None:
+        """Keep, per item, the state of the best mask that met the goal (before this step's update)."""
+        if not self.auto_lambda:
+            # Manual lambda: convergence is judged on the loss itself.
+            significant = loss < self.best_loss - self.config.tolerance
+            self.best_loss = torch.minimum(self.best_loss, loss)
+            self.last_improved[significant] = step
+            return
+        value = self.sense * size
+        better = met & (value < self.best_value)
+        self.last_improved[better & (value < self.best_value - self.config.tolerance)] = step
+        if better.any():
+            self.best_value = torch.where(better, value, self.best_value)
+            self.best_mask[better] = self.mask.detach()[better]
+            for saved, current in zip(self.best_state, self.optimizer.state(), strict=True):
+                saved[better] = current[better]
+            self.best_lambda = torch.where(better, self.lambda_, self.best_lambda)
+            self.found |= better
+
+    def _control_lambda(self, met: torch.Tensor) -> None:
+        rate = self.config.lambda_rate
+        self.lambda_ = torch.where(met, self.lambda_ * math.exp(rate), self.lambda_ * math.exp(-rate))
+        rollback = ~met & self.found
+        if rollback.any():
+            self.mask.detach()[rollback] = self.best_mask[rollback]
+            for saved, current in zip(self.best_state, self.optimizer.state(), strict=True):
+                current[rollback] = saved[rollback]
+            halved = torch.minimum(self.lambda_ * math.exp(rate), self.best_lambda) * 0.5
+            self.lambda_ = torch.where(rollback, halved, self.lambda_)
+
+    def converged(self, step: int) -> bool:
+        if self.game == "delete" and self.config.stop_when_deleted and self.all_goal_met:
+            return True
+        patience = self.config.patience
+        if not patience or step < patience:
+            return False
+        if self.auto_lambda and not bool(self.found.all()):
+            return False
+        return bool((step - self.last_improved >= patience).all())
+
+    def result_mask(self) -> torch.Tensor:
+        """Automatic lambda: the best mask that met the goal (the current one where none did);
+        manual lambda: the current mask."""
+        current = self.mask.detach()
+        if not self.auto_lambda:
+            return current.clone()
+        return torch.where(self.found[:, None, None, None], self.best_mask, current)
+
+    def result_lambda(self) -> torch.Tensor:
+        if not self.auto_lambda:
+            return self.lambda_.clone()
+        return torch.where(self.found, self.best_lambda, self.lambda_)
+
+
+def _with_preview(state: StepState, mask: torch.Tensor, game: str, size: int) -> StepState:
+    with torch.no_grad():
+        evidence = mask.detach().mean(1, keepdim=True)
+        if game == "delete":
+            evidence = 1 - evidence
+        height, width = evidence.shape[2:]
+        scale = size / max(height, width)
+        if scale < 1:
+            target = (max(1, round(height * scale)), max(1, round(width * scale)))
+            evidence = F.adaptive_avg_pool2d(evidence, target)
+        preview = evidence[:, 0].float().cpu().numpy()
+    return StepState(**{**state.__dict__, "preview": preview})
+
+
+def _as_classifier(model, image) -> ClassifierModel:
+    if isinstance(model, ClassifierModel):
+        return model
+    if isinstance(model, nn.Module):
+        if not isinstance(image, torch.Tensor):
+            raise ConfigError(
+                "a bare nn.Module needs an already preprocessed tensor (N, C, H, W); to explain a photo, "
+                "use load_model(...) or ClassifierModel.from_module(module, preprocessing=...)"
+            )
+        return ClassifierModel.from_module(model)
+    raise ConfigError(f"model must be a ClassifierModel or torch.nn.Module, not {type(model).__name__}")
+
+
+def _prepare_inputs(classifier: ClassifierModel, image):
+    """-> inputs ``(N, C, H, W)`` float32 on CPU, geometries and original photos (``None`` for tensors)."""
+    if isinstance(image, torch.Tensor):
+        tensor = image.detach()
+        if tensor.dim() == 3:
+            tensor = tensor.unsqueeze(0)
+        if tensor.dim() != 4 or not tensor.is_floating_point():
+            raise ConfigError(f"an input tensor must be float (N, C, H, W), not {tuple(tensor.shape)} {tensor.dtype}")
+        if not torch.isfinite(tensor).all():
+            raise ConfigError("the input tensor contains NaN or infinite values")
+        return tensor, [None] * tensor.shape[0], [None] * tensor.shape[0]
+    sources = list(image) if isinstance(image, list | tuple) else [image]
+    if not sources:
+        raise ConfigError("no image given")
+    tensors: list[torch.Tensor] = []
+    geometries: list[Geometry | None] = []
+    originals: list[np.ndarray | None] = []
+    for source in sources:
+        if not isinstance(source, str | Path | Image.Image | np.ndarray):
+            raise ConfigError(f"cannot read an image from a {type(source).__name__}")
+        photo = load_image(source)
+        tensor, geometry = classifier.preprocessing(photo)
+        tensors.append(tensor)
+        geometries.append(geometry)
+        originals.append(np.asarray(photo))
+    return torch.cat(tensors), geometries, originals
+
+
+def _resolve_device(requested: str | None, classifier: ClassifierModel) -> torch.device:
+    if requested is None:
+        return classifier.device
+    if requested == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            device = torch.device(requested)
+        except RuntimeError as exc:
+            raise DeviceError(f"unknown device {requested!r} (use cpu, cuda, cuda:N or auto)") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError("CUDA was requested but no CUDA GPU is available here; use the CPU")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"{device} does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if classifier.device != device:
+        try:
+            classifier.module.to(device)
+        except torch.cuda.OutOfMemoryError as exc:
+            raise DeviceError(f"the model does not fit in the memory of {device}") from exc
+    return device
+
+
+def _resolve_targets(classifier: ClassifierModel, target: Target, logits: torch.Tensor) -> torch.Tensor:
+    """-> ``(M,)`` int64 class indices on the CPU; ``M`` is the batch size or, for one image with several
+    targets, the number of targets."""
+    count = logits.shape[0]
+    top1 = logits.argmax(1).cpu()
+    if target is None or (isinstance(target, str) and target.strip().lower() == "top1"):
+        return top1
+    if isinstance(target, torch.Tensor):
+        target = target.flatten().tolist()
+    if isinstance(target, int | str):
+        return torch.full((count,), classifier.resolve_target(target), dtype=torch.long)
+    items = list(target)
+    if not items:
+        raise TargetError("an empty list of targets was given")
+    if len(items) != count and count != 1:
+        raise TargetError(f"{len(items)} targets were given for {count} images")
+    resolved = []
+    for position, item in enumerate(items):
+        is_top1 = item is None or (isinstance(item, str) and item.strip().lower() == "top1")
+        resolved.append(int(top1[0 if count == 1 else position]) if is_top1 else classifier.resolve_target(item))
+    return torch.tensor(resolved, dtype=torch.long)
+
+
+def _reference(classifier: ClassifierModel, x: torch.Tensor, config: FGVisConfig) -> torch.Tensor:
+    """The reference ``r`` ``(N, C, H, W)`` that removed pixels take, in the model's input space."""
+    if config.reference == "zero":
+        return torch.zeros_like(x)
+    if config.reference == "black":
+        if x.shape[1] != 3:
+            raise ConfigError(f"the black reference needs an RGB input, this one has {x.shape[1]} channels")
+        return classifier.preprocessing.black(x)
+    return gaussian_blur(x, config.blur_sigma)
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(N, C, H, W)`` with reflected borders (radius ``3*sigma``, capped by
+    the image size)."""
+    height, width = images.shape[2:]
+    radius = max(1, min(math.ceil(3 * sigma), height - 1, width - 1))
+    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = images.shape[1]
+    horizontal = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
+    vertical = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
+    padded = F.pad(images, (radius, radius, 0, 0), mode="reflect")
+    blurred = F.conv2d(padded, horizontal, groups=channels)
+    padded = F.pad(blurred, (0, 0, radius, radius), mode="reflect")
+    return F.conv2d(padded, vertical, groups=channels)
+
+
+def _fmt(values: torch.Tensor) -> str:
+    return "[" + ", ".join(f"{v:.3f}" for v in values.tolist()) + "]"

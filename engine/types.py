@@ -1,0 +1,298 @@
+"""The data an explanation run takes and returns: :class:`FGVisConfig`, :class:`StepState`,
+:class:`Explanation`. Numbers in the defaults are justified in ``docs/DEFAULTS.md``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+
+from .colormaps import apply_colormap
+from .errors import ConfigError
+from .preprocess import Geometry, Preprocessing, paste_back
+
+Game = Literal["preserve", "delete"]
+GAMES = ("preserve", "delete")
+REFERENCES = ("zero", "black", "blur")
+LOSSES = ("prob", "ce")
+OPTIMIZERS = ("adam", "sgd")
+
+#: Measured per-game learning rates (docs/DEFAULTS.md): preservation needs small steps to approach the
+#: sparsest mask that keeps the decision; deletion converges in half the steps with 0.02.
+DEFAULT_LR = {"preserve": 0.01, "delete": 0.02}
+
+
+@dataclass(frozen=True)
+class FGVisConfig:
+    """Settings of one FGVis optimisation (``shared/fgvis-method.md`` Sec. 1-2).
+
+    Attributes
+    ----------
+    steps
+        Iteration budget (the run may stop earlier, see ``patience``).
+    lr
+        Learning rate of the mask optimiser; ``None``: the game's measured default
+        (:data:`DEFAULT_LR`: 0.01 to preserve, 0.02 to delete).
+    optimizer
+        ``"adam"`` (default, measured) or ``"sgd"`` (the paper's plain SGD).
+    lambda_
+        Weight of the sparsity term ``lambda * mean(m)``. ``None``: automatic, per image (see
+        ``lambda_init``, ``lambda_rate``, ``preserve_ratio``, ``delete_ratio``).
+    lambda_init, lambda_rate
+        Automatic lambda starts at ``lambda_init`` and is multiplied by ``exp(+lambda_rate)`` after a step
+        that met the game's goal and by ``exp(-lambda_rate)`` after one that did not, so it settles where
+        the goal is just met with the sparsest mask.
+    preserve_ratio
+        Preservation goal: the explanation keeps ``p(e) >= preserve_ratio * p(x)`` (and keeps the target
+        top-1 when it was top-1 on the image) -- "a softmax score comparable to the image's".
+    delete_ratio
+        Deletion goal: the explanation drives ``p(e) <= delete_ratio * p(x)``.
+    reference
+        What removed pixels become: ``"zero"`` (0 in the network's input space, the paper's ``e = m*x``),
+        ``"black"`` (black pixels) or ``"blur"`` (the image blurred with ``blur_sigma``).
+    blur_sigma
+        Gaussian sigma in model-input pixels for the ``"blur"`` reference.
+    loss
+        ``"prob"``: the target's softmax probability (paper default); ``"ce"``: its log-probability
+        (cross-entropy).
+    patience
+        Stop when the best mask meeting the goal has not improved by ``tolerance`` (in mask mean) for this
+        many steps; with a manual lambda, when the loss has not improved by ``tolerance``. 0 disables.
+    tolerance
+        See ``patience``.
+    stop_when_deleted
+        Deletion only: stop at the first step that meets the deletion goal (faster, less sparse).
+    seed
+        Seed of torch's RNG for the run (the loop itself is deterministic on the CPU).
+    device
+        ``None``: wherever the model is; ``"auto"``: CUDA if available, else CPU; or a torch device
+        string. The model is moved there and stays there.
+    defense_rtol, defense_atol
+        Tolerance of the defense's bound comparison (rounding only; see :mod:`engine.defense`).
+    preview_size
+        Longest side, in pixels, of the evidence preview passed to ``on_step``.
+    """
+
+    steps: int = 300
+    lr: float | None = None
+    optimizer: str = "adam"
+    lambda_: float | None = None
+    lambda_init: float = 0.05
+    lambda_rate: float = 0.05
+    preserve_ratio: float = 0.9
+    delete_ratio: float = 0.1
+    reference: str = "zero"
+    blur_sigma: float = 10.0
+    loss: str = "prob"
+    patience: int = 60
+    tolerance: float = 1e-3
+    stop_when_deleted: bool = False
+    seed: int = 0
+    device: str | None = None
+    defense_rtol: float = 1e-5
+    defense_atol: float = 1e-6
+    preview_size: int = 64
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.steps >= 1, f"steps must be at least 1, not {self.steps}"),
+            (self.lr is None or self.lr > 0, f"lr must be positive or None, not {self.lr}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}"),
+            (self.lambda_ is None or self.lambda_ >= 0, f"lambda_ must be >= 0 or None, not {self.lambda_}"),
+            (self.lambda_init > 0, f"lambda_init must be positive, not {self.lambda_init}"),
+            (self.lambda_rate > 0, f"lambda_rate must be positive, not {self.lambda_rate}"),
+            (0 < self.preserve_ratio <= 1, f"preserve_ratio must be in (0, 1], not {self.preserve_ratio}"),
+            (0 < self.delete_ratio < 1, f"delete_ratio must be in (0, 1), not {self.delete_ratio}"),
+            (self.reference in REFERENCES, f"reference must be one of {REFERENCES}, not {self.reference!r}"),
+            (self.blur_sigma > 0, f"blur_sigma must be positive, not {self.blur_sigma}"),
+            (self.loss in LOSSES, f"loss must be one of {LOSSES}, not {self.loss!r}"),
+            (self.patience >= 0, f"patience must be >= 0, not {self.patience}"),
+            (self.preview_size >= 8, f"preview_size must be at least 8, not {self.preview_size}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def learning_rate(self, game: str) -> float:
+        """The learning rate in force for ``game``."""
+        return self.lr if self.lr is not None else DEFAULT_LR[game]
+
+
+@dataclass(frozen=True)
+class StepState:
+    """Progress of one optimisation step; per-item values are ``(N,)`` numpy arrays (copies).
+
+    Attributes
+    ----------
+    step, total
+        1-based step number and the iteration budget.
+    loss
+        Total objective per item (score term + sparsity term) at this step.
+    target_prob
+        Softmax probability of the target on the current explanation ``e``, 0..1.
+    mask_mean
+        Mean of the mask, 0..1 (1 = the whole image kept).
+    lambda_
+        Sparsity weight used at this step.
+    blocked_fraction
+        Fraction of activation units whose gradient the defense blocked (they left their bounds:
+        adversarial evidence); 0 without the defense.
+    goal_met
+        Whether this step's explanation met the game's goal (see :class:`FGVisConfig`).
+    preview
+        Only in ``on_step`` calls: evidence maps ``(N, h, w)`` float32 in 0..1, longest side
+        ``preview_size``; ``None`` in the stored history.
+    """
+
+    step: int
+    total: int
+    loss: np.ndarray
+    target_prob: np.ndarray
+    mask_mean: np.ndarray
+    lambda_: np.ndarray
+    blocked_fraction: np.ndarray
+    goal_met: np.ndarray
+    preview: np.ndarray | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "loss": self.loss.tolist(),
+            "target_prob": self.target_prob.tolist(),
+            "mask_mean": self.mask_mean.tolist(),
+            "lambda": self.lambda_.tolist(),
+            "blocked_fraction": self.blocked_fraction.tolist(),
+            "goal_met": self.goal_met.tolist(),
+        }
+
+
+@dataclass
+class Explanation:
+    """Result of :func:`engine.explain` for a batch of ``N`` items (tensors on the CPU).
+
+    Attributes
+    ----------
+    mask
+        ``(N, 3, H, W)`` float32 in [0, 1], one value per pixel and colour channel (1 = keep the pixel).
+    explanation
+        ``(N, 3, H, W)`` the explanation ``e = m*x + (1-m)*r`` in the model's input space.
+    input, reference
+        ``(N, 3, H, W)`` the image ``x`` and reference ``r`` in the model's input space.
+    target
+        ``(N,)`` int64 class indices; ``target_labels`` their names.
+    prob_original, prob_explanation
+        ``(N,)`` softmax probability of the target on ``x`` and on ``e``.
+    top1_original, top1_explanation
+        ``(N,)`` the model's top-1 class on ``x`` and on ``e``.
+    lambda_
+        ``(N,)`` sparsity weight in force at the returned mask.
+    goal_met
+        ``(N,)`` bool: the returned mask meets the game's goal (see :class:`FGVisConfig`).
+    steps
+        Optimisation steps run; ``cancelled``: stopped by ``should_stop`` before the end.
+    history
+        One :class:`StepState` per step (without previews).
+    defended_activations
+        Activation calls per forward pass under the gradient filter (0 with ``defense=False``).
+    """
+
+    mask: torch.Tensor
+    explanation: torch.Tensor
+    input: torch.Tensor
+    reference: torch.Tensor
+    target: torch.Tensor
+    target_labels: list[str]
+    prob_original: torch.Tensor
+    prob_explanation: torch.Tensor
+    top1_original: torch.Tensor
+    top1_explanation: torch.Tensor
+    lambda_: torch.Tensor
+    goal_met: torch.Tensor
+    game: str
+    defense: bool
+    config: FGVisConfig
+    steps: int
+    cancelled: bool
+    history: list[StepState]
+    wall_time_s: float
+    device: str
+    model_name: str
+    defended_activations: int
+    preprocessing: Preprocessing
+    geometries: list[Geometry | None] = field(default_factory=list)
+    originals: list[np.ndarray | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.mask.shape[0]
+
+    def evidence_map(self, index: int = 0) -> np.ndarray:
+        """Evidence ``(H, W)`` float32 in [0, 1] at model resolution, averaged over colour channels:
+        the mask ``m`` for preservation, ``1 - m`` for deletion (the pixels that had to go)."""
+        mask = self.mask[index].mean(0)
+        evidence = mask if self.game == "preserve" else 1.0 - mask
+        return evidence.numpy().astype(np.float32)
+
+    def evidence_image(
+        self, index: int = 0, *, colormap: str = "inferno", original_resolution: bool = False
+    ) -> np.ndarray:
+        """The evidence map coloured on a fixed 0..1 scale: ``uint8`` RGB ``(H, W, 3)``; with
+        ``original_resolution`` the size of the original photo (no evidence outside the model's crop)."""
+        evidence = self.evidence_map(index)
+        if original_resolution:
+            evidence = paste_back(evidence, self._geometry(index), fill=0.0)
+        return apply_colormap(evidence, colormap)
+
+    def explanation_image(self, index: int = 0, *, original_resolution: bool = False) -> np.ndarray:
+        """The explanation as a picture, ``uint8`` RGB ``(H, W, 3)``.
+
+        At model resolution it is exactly ``e`` (feed it back to the model to test the explanation).
+        With ``original_resolution`` the mask is upsampled onto the original photo,
+        ``m*photo + (1-m)*r``, at the photo's size; outside the model's crop nothing was kept (preserve)
+        or removed (delete).
+        """
+        if not original_resolution:
+            return self.preprocessing.to_uint8(self.explanation[index])
+        geometry = self._geometry(index)
+        photo = self.originals[index].astype(np.float32)
+        outside = 0.0 if self.game == "preserve" else 1.0
+        mask = paste_back(self.mask[index].permute(1, 2, 0).numpy(), geometry, fill=outside)
+        reference_pixels = self.preprocessing.denormalize(self.reference[index : index + 1])[0]
+        reference_hwc = reference_pixels.permute(1, 2, 0).numpy()
+        reference = paste_back(reference_hwc, geometry, fill=reference_hwc.mean(axis=(0, 1)))
+        pixels = mask * photo + (1.0 - mask) * reference
+        return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+
+    def _geometry(self, index: int) -> Geometry:
+        geometry = self.geometries[index] if index < len(self.geometries) else None
+        if geometry is None or self.originals[index] is None:
+            raise ValueError("this explanation was computed from a tensor: there is no original photo to map onto")
+        return geometry
+
+    def summary(self, index: int = 0) -> dict:
+        """JSON-ready facts about item ``index``."""
+        return {
+            "game": self.game,
+            "defense": self.defense,
+            "target": int(self.target[index]),
+            "target_label": self.target_labels[index],
+            "prob_original": float(self.prob_original[index]),
+            "prob_explanation": float(self.prob_explanation[index]),
+            "top1_original": int(self.top1_original[index]),
+            "top1_explanation": int(self.top1_explanation[index]),
+            "mask_mean": float(self.mask[index].mean()),
+            "lambda": float(self.lambda_[index]),
+            "lr": self.config.learning_rate(self.game),
+            "goal_met": bool(self.goal_met[index]),
+            "steps": self.steps,
+            "cancelled": self.cancelled,
+            "wall_time_s": self.wall_time_s,
+            "device": self.device,
+            "model": self.model_name,
+            "defended_activations": self.defended_activations,
+            "config": self.config.to_dict(),
+        }

@@ -1,0 +1,22 @@
+"""Layering rules that keep the engine usable from scripts and the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_engine_imports_no_qt_and_no_gui():
+    code = (
+        "import sys, engine, engine.cli, engine.bench\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('PySide6', 'shiboken6', 'gui'))\n"
+        "print(bad); sys.exit(1 if bad else 0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"engine pulled in: {done.stdout} {done.stderr}"
+
+
+def test_gui_package_is_importable():
+    import gui
+
+    assert gui.__doc__

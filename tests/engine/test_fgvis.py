@@ -1,0 +1,211 @@
+"""The optimisation loop on tiny models: contract of explain(), cancellation, batching, hygiene."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import engine
+from engine import ConfigError, DefenseError, Explanation, FGVisConfig, TargetError, explain
+from engine.fgvis import gaussian_blur
+
+from .toy_models import FunctionalNet, ReusedReLUNet, SignedNet, TinyCNN
+
+FAST = FGVisConfig(steps=12, patience=0)
+
+
+@pytest.fixture
+def tiny():
+    return TinyCNN().eval()
+
+
+@pytest.fixture
+def inputs():
+    return torch.randn(3, 3, 16, 16)
+
+
+def _snapshot(model: nn.Module):
+    return (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        [m.training for m in model.modules()],
+        [p.requires_grad for p in model.parameters()],
+        [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()],
+        [getattr(m, "inplace", None) for m in model.modules()],
+    )
+
+
+def _assert_restored(model, before, inputs, inputs_before):
+    after = _snapshot(model)
+    assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
+    assert before[1:] == after[1:]
+    assert torch.equal(inputs, inputs_before)
+    assert not torch.overrides._get_current_function_mode_stack()
+
+
+def test_result_contract_shapes_ranges_and_devices(tiny, inputs):
+    result = explain(tiny, inputs, config=FAST)
+    assert isinstance(result, Explanation) and len(result) == 3
+    assert result.mask.shape == inputs.shape and result.mask.device.type == "cpu"
+    assert result.mask.min() >= 0 and result.mask.max() <= 1
+    assert result.explanation.shape == inputs.shape
+    assert torch.allclose(result.explanation, result.mask * inputs + (1 - result.mask) * result.reference)
+    assert result.prob_original.shape == result.prob_explanation.shape == (3,)
+    assert torch.equal(result.target, tiny(inputs).argmax(1))  # default target: top-1
+    assert result.steps == 12 == len(result.history) and not result.cancelled
+    assert result.defended_activations == 2 and result.defense
+    assert result.wall_time_s > 0 and result.config == FAST
+    first = result.history[0]
+    assert first.step == 1 and first.target_prob.shape == (3,) and first.preview is None
+    assert np.allclose(first.target_prob, result.prob_original.numpy(), atol=1e-5)  # step 1: e == x
+    assert np.all(first.blocked_fraction == 0)
+
+
+def test_on_step_receives_every_step_with_a_small_preview(tiny):
+    states = []
+    explain(
+        tiny, torch.randn(2, 3, 40, 30), config=FGVisConfig(steps=5, patience=0, preview_size=8), on_step=states.append
+    )
+    assert [s.step for s in states] == [1, 2, 3, 4, 5] and all(s.total == 5 for s in states)
+    preview = states[-1].preview
+    assert preview.shape == (2, 8, 6) and preview.dtype == np.float32
+    assert preview.min() >= 0 and preview.max() <= 1
+
+
+def test_cancel_returns_partial_result_marked_cancelled(tiny, inputs):
+    calls = []
+
+    def should_stop():
+        calls.append(1)
+        return len(calls) > 4
+
+    result = explain(tiny, inputs, config=FAST, should_stop=should_stop)
+    assert result.cancelled and result.steps == 4 and len(result.history) == 4
+    assert result.mask.shape == inputs.shape and torch.isfinite(result.prob_explanation).all()
+
+
+@pytest.mark.parametrize("model_class", [TinyCNN, ReusedReLUNet, FunctionalNet, SignedNet])
+def test_model_and_input_restored_after_normal_and_cancelled_runs(model_class, inputs):
+    model = model_class()
+    model.train()  # explain must run in eval mode and then give the caller's mode back
+    next(model.parameters()).requires_grad_(False)
+    before, inputs_before = _snapshot(model), inputs.clone()
+    explain(model, inputs, config=FAST)
+    _assert_restored(model, before, inputs, inputs_before)
+    explain(model, inputs, config=FAST, should_stop=lambda: True)
+    _assert_restored(model, before, inputs, inputs_before)
+
+
+class _FailsOnThirdCall(TinyCNN):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == 3:
+            raise RuntimeError("boom")
+        return super().forward(x)
+
+
+def test_model_restored_when_the_run_raises(inputs):
+    model = _FailsOnThirdCall().train()
+    before, inputs_before = _snapshot(model), inputs.clone()
+    with pytest.raises(RuntimeError, match="boom"):
+        explain(model, inputs, config=FAST)
+    _assert_restored(model, before, inputs, inputs_before)
+
+
+def test_batch_is_one_batched_run_not_a_loop(tiny, inputs):
+    batches = []
+    tiny.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    explain(tiny, inputs, config=FAST)
+    # reference pass + one forward per step + the final check, each with the whole batch
+    assert batches == [3] * (FAST.steps + 2)
+
+
+def test_batched_items_match_items_explained_alone(tiny, inputs):
+    together = explain(tiny, inputs, config=FAST)
+    alone = explain(tiny, inputs[1:2], config=FAST)
+    assert torch.allclose(together.mask[1], alone.mask[0], atol=1e-4)
+
+
+def test_several_targets_for_one_image_explain_each(tiny, inputs):
+    result = explain(tiny, inputs[:1], [2, 5, "class 7"], config=FAST)
+    assert result.target.tolist() == [2, 5, 7] and len(result) == 3
+    assert torch.equal(result.input[0], result.input[2])
+    assert result.target_labels == ["class 2", "class 5", "class 7"]
+
+
+def test_deterministic_for_a_seed(tiny, inputs):
+    first = explain(tiny, inputs, config=FAST)
+    second = explain(tiny, inputs, config=FAST)
+    assert torch.equal(first.mask, second.mask)
+
+
+def test_defense_off_runs_the_same_loop_unfiltered(tiny, inputs):
+    result = explain(tiny, inputs, defense=False, config=FAST)
+    assert result.defended_activations == 0 and not result.defense
+    assert all(np.all(s.blocked_fraction == 0) for s in result.history)
+
+
+def test_defense_blocks_units_that_exceed_their_reference(tiny, inputs):
+    result = explain(tiny, inputs, config=FGVisConfig(steps=30, patience=0))
+    assert max(float(s.blocked_fraction.max()) for s in result.history[1:]) > 0
+
+
+def test_games_move_the_mask_in_opposite_directions(tiny, inputs):
+    config = FGVisConfig(steps=20, patience=0, lambda_=1.0)
+    preserve = explain(tiny, inputs, game="preserve", config=config)
+    delete = explain(tiny, inputs, game="delete", config=config)
+    assert preserve.mask.mean() < 0.9 and delete.mask.mean() > 0.99  # lambda pushes towards 0 / 1
+    assert np.allclose(delete.evidence_map(0), 1 - delete.mask[0].mean(0).numpy())
+    assert np.allclose(preserve.evidence_map(0), preserve.mask[0].mean(0).numpy())
+
+
+def test_references(tiny, inputs):
+    zero = explain(tiny, inputs, config=FGVisConfig(steps=1, reference="zero"))
+    black = explain(tiny, inputs, config=FGVisConfig(steps=1, reference="black"))
+    blur = explain(tiny, inputs, config=FGVisConfig(steps=1, reference="blur", blur_sigma=2.0))
+    assert torch.equal(zero.reference, torch.zeros_like(inputs))
+    assert torch.equal(black.reference, torch.zeros_like(inputs))  # bare module: input = pixels / 255
+    assert torch.allclose(blur.reference, gaussian_blur(inputs, 2.0))
+    assert blur.reference.std() < inputs.std()
+
+
+def test_gaussian_blur_keeps_constants_and_mass():
+    flat = torch.full((1, 3, 9, 9), 0.7)
+    assert torch.allclose(gaussian_blur(flat, 3.0), flat)
+    spike = torch.zeros(1, 1, 31, 31)
+    spike[0, 0, 15, 15] = 1
+    assert abs(gaussian_blur(spike, 2.0).sum().item() - 1) < 1e-5
+
+
+def test_bad_arguments_raise_the_engines_errors(tiny, inputs, tmp_path):
+    with pytest.raises(TargetError, match="out of range"):
+        explain(tiny, inputs, 10, config=FAST)
+    with pytest.raises(TargetError, match="2 targets were given for 3 images"):
+        explain(tiny, inputs, [1, 2], config=FAST)
+    with pytest.raises(ConfigError, match="game must be one of"):
+        explain(tiny, inputs, game="hide")
+    with pytest.raises(ConfigError, match=r"bare nn.Module needs an already preprocessed tensor"):
+        explain(tiny, tmp_path / "photo.jpg")
+    with pytest.raises(ConfigError, match="steps must be at least 1"):
+        FGVisConfig(steps=0)
+    with pytest.raises(ConfigError, match="NaN"):
+        explain(tiny, torch.full((1, 3, 8, 8), float("nan")))
+
+
+def test_torchscript_model_cannot_be_defended_but_runs_without(tiny, inputs):
+    scripted = torch.jit.script(tiny)
+    with pytest.raises(DefenseError, match="defense=False"):
+        explain(scripted, inputs, config=FAST)
+    assert explain(scripted, inputs, defense=False, config=FAST).steps == FAST.steps
+
+
+def test_unavailable_cuda_is_a_clear_error(tiny, inputs):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(engine.DeviceError, match="no CUDA GPU"):
+        explain(tiny, inputs, config=FGVisConfig(steps=1, device="cuda"))
