@@ -1,6 +1,9 @@
-"""Speed benchmark: time per FGVis step (defense on/off) against a bare forward+backward pass.
+"""Benchmarks that print Markdown tables; nothing is asserted.
 
-``python -m engine.bench`` or ``fgvis bench speed``. Prints a Markdown table; nothing is asserted.
+* ``fgvis bench speed`` (or ``python -m engine.bench``): time per FGVis step, defense on/off, against a
+  bare forward+backward pass.
+* ``fgvis bench defaults``: both games on the bundled photos with the default model -- the runs that
+  chose the defaults in docs/DEFAULTS.md; settings can be overridden to compare.
 """
 
 from __future__ import annotations
@@ -10,11 +13,12 @@ import resource
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import torch
 
 from .defense import ActivationFilter
-from .fgvis import _Optimisation, _resolve_device
+from .fgvis import _Optimisation, _resolve_device, explain
 from .models import frozen, load_model
 from .resources import sample_images
 from .types import FGVisConfig
@@ -106,6 +110,42 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU ({platform.processor() or platform.machine()})"
+
+
+def run_defaults_benchmark(config: FGVisConfig | None = None, device: str = "auto") -> str:
+    """Preserve (defense on and off) and delete (defense on) on every bundled photo, in one batch per
+    run; returns a Markdown table of probabilities, mask means, goals, steps and times."""
+    model = load_model()
+    config = config or FGVisConfig()
+    if config.device is None:
+        config = replace(config, device=device)
+    photos = sample_images()
+    lines = [
+        f"Default model ({model.name}), {len(photos)} bundled photos in one batch per run, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads.",
+        f"Settings: {_settings_text(config)}.",
+        "",
+        "| run | photo | target | p(x) | p(e) | p(e)/p(x) | top-1 kept | mask mean | goal met | steps | run time (s) |",
+        "|---|---|---|---:|---:|---:|---|---:|---|---:|---:|",
+    ]
+    for game, defense in (("preserve", True), ("preserve", False), ("delete", True)):
+        result = explain(model, [str(p) for p in photos], game=game, defense=defense, config=config)
+        run = f"{game}, defense {'on' if defense else 'off'}"
+        for index, photo in enumerate(photos):
+            p_x, p_e = float(result.prob_original[index]), float(result.prob_explanation[index])
+            kept = bool(result.top1_explanation[index] == result.target[index])
+            lines.append(
+                f"| {run} | {photo.stem} | {result.target_labels[index]} | {p_x:.3f} | {p_e:.3f} | "
+                f"{p_e / p_x:.2f} | {'yes' if kept else 'no'} | {float(result.mask[index].mean()):.3f} | "
+                f"{'yes' if bool(result.goal_met[index]) else 'no'} | {result.steps} | {result.wall_time_s:.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def _settings_text(config: FGVisConfig) -> str:
+    defaults = FGVisConfig()
+    changed = {k: v for k, v in config.to_dict().items() if v != getattr(defaults, k) and k != "device"}
+    return ", ".join(f"{k}={v}" for k, v in changed.items()) or "defaults"
 
 
 if __name__ == "__main__":

@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     speed.add_argument("--repeats", type=int, default=10, help="timed steps per measurement")
     speed.add_argument("--device", default="auto")
     speed.set_defaults(handler=_bench_speed)
+    games = bench_commands.add_parser("defaults", help="both games on the bundled photos with the default model")
+    games.add_argument("--steps", type=int, default=defaults.steps)
+    games.add_argument("--lr", type=float, default=None)
+    games.add_argument("--lambda-init", type=float, default=defaults.lambda_init)
+    games.add_argument("--device", default="auto")
+    games.set_defaults(handler=_bench_defaults)
     return parser
 
 
@@ -232,6 +238,14 @@ def _bench_speed(args) -> int:
     from .bench import run_speed_benchmark
 
     print(run_speed_benchmark(batch_sizes=args.batch_sizes, repeats=args.repeats, device=args.device))
+    return 0
+
+
+def _bench_defaults(args) -> int:
+    from .bench import run_defaults_benchmark
+
+    config = FGVisConfig(steps=args.steps, lr=args.lr, lambda_init=args.lambda_init)
+    print(run_defaults_benchmark(config, device=args.device))
     return 0
 
 

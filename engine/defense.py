@@ -228,5 +228,8 @@ class _GradientMask:
 
 def _count_per_item(flags: torch.Tensor) -> torch.Tensor:
     """Number of ``True`` per batch item of a bool tensor ``(N, ...)`` -> int32 ``(N,)``. Summing the
-    bytes as uint8 with an int32 accumulator is about 5x faster than summing the bools."""
-    return flags.view(torch.uint8).reshape(flags.shape[0], -1).sum(1, dtype=torch.int32)
+    bytes as uint8 with an int32 accumulator is about 5x faster than summing the bools; reducing over
+    the trailing dims (instead of reshaping) avoids a copy of channels-last activations."""
+    if flags.dim() == 1:
+        return flags.to(torch.int32)
+    return flags.view(torch.uint8).sum(tuple(range(1, flags.dim())), dtype=torch.int32)
