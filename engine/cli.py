@@ -21,7 +21,7 @@ import numpy as np
 from .errors import FGVisError
 from .models import DEFAULT_MODEL, ClassifierModel, load_model
 from .output import write_json, write_npy, write_png
-from .types import GAMES, REFERENCES, Explanation, FGVisConfig, StepState
+from .types import GAMES, OPTIMIZERS, REFERENCES, Explanation, FGVisConfig, StepState
 
 EXIT_WRITE_ERROR = 1
 EXIT_BAD_INPUT = 2
@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--steps", type=int, default=defaults.steps, help=f"iteration budget ({defaults.steps})")
     explain.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.01 preserve, 0.02 delete)")
     explain.add_argument("--lambda", dest="lambda_", type=float, default=None, help="fixed lambda (default: auto)")
+    explain.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
     explain.add_argument("--reference", choices=REFERENCES, default=defaults.reference)
     explain.add_argument("--seed", type=int, default=defaults.seed)
     explain.add_argument("--batch-size", type=int, default=8, help="images optimised together (default 8)")
@@ -82,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     games.add_argument("--steps", type=int, default=defaults.steps)
     games.add_argument("--lr", type=float, default=None)
     games.add_argument("--lambda-init", type=float, default=defaults.lambda_init)
+    games.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
     games.add_argument("--device", default="auto")
     games.set_defaults(handler=_bench_defaults)
     return parser
@@ -130,7 +132,7 @@ def _explain(args) -> int:
     model = _load(args)
     config = FGVisConfig(
         steps=args.steps, lr=args.lr, lambda_=args.lambda_, reference=args.reference, seed=args.seed,
-        device=args.device,
+        device=args.device, optimizer=args.optimizer,
     )  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     games = GAMES if args.game == "both" else (args.game,)
@@ -244,7 +246,7 @@ def _bench_speed(args) -> int:
 def _bench_defaults(args) -> int:
     from .bench import run_defaults_benchmark
 
-    config = FGVisConfig(steps=args.steps, lr=args.lr, lambda_init=args.lambda_init)
+    config = FGVisConfig(steps=args.steps, lr=args.lr, lambda_init=args.lambda_init, optimizer=args.optimizer)
     print(run_defaults_benchmark(config, device=args.device))
     return 0
 

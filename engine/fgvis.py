@@ -189,8 +189,10 @@ def _run(classifier, inputs, geometries, originals, target, game, defense, confi
 
 
 class _MaskOptimizer:
-    """Adam (or plain SGD) on the mask with per-item state, so that one item can be rolled back
-    without disturbing the others. Shapes: mask and moments ``(N, C, H, W)``, step counts ``(N,)``."""
+    """Adam (default), RMS-normalised gradient descent or plain SGD on the mask, with per-item state so
+    that one item can be rolled back without disturbing the others.
+
+    Shapes: mask and moments ``(N, C, H, W)``, step counts ``(N,)``."""
 
     def __init__(self, mask: torch.Tensor, kind: str, lr: float, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
         self.kind = kind
@@ -203,8 +205,17 @@ class _MaskOptimizer:
 
     def step(self, mask: torch.Tensor, grad: torch.Tensor) -> None:
         """Update ``mask`` in place to decrease the loss whose gradient is ``grad``."""
+        lr = self.lr
         if self.kind == "sgd":
-            mask.sub_(grad, alpha=self.lr)
+            mask.sub_(grad, alpha=lr)
+            return
+        if self.kind == "normalized":
+            # Gradient descent with the gradient scaled per item to unit RMS: keeps how strongly each
+            # pixel matters relative to the others (Adam's per-pixel normalisation erases exactly
+            # that), while the learning rate stays meaningful in mask units.
+            dims = tuple(range(1, grad.dim()))
+            rms = grad.square().mean(dims, keepdim=True).sqrt_().add_(1e-12)
+            mask.sub_(lr * grad / rms)
             return
         shape = (-1,) + (1,) * (mask.dim() - 1)
         self.count += 1
@@ -213,7 +224,7 @@ class _MaskOptimizer:
         correction1 = (1 - self.beta1**self.count).view(shape)
         correction2 = (1 - self.beta2**self.count).view(shape)
         denominator = (self.exp_avg_sq / correction2).sqrt_().add_(self.eps)
-        mask.sub_(self.lr * (self.exp_avg / correction1) / denominator)
+        mask.sub_(lr * (self.exp_avg / correction1) / denominator)
 
     def state(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.exp_avg, self.exp_avg_sq, self.count

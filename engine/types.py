@@ -17,7 +17,7 @@ Game = Literal["preserve", "delete"]
 GAMES = ("preserve", "delete")
 REFERENCES = ("zero", "black", "blur")
 LOSSES = ("prob", "ce")
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "sgd", "normalized")
 
 #: Measured per-game learning rates (docs/DEFAULTS.md): preservation needs small steps to approach the
 #: sparsest mask that keeps the decision; deletion converges in half the steps with 0.02.
@@ -36,7 +36,10 @@ class FGVisConfig:
         Learning rate of the mask optimiser; ``None``: the game's measured default
         (:data:`DEFAULT_LR`: 0.01 to preserve, 0.02 to delete).
     optimizer
-        ``"adam"`` (default, measured) or ``"sgd"`` (the paper's plain SGD).
+        ``"adam"`` (default, measured), ``"normalized"`` (gradient descent with the gradient scaled to
+        unit RMS per image: keeps the relative strength of pixels, which Adam's per-pixel scaling erases;
+        see docs/DEFAULTS.md for when it is better) or ``"sgd"`` (the paper's plain SGD; ``lr`` then
+        depends on the model's gradient scale).
     lambda_
         Weight of the sparsity term ``lambda * mean(m)``. ``None``: automatic, per image (see
         ``lambda_init``, ``lambda_rate``, ``preserve_ratio``, ``delete_ratio``).

@@ -164,6 +164,15 @@ def test_games_move_the_mask_in_opposite_directions(tiny, inputs):
     assert np.allclose(preserve.evidence_map(0), preserve.mask[0].mean(0).numpy())
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "normalized", "sgd"])
+def test_every_optimizer_keeps_the_mask_in_range_and_moves_it(tiny, inputs, optimizer):
+    result = explain(tiny, inputs, config=FGVisConfig(steps=10, patience=0, optimizer=optimizer, lr=0.05))
+    assert result.mask.min() >= 0 and result.mask.max() <= 1
+    assert result.history[-1].mask_mean.max() < 1.0
+    with pytest.raises(ConfigError, match="optimizer must be one of"):
+        FGVisConfig(optimizer="lbfgs")
+
+
 def test_references(tiny, inputs):
     zero = explain(tiny, inputs, config=FGVisConfig(steps=1, reference="zero"))
     black = explain(tiny, inputs, config=FGVisConfig(steps=1, reference="black"))
