@@ -265,6 +265,8 @@ class _Optimisation:
         self.best_lambda = self.lambda_.clone()
         self.best_loss = torch.full((count,), math.inf, device=x.device)
         self.found = torch.zeros(count, dtype=torch.bool, device=x.device)
+        # Until an item meets its goal, best_mask holds its mask closest to the goal (by probability).
+        self.closest = torch.full((count,), math.inf, device=x.device)
         self.last_improved = torch.zeros(count, dtype=torch.long, device=x.device)
         self.all_goal_met = False
 
@@ -291,7 +293,7 @@ class _Optimisation:
         with torch.no_grad():
             met = self.goal(probs, logits.argmax(1))
             lambda_used = self.lambda_.clone()
-            self._remember(met, size, loss, step)
+            self._remember(met, size, loss, probs.detach(), step)
             self.optimizer.step(mask, grad)
             # Proximal step of lambda*mean(m) on [0, 1]: shrink (preserve) or grow (delete) every mask
             # value by lr*lambda, then clip. Decoupled from Adam's per-pixel normalisation, so lambda
@@ -313,14 +315,20 @@ class _Optimisation:
             goal_met=met.cpu().numpy(),
         )
 
-    def _remember(self, met: torch.Tensor, size: torch.Tensor, loss: torch.Tensor, step: int) -> None:
-        """Keep, per item, the state of the best mask that met the goal (before this step's update)."""
+    def _remember(self, met: torch.Tensor, size: torch.Tensor, loss: torch.Tensor, probs: torch.Tensor, step: int):
+        """Keep, per item, the state of the best mask that met the goal (before this step's update), or,
+        while none has, the mask whose probability came closest to it."""
         if not self.auto_lambda:
             # Manual lambda: convergence is judged on the loss itself.
             significant = loss < self.best_loss - self.config.tolerance
             self.best_loss = torch.minimum(self.best_loss, loss)
             self.last_improved[significant] = step
             return
+        distance = -self.sense * probs  # preserve: higher p is closer to the goal; delete: lower p
+        closer = ~self.found & ~met & (distance < self.closest)
+        if closer.any():
+            self.closest = torch.where(closer, distance, self.closest)
+            self.best_mask[closer] = self.mask.detach()[closer]
         value = self.sense * size
         better = met & (value < self.best_value)
         self.last_improved[better & (value < self.best_value - self.config.tolerance)] = step
@@ -354,12 +362,11 @@ class _Optimisation:
         return bool((step - self.last_improved >= patience).all())
 
     def result_mask(self) -> torch.Tensor:
-        """Automatic lambda: the best mask that met the goal (the current one where none did);
-        manual lambda: the current mask."""
-        current = self.mask.detach()
+        """Automatic lambda: the best mask that met the goal (where none did, the one that came
+        closest); manual lambda: the current mask."""
         if not self.auto_lambda:
-            return current.clone()
-        return torch.where(self.found[:, None, None, None], self.best_mask, current)
+            return self.mask.detach().clone()
+        return self.best_mask.clone()
 
     def result_lambda(self) -> torch.Tensor:
         if not self.auto_lambda:

@@ -173,6 +173,14 @@ def test_every_optimizer_keeps_the_mask_in_range_and_moves_it(tiny, inputs, opti
         FGVisConfig(optimizer="lbfgs")
 
 
+def test_unmet_goal_returns_the_mask_that_came_closest(tiny, inputs):
+    """A deletion goal no step can meet: the result is the mask with the lowest probability seen."""
+    result = explain(tiny, inputs, game="delete", config=FGVisConfig(steps=15, patience=0, delete_ratio=1e-9))
+    assert not result.goal_met.any()
+    lowest = np.min(np.stack([s.target_prob for s in result.history]), axis=0)
+    assert np.allclose(result.prob_explanation.numpy(), lowest, atol=1e-6)
+
+
 def test_references(tiny, inputs):
     zero = explain(tiny, inputs, config=FGVisConfig(steps=1, reference="zero"))
     black = explain(tiny, inputs, config=FGVisConfig(steps=1, reference="black"))
