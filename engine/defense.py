@@ -37,30 +37,20 @@ _ACTIVATION_NAMES = (
 )  # fmt: skip
 
 
-def _activation_functions() -> frozenset:
-    found = set()
-    for owner in (F, torch, torch.Tensor, torch._C._nn):
-        for name in _ACTIVATION_NAMES:
-            function = getattr(owner, name, None)
-            if function is not None:
-                found.add(function)
-    return frozenset(found)
+def _functions_named(*names: str) -> frozenset:
+    """Every function object called ``name`` in ``torch.nn.functional``, ``torch``, ``torch.Tensor`` and
+    ``torch._C._nn``: the forms in which the mode sees an activation."""
+    owners = (F, torch, torch.Tensor, torch._C._nn)
+    return frozenset(f for owner in owners for f in (getattr(owner, n, None) for n in names) if f is not None)
 
 
 #: Every function object whose output is treated as a nonlinearity output ``h``.
-ACTIVATION_FUNCTIONS = _activation_functions()
-
+ACTIVATION_FUNCTIONS = _functions_named(*_ACTIVATION_NAMES)
 
 #: Functions whose output is never negative: ``h(e) >= 0 >= bl`` always holds, so only the upper bound
 #: needs checking (one comparison instead of three on the hot path).
-NONNEGATIVE_FUNCTIONS = frozenset(
-    f
-    for owner in (F, torch, torch.Tensor, torch._C._nn)
-    for f in (getattr(owner, n, None) for n in ("relu", "relu_", "relu6", "sigmoid", "sigmoid_", "hardsigmoid",
-                                               "softplus"))
-    if f is not None
-)  # fmt: skip
-_HARDTANH = frozenset(f for f in (F.hardtanh, F.hardtanh_, getattr(torch._C._nn, "hardtanh", None)) if f is not None)
+NONNEGATIVE_FUNCTIONS = _functions_named("relu", "relu_", "relu6", "sigmoid", "sigmoid_", "hardsigmoid", "softplus")
+_HARDTANH = _functions_named("hardtanh", "hardtanh_")
 
 
 def _is_nonnegative(func, args, kwargs) -> bool:
