@@ -199,9 +199,11 @@ class _MaskOptimizer:
         self.lr = lr
         self.beta1, self.beta2 = betas
         self.eps = eps
-        self.exp_avg = torch.zeros_like(mask)
-        self.exp_avg_sq = torch.zeros_like(mask)
-        self.count = torch.zeros(mask.shape[0], device=mask.device)
+        # Only Adam has per-item state to roll back.
+        if kind == "adam":
+            self.exp_avg = torch.zeros_like(mask)
+            self.exp_avg_sq = torch.zeros_like(mask)
+            self.count = torch.zeros(mask.shape[0], device=mask.device)
 
     def step(self, mask: torch.Tensor, grad: torch.Tensor) -> None:
         """Update ``mask`` in place to decrease the loss whose gradient is ``grad``."""
@@ -226,8 +228,9 @@ class _MaskOptimizer:
         denominator = (self.exp_avg_sq / correction2).sqrt_().add_(self.eps)
         mask.sub_(lr * (self.exp_avg / correction1) / denominator)
 
-    def state(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.exp_avg, self.exp_avg_sq, self.count
+    def state(self) -> tuple[torch.Tensor, ...]:
+        """The tensors a rollback must restore (empty for the stateless optimisers)."""
+        return (self.exp_avg, self.exp_avg_sq, self.count) if self.kind == "adam" else ()
 
 
 class _Optimisation:
