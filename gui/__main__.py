@@ -1,0 +1,7 @@
+"""``python -m gui`` starts FGVis Studio."""
+
+import sys
+
+from .app import main
+
+sys.exit(main())

@@ -1,0 +1,197 @@
+"""The layered image canvas: a ``QGraphicsView`` with one pixmap item per :class:`~gui.layers.Layer`,
+zoom (wheel, keys), pan (drag), fit, 1:1, a hover signal for the pixel inspector, and linking of two
+canvases so they zoom and pan together."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QImage, QPainter, QPixmap, QTransform
+from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsScene, QGraphicsView
+
+from .layers import BlendMode, Layer, LayerStack
+
+COMPOSITION = {
+    BlendMode.NORMAL: QPainter.CompositionMode.CompositionMode_SourceOver,
+    BlendMode.MULTIPLY: QPainter.CompositionMode.CompositionMode_Multiply,
+    BlendMode.SCREEN: QPainter.CompositionMode.CompositionMode_Screen,
+    BlendMode.ADDITIVE: QPainter.CompositionMode.CompositionMode_Plus,
+}
+ZOOM_STEP = 1.25
+ZOOM_LIMITS = (0.02, 64.0)
+
+
+def rgba_to_qimage(rgba: np.ndarray) -> QImage:
+    """``(h, w, 4)`` uint8 RGBA -> a QImage that owns a copy of the pixels."""
+    height, width = rgba.shape[:2]
+    data = np.ascontiguousarray(rgba)
+    return QImage(data.data, width, height, 4 * width, QImage.Format.Format_RGBA8888).copy()
+
+
+class LayerItem(QGraphicsPixmapItem):
+    """Draws one layer with its blend mode; stretched onto ``layer.rect`` when it has one."""
+
+    def __init__(self, layer: Layer) -> None:
+        super().__init__()
+        self.layer = layer
+        self.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
+        self.setShapeMode(QGraphicsPixmapItem.ShapeMode.BoundingRectShape)
+        self.sync("data")
+
+    def sync(self, prop: str) -> None:
+        layer = self.layer
+        if prop == "data" or prop in ("colormap", "auto_contrast"):
+            rgba = layer.rgba()
+            self.setPixmap(QPixmap.fromImage(rgba_to_qimage(rgba)) if rgba is not None else QPixmap())
+            self.setTransform(self._placement(rgba))
+        self.setVisible(layer.visible and layer.data is not None)
+        self.setOpacity(layer.opacity)
+        self.update()
+
+    def _placement(self, rgba: np.ndarray | None) -> QTransform:
+        if rgba is None or self.layer.rect is None:
+            return QTransform()
+        left, top, right, bottom = self.layer.rect
+        height, width = rgba.shape[:2]
+        return QTransform(
+            (right - left) / width, 0, 0, 0, (bottom - top) / height, 0, left, top, 1
+        )  # fmt: skip
+
+    def paint(self, painter: QPainter, option, widget=None) -> None:
+        painter.setCompositionMode(COMPOSITION[self.layer.blend])
+        super().paint(painter, option, widget)
+
+
+class Canvas(QGraphicsView):
+    """Shows a :class:`LayerStack`.
+
+    Signals
+    -------
+    hovered(float x, float y): the cursor position in photo pixel coordinates (``-1, -1`` on leave).
+    view_changed(): zoom or scroll changed by the user (for linked canvases).
+    """
+
+    hovered = Signal(float, float)
+    view_changed = Signal()
+
+    def __init__(self, layers: LayerStack, parent=None) -> None:
+        super().__init__(parent)
+        self.layers = layers
+        self.setScene(QGraphicsScene(self))
+        self.setBackgroundBrush(Qt.GlobalColor.darkGray)
+        self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
+        self.setMouseTracking(True)
+        self.items_by_layer: dict[Layer, LayerItem] = {}
+        for z, layer in enumerate(layers):
+            item = LayerItem(layer)
+            item.setZValue(z)
+            self.scene().addItem(item)
+            self.items_by_layer[layer] = item
+        layers.layer_changed.connect(self._on_layer_changed)
+        self._fit_pending = True
+        self._linked: list[Canvas] = []
+        self._syncing = False
+        self.horizontalScrollBar().valueChanged.connect(self._emit_view_changed)
+        self.verticalScrollBar().valueChanged.connect(self._emit_view_changed)
+
+    # ------------------------------------------------------------------ layers
+    def _on_layer_changed(self, layer: Layer, prop: str) -> None:
+        self.items_by_layer[layer].sync(prop)
+        if prop == "data" and layer is self.layers.layers[0]:
+            self._update_scene_rect()
+
+    def _update_scene_rect(self) -> None:
+        base = self.layers.layers[0].data
+        if base is None:
+            return
+        rect = QRectF(0, 0, base.shape[1], base.shape[0])
+        if rect != self.sceneRect():
+            self.setSceneRect(rect)
+            self._fit_pending = True
+        if self._fit_pending and self.viewport().width() > 1:
+            self.fit()
+
+    # ------------------------------------------------------------------ zoom and pan
+    @property
+    def zoom(self) -> float:
+        return self.transform().m11()
+
+    def set_zoom(self, factor: float) -> None:
+        factor = min(max(factor, ZOOM_LIMITS[0]), ZOOM_LIMITS[1])
+        self.setTransform(QTransform.fromScale(factor, factor))
+        self._emit_view_changed()
+
+    def zoom_in(self) -> None:
+        self.set_zoom(self.zoom * ZOOM_STEP)
+
+    def zoom_out(self) -> None:
+        self.set_zoom(self.zoom / ZOOM_STEP)
+
+    def fit(self) -> None:
+        """Show the whole photo."""
+        if self.sceneRect().isEmpty():
+            return
+        self.fitInView(self.sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
+        self._fit_pending = False
+        self._emit_view_changed()
+
+    def actual_size(self) -> None:
+        """One photo pixel per screen pixel."""
+        self.set_zoom(1.0)
+
+    def wheelEvent(self, event) -> None:
+        steps = event.angleDelta().y() / 120.0
+        if steps:
+            self.set_zoom(self.zoom * ZOOM_STEP**steps)
+        event.accept()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if self._fit_pending:
+            self.fit()
+
+    def mouseMoveEvent(self, event) -> None:
+        super().mouseMoveEvent(event)
+        point: QPointF = self.mapToScene(event.position().toPoint())
+        self.hovered.emit(point.x(), point.y())
+
+    def leaveEvent(self, event) -> None:
+        super().leaveEvent(event)
+        self.hovered.emit(-1.0, -1.0)
+
+    # ------------------------------------------------------------------ linking
+    def link(self, other: Canvas) -> None:
+        """Zoom and pan ``other`` with this canvas and the other way round."""
+        self._linked.append(other)
+        other._linked.append(self)
+        other._follow(self)
+
+    def _emit_view_changed(self, *_) -> None:
+        if self._syncing:
+            return
+        self.view_changed.emit()
+        for other in self._linked:
+            other._follow(self)
+
+    def _follow(self, leader: Canvas) -> None:
+        self._syncing = True
+        try:
+            self._fit_pending = False
+            self.setTransform(leader.transform())
+            self.horizontalScrollBar().setValue(leader.horizontalScrollBar().value())
+            self.verticalScrollBar().setValue(leader.verticalScrollBar().value())
+        finally:
+            self._syncing = False
+
+    def render_image(self) -> QImage:
+        """The scene (all visible layers, at photo resolution) as an RGB image, for export and tests."""
+        rect = self.sceneRect()
+        image = QImage(int(rect.width()), int(rect.height()), QImage.Format.Format_RGB32)
+        image.fill(Qt.GlobalColor.black)
+        painter = QPainter(image)
+        self.scene().render(painter, QRectF(image.rect()), rect)
+        painter.end()
+        return image

@@ -1,0 +1,174 @@
+"""Layer list (visibility check boxes, thumbnails) and the controls of the selected layer (opacity,
+blend mode, colormap, auto-contrast) with a colour bar. Pure views of :mod:`gui.layers`."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QColor, QIcon, QLinearGradient, QPainter, QPixmap
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QListWidget,
+    QListWidgetItem,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.colormaps import COLORMAPS, lookup_table
+
+from .canvas import rgba_to_qimage
+from .layers import BlendMode, Layer, LayerStack
+
+THUMBNAIL = QSize(40, 40)
+
+
+class ColorBar(QWidget):
+    """A horizontal colour bar: the colormap with its value range written at both ends."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.colormap = "inferno"
+        self.value_range = (0.0, 1.0)
+        self.setMinimumHeight(34)
+
+    def show_scale(self, colormap: str, value_range: tuple[float, float]) -> None:
+        self.colormap, self.value_range = colormap, value_range
+        self.update()
+
+    def paintEvent(self, event) -> None:
+        painter = QPainter(self)
+        bar = self.rect().adjusted(4, 2, -4, -18)
+        gradient = QLinearGradient(bar.left(), 0, bar.right(), 0)
+        table = lookup_table(self.colormap)
+        for index in range(0, 256, 15):
+            r, g, b = (int(v) for v in table[index])
+            gradient.setColorAt(index / 255.0, QColor(r, g, b))
+        painter.fillRect(bar, gradient)
+        painter.setPen(self.palette().windowText().color())
+        low, high = self.value_range
+        text_y = self.rect().bottom() - 3
+        painter.drawText(bar.left(), text_y, f"{low:.2f}")
+        label = f"{high:.2f}"
+        painter.drawText(bar.right() - painter.fontMetrics().horizontalAdvance(label), text_y, label)
+        middle = "evidence (fixed scale)" if (low, high) == (0.0, 1.0) else "evidence (auto-contrast)"
+        painter.drawText(bar.center().x() - painter.fontMetrics().horizontalAdvance(middle) // 2, text_y, middle)
+        painter.end()
+
+
+class LayerPanel(QWidget):
+    """Lists the layers top-first; edits the selected one. ``selected_layer()`` names it."""
+
+    selection_changed = Signal(object)
+
+    def __init__(self, layers: LayerStack, parent=None) -> None:
+        super().__init__(parent)
+        self.layers = layers
+        self.list = QListWidget()
+        self.list.setIconSize(THUMBNAIL)
+        self.list.setObjectName("layer_list")
+        self.list.setMinimumHeight(len(layers) * (THUMBNAIL.height() + 6) + 4)
+        for layer in reversed(layers.layers):
+            item = QListWidgetItem(layer.name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setData(Qt.ItemDataRole.UserRole, layer.name)
+            self.list.addItem(item)
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setObjectName("opacity")
+        self.blend = QComboBox()
+        self.blend.addItems([mode.value for mode in BlendMode])
+        self.colormap = QComboBox()
+        self.colormap.addItems(list(COLORMAPS))
+        self.auto_contrast = QCheckBox("Auto-contrast (1st-99th percentile)")
+        self.color_bar = ColorBar()
+        form = QFormLayout()
+        form.addRow("Opacity", self.opacity)
+        form.addRow("Blend", self.blend)
+        form.addRow("Colormap", self.colormap)
+        form.addRow(self.auto_contrast)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(self.list, 1)
+        layout.addLayout(form)
+        layout.addWidget(self.color_bar)
+
+        self._updating = False
+        self.list.itemChanged.connect(self._on_item_changed)
+        self.list.currentItemChanged.connect(lambda *_: self._show_controls())
+        self.opacity.valueChanged.connect(lambda v: self._edit("opacity", v / 100.0))
+        self.blend.currentTextChanged.connect(lambda v: self._edit("blend", v))
+        self.colormap.currentTextChanged.connect(lambda v: self._edit("colormap", v))
+        self.auto_contrast.toggled.connect(lambda v: self._edit("auto_contrast", v))
+        layers.layer_changed.connect(self._on_layer_changed)
+        for layer in layers:
+            self._refresh_item(layer)
+        self.list.setCurrentRow(0)
+
+    def selected_layer(self) -> Layer:
+        item = self.list.currentItem() or self.list.item(0)
+        return self.layers[item.data(Qt.ItemDataRole.UserRole)]
+
+    def select(self, name: str) -> None:
+        for row in range(self.list.count()):
+            if self.list.item(row).data(Qt.ItemDataRole.UserRole) == name:
+                self.list.setCurrentRow(row)
+
+    def _item(self, layer: Layer) -> QListWidgetItem:
+        for row in range(self.list.count()):
+            item = self.list.item(row)
+            if item.data(Qt.ItemDataRole.UserRole) == layer.name:
+                return item
+        raise KeyError(layer.name)
+
+    def _refresh_item(self, layer: Layer) -> None:
+        self._updating = True
+        try:
+            item = self._item(layer)
+            item.setCheckState(Qt.CheckState.Checked if layer.visible else Qt.CheckState.Unchecked)
+            rgba = layer.rgba()
+            if rgba is not None:
+                pixmap = QPixmap.fromImage(rgba_to_qimage(rgba)).scaled(
+                    THUMBNAIL, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+                )
+                item.setIcon(QIcon(pixmap))
+            else:
+                item.setIcon(QIcon())
+            item.setToolTip("" if layer.data is not None else "empty until a result is shown")
+        finally:
+            self._updating = False
+
+    def _on_layer_changed(self, layer: Layer, prop: str) -> None:
+        if prop in ("visible", "data", "colormap", "auto_contrast"):
+            self._refresh_item(layer)
+        if layer is self.selected_layer():
+            self._show_controls()
+
+    def _on_item_changed(self, item: QListWidgetItem) -> None:
+        if self._updating:
+            return
+        layer = self.layers[item.data(Qt.ItemDataRole.UserRole)]
+        layer.visible = item.checkState() == Qt.CheckState.Checked
+
+    def _show_controls(self) -> None:
+        layer = self.selected_layer()
+        self._updating = True
+        try:
+            self.opacity.setValue(round(layer.opacity * 100))
+            self.blend.setCurrentText(layer.blend.value)
+            self.colormap.setCurrentText(layer.colormap)
+            self.auto_contrast.setChecked(layer.auto_contrast)
+            scalar = layer.kind == "scalar"
+            self.colormap.setEnabled(scalar)
+            self.auto_contrast.setEnabled(scalar)
+            self.color_bar.setVisible(scalar)
+            if scalar:
+                self.color_bar.show_scale(layer.colormap, layer.value_range())
+        finally:
+            self._updating = False
+        self.selection_changed.emit(layer)
+
+    def _edit(self, prop: str, value) -> None:
+        if not self._updating:
+            setattr(self.selected_layer(), prop, value)

@@ -1,0 +1,205 @@
+"""Layer models of the viewer (napari's model/view split): validated properties that emit ``changed``;
+views (canvas, layer list, controls) subscribe and never hold state of their own."""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from engine.colormaps import COLORMAPS, lookup_table
+
+#: Fraction of the value range over which a heat map fades in from fully transparent (at 0).
+FADE_IN = 0.1
+
+
+class BlendMode(str, enum.Enum):
+    """How a layer combines with the layers below it (Qt composition modes)."""
+
+    NORMAL = "normal"
+    MULTIPLY = "multiply"
+    SCREEN = "screen"
+    ADDITIVE = "additive"
+
+
+class Layer(QObject):
+    """One picture in the stack.
+
+    ``kind`` is ``"rgb"`` (``data``: ``(h, w, 3)`` uint8) or ``"scalar"`` (``data``: ``(h, w)`` float in
+    0..1, shown through ``colormap`` on a fixed 0..1 scale unless ``auto_contrast``). ``rect`` places the
+    data in photo pixel coordinates ``(left, top, right, bottom)``: model-resolution maps are stretched
+    onto the crop the model saw, so they sit exactly on the photo.
+
+    Signal ``changed(str)`` names the property that changed (``"data"`` for data and rect).
+    """
+
+    changed = Signal(str)
+
+    def __init__(
+        self, name: str, kind: str, *, visible: bool = True, opacity: float = 1.0,
+        blend: BlendMode = BlendMode.NORMAL, colormap: str = "inferno", auto_contrast: bool = False,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        if kind not in ("rgb", "scalar"):
+            raise ValueError(f"layer kind must be 'rgb' or 'scalar', not {kind!r}")
+        self.name = name
+        self.kind = kind
+        self._visible = bool(visible)
+        self._opacity = _checked_opacity(opacity)
+        self._blend = BlendMode(blend)
+        self._colormap = _checked_colormap(colormap)
+        self._auto_contrast = bool(auto_contrast)
+        self._data: np.ndarray | None = None
+        self._rect: tuple[float, float, float, float] | None = None
+        self._rgba: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def visible(self) -> bool:
+        return self._visible
+
+    @visible.setter
+    def visible(self, value: bool) -> None:
+        self._set("visible", "_visible", bool(value))
+
+    @property
+    def opacity(self) -> float:
+        return self._opacity
+
+    @opacity.setter
+    def opacity(self, value: float) -> None:
+        self._set("opacity", "_opacity", _checked_opacity(value))
+
+    @property
+    def blend(self) -> BlendMode:
+        return self._blend
+
+    @blend.setter
+    def blend(self, value: BlendMode | str) -> None:
+        self._set("blend", "_blend", BlendMode(value))
+
+    @property
+    def colormap(self) -> str:
+        return self._colormap
+
+    @colormap.setter
+    def colormap(self, value: str) -> None:
+        self._rgba = None
+        self._set("colormap", "_colormap", _checked_colormap(value))
+
+    @property
+    def auto_contrast(self) -> bool:
+        return self._auto_contrast
+
+    @auto_contrast.setter
+    def auto_contrast(self, value: bool) -> None:
+        self._rgba = None
+        self._set("auto_contrast", "_auto_contrast", bool(value))
+
+    @property
+    def data(self) -> np.ndarray | None:
+        return self._data
+
+    @property
+    def rect(self) -> tuple[float, float, float, float] | None:
+        return self._rect
+
+    def set_data(self, data: np.ndarray | None, rect: tuple[float, float, float, float] | None = None) -> None:
+        """Replace the picture; ``rect`` ``None`` = at the origin, one data pixel per photo pixel."""
+        if data is not None:
+            expected = 3 if self.kind == "rgb" else 2
+            if data.ndim != expected or (self.kind == "rgb" and data.shape[2] != 3):
+                raise ValueError(f"{self.kind} layer {self.name!r} cannot show data of shape {data.shape}")
+        self._data = data
+        self._rect = rect
+        self._rgba = None
+        self.changed.emit("data")
+
+    def _set(self, name: str, attribute: str, value) -> None:
+        if getattr(self, attribute) != value:
+            setattr(self, attribute, value)
+            self.changed.emit(name)
+
+    # ------------------------------------------------------------------ rendering
+    def value_range(self) -> tuple[float, float]:
+        """Values mapped to the ends of the colormap: fixed 0..1, or the 1st..99th percentile."""
+        if not self._auto_contrast or self._data is None or self.kind != "scalar":
+            return 0.0, 1.0
+        low, high = np.percentile(self._data, [1.0, 99.0])
+        return (float(low), float(high)) if high - low > 1e-6 else (0.0, 1.0)
+
+    def rgba(self) -> np.ndarray | None:
+        """The layer as ``(h, w, 4)`` uint8 RGBA (cached). Heat maps are transparent at the bottom of the
+        range and fade in over :data:`FADE_IN` of it, so a zero map hides nothing."""
+        if self._data is None:
+            return None
+        if self._rgba is None:
+            if self.kind == "rgb":
+                alpha = np.full((*self._data.shape[:2], 1), 255, np.uint8)
+                self._rgba = np.ascontiguousarray(np.concatenate([self._data, alpha], axis=2))
+            else:
+                low, high = self.value_range()
+                scaled = np.clip((self._data.astype(np.float32) - low) / (high - low), 0.0, 1.0)
+                colours = lookup_table(self._colormap)[np.round(scaled * 255).astype(np.int64)]
+                alpha = np.clip(scaled / FADE_IN, 0.0, 1.0) * 255
+                self._rgba = np.ascontiguousarray(
+                    np.concatenate([colours, np.round(alpha).astype(np.uint8)[..., None]], axis=2)
+                )
+        return self._rgba
+
+
+class LayerStack(QObject):
+    """The viewer's fixed set of layers, bottom to top. ``layer_changed(Layer, str)`` relays each
+    layer's ``changed``."""
+
+    layer_changed = Signal(object, str)
+
+    def __init__(self, layers: list[Layer]) -> None:
+        super().__init__()
+        self.layers = list(layers)
+        for layer in self.layers:
+            layer.changed.connect(lambda prop, layer=layer: self.layer_changed.emit(layer, prop))
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+
+def default_layers() -> LayerStack:
+    """Photo, explanation ``e``, deletion view ``(1-m)*x``, per-channel mask and evidence heat map."""
+    return LayerStack([
+        Layer(PHOTO, "rgb"),
+        Layer(EXPLANATION, "rgb", visible=False),
+        Layer(DELETION, "rgb", visible=False),
+        Layer(CHANNEL_MASK, "rgb", visible=False),
+        Layer(EVIDENCE, "scalar", opacity=0.7),
+    ])  # fmt: skip
+
+
+PHOTO = "Photo"
+EXPLANATION = "Explanation e"
+DELETION = "Deletion view (1-m)·x"
+CHANNEL_MASK = "Per-channel mask"
+EVIDENCE = "Evidence"
+
+
+def _checked_opacity(value: float) -> float:
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"opacity must be between 0 and 1, not {value}")
+    return value
+
+
+def _checked_colormap(name: str) -> str:
+    if name not in COLORMAPS:
+        raise ValueError(f"unknown colormap {name!r}; choose one of {', '.join(COLORMAPS)}")
+    return name

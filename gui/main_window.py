@@ -1,0 +1,591 @@
+"""The main window: images, model, predictions, method, job queue, results and the layered viewer.
+
+Everything slow happens in the worker thread (:mod:`gui.worker`); this module only wires widgets,
+records and signals. Actions are built in one place and enabled in groups (needs an image, needs a
+result, a job is running), as labelme does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
+from PySide6.QtGui import QAction, QIcon, QImage, QKeySequence, QPixmap
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMessageBox,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+import engine
+from engine import ClassifierModel, ConfigError
+
+from .canvas import Canvas
+from .compare import CompareWindow
+from .jobs_panel import JobsPanel
+from .layer_panel import LayerPanel
+from .layers import CHANNEL_MASK, DELETION, EVIDENCE, EXPLANATION, PHOTO, default_layers
+from .method_panel import MethodPanel
+from .model_dialog import ModelDialog
+from .predictions_panel import PredictionsPanel
+from .records import ImageRecord, JobProgress, JobSpec, ModelInfo, ModelSpec, ResultRecord, next_id
+from .results_panel import ResultsPanel
+from .settings import read_json, write_json
+from .stall import StallMonitor
+from .worker import WorkerThread, available_devices
+
+log = logging.getLogger(__name__)
+
+IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp *.gif);;All files (*)"
+MAX_RECENT = 10
+
+
+class MainWindow(QMainWindow):
+    """FGVis Studio's main window.
+
+    Parameters
+    ----------
+    settings
+        Where window state and choices persist (tests pass a temporary INI file).
+    model
+        A ready classifier (tests use tiny ones); ``None`` loads the built-in model in the worker.
+    log_file
+        Shown in error dialogs so users can find the details.
+
+    Signals
+    -------
+    image_opened(ImageRecord), result_added(ResultRecord), error_shown(str title, str message)
+    """
+
+    image_opened = Signal(object)
+    result_added = Signal(object)
+    error_shown = Signal(str, str)
+
+    def __init__(self, settings: QSettings, *, model: ClassifierModel | None = None, log_file: Path | None = None):
+        super().__init__()
+        self.settings = settings
+        self.log_file = log_file
+        self.images: list[ImageRecord] = []
+        self.current: ImageRecord | None = None
+        self.model_info: ModelInfo | None = None
+        self.jobs: dict[int, JobSpec] = {}
+        self.running_job: int | None = None
+        self.last_progress: JobProgress | None = None
+        self.error_box: QMessageBox | None = None
+        self._compare_windows: list[CompareWindow] = []
+        self._closing = False
+        self.setWindowTitle("FGVis Studio")
+        self.setAcceptDrops(True)
+        self.stall_monitor = StallMonitor(self)
+
+        self.layers = default_layers()
+        self.canvas = Canvas(self.layers)
+        self.setCentralWidget(self.canvas)
+        self.image_list = QListWidget()
+        self.image_list.setIconSize(QPixmap(64, 64).size())
+        self.predictions = PredictionsPanel()
+        self.method = MethodPanel()
+        self.run_button = QPushButton("Run")
+        self.run_button.setToolTip("Queue an explanation of the target class for the current image (Ctrl+R)")
+        self.layer_panel = LayerPanel(self.layers)
+        self.jobs_panel = JobsPanel()
+        self.results = ResultsPanel()
+        self.pixel_info = QLabel()
+        self.model_label = QLabel("Loading model…")
+        self.device_combo = QComboBox()
+        self.device_combo.setToolTip("Where the model runs")
+        for device, name in available_devices():
+            self.device_combo.addItem(name, device)
+
+        self._build_docks()
+        self._build_actions()
+        self._build_menus_and_toolbar()
+        self.statusBar().addWidget(self.pixel_info, 1)
+        self.statusBar().addPermanentWidget(self.model_label)
+
+        self.worker_thread = WorkerThread(model)
+        worker = self.worker = self.worker_thread.worker
+        worker.image_loaded.connect(self._on_image_loaded)
+        worker.image_failed.connect(self._on_image_failed)
+        worker.predictions_ready.connect(self._on_predictions)
+        worker.model_loaded.connect(self._on_model_loaded)
+        worker.model_failed.connect(lambda message: self.show_error("Could not use the model", message))
+        worker.job_started.connect(self._on_job_started)
+        worker.job_progress.connect(self._on_job_progress)
+        worker.job_finished.connect(self._on_job_finished)
+        worker.job_failed.connect(self._on_job_failed)
+
+        self.image_list.currentRowChanged.connect(self._on_image_row)
+        self.results.result_selected.connect(self._show_result)
+        self.results.table.itemSelectionChanged.connect(self._update_actions)
+        self.canvas.hovered.connect(self._on_hover)
+        self.run_button.clicked.connect(self.run_jobs)
+        self.jobs_panel.cancel_requested.connect(self.cancel_job)
+        self.jobs_panel.cancel_all_requested.connect(self.cancel_all)
+        self.device_combo.currentIndexChanged.connect(self._on_device_chosen)
+
+        self._restore_settings()
+        device = self.device_combo.currentData()
+        if model is None:
+            worker.submit_load_model(ModelSpec(), device)
+        else:
+            worker.submit_set_device(device)
+        self._update_actions()
+
+    # ------------------------------------------------------------------ construction
+    def _build_docks(self) -> None:
+        method_box = QWidget()
+        method_layout = QVBoxLayout(method_box)
+        method_layout.setContentsMargins(0, 0, 0, 0)
+        method_layout.addWidget(self.method)
+        method_layout.addWidget(self.run_button)
+        self.docks = {}
+        for name, title, widget, area in (
+            ("images", "Images", self.image_list, Qt.DockWidgetArea.LeftDockWidgetArea),
+            ("predictions", "Predictions", self.predictions, Qt.DockWidgetArea.RightDockWidgetArea),
+            ("method", "Method", method_box, Qt.DockWidgetArea.RightDockWidgetArea),
+            ("layers", "Layers", self.layer_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
+            ("jobs", "Jobs", self.jobs_panel, Qt.DockWidgetArea.BottomDockWidgetArea),
+            ("results", "Results", self.results, Qt.DockWidgetArea.BottomDockWidgetArea),
+        ):
+            dock = QDockWidget(title, self)
+            dock.setObjectName(f"dock_{name}")
+            dock.setWidget(widget)
+            self.addDockWidget(area, dock)
+            self.docks[name] = dock
+        self.tabifyDockWidget(self.docks["jobs"], self.docks["results"])
+        self.docks["jobs"].raise_()
+
+    def _build_actions(self) -> None:
+        def action(text, slot, shortcut=None, tip=""):
+            act = QAction(text, self)
+            if shortcut:
+                act.setShortcuts(shortcut if isinstance(shortcut, list) else [shortcut])
+            act.setToolTip(tip or text)
+            act.triggered.connect(slot)
+            return act
+
+        keys = QKeySequence.StandardKey
+        self.actions = {
+            "open": action("&Open image…", self.open_dialog, QKeySequence(keys.Open)),
+            "load_model": action("Load &model…", self.load_model_dialog),
+            "builtin_model": action("Use the &built-in model", self.use_builtin_model),
+            "quit": action("&Quit", self.close, QKeySequence(keys.Quit)),
+            "run": action("&Run", self.run_jobs, [QKeySequence("Ctrl+R"), QKeySequence("F5")]),
+            "cancel": action("&Cancel job", self.cancel_job, QKeySequence("Esc")),
+            "cancel_all": action("Cancel &all jobs", self.cancel_all),
+            "compare": action("Co&mpare selected results", self.compare_selected),
+            "zoom_in": action("Zoom &in", self.canvas.zoom_in, [QKeySequence(keys.ZoomIn), QKeySequence("=")]),
+            "zoom_out": action("Zoom &out", self.canvas.zoom_out, [QKeySequence(keys.ZoomOut), QKeySequence("-")]),
+            "fit": action("&Fit", self.canvas.fit, QKeySequence("Ctrl+0")),
+            "actual": action("&1:1", self.canvas.actual_size, QKeySequence("Ctrl+1")),
+            "next": action("&Next image", lambda: self.step_image(1), QKeySequence("PgDown")),
+            "previous": action("&Previous image", lambda: self.step_image(-1), QKeySequence("PgUp")),
+            "about": action("&About", self.about),
+        }
+        self.action_groups = {
+            "needs_image": [self.actions["run"], self.actions["next"], self.actions["previous"]],
+            "needs_two_results": [self.actions["compare"]],
+            "job_running": [self.actions["cancel"], self.actions["cancel_all"]],
+            "idle": [self.actions["load_model"], self.actions["builtin_model"]],
+        }
+        for act in self.actions.values():
+            self.addAction(act)
+
+    def _build_menus_and_toolbar(self) -> None:
+        menu = self.menuBar()
+        file_menu = menu.addMenu("&File")
+        file_menu.addAction(self.actions["open"])
+        self.sample_menu = file_menu.addMenu("Open &sample")
+        for path in engine.sample_images():
+            self.sample_menu.addAction(path.stem, lambda p=path: self.open_paths([p]))
+        self.recent_menu = file_menu.addMenu("Open &recent")
+        file_menu.addSeparator()
+        file_menu.addAction(self.actions["load_model"])
+        file_menu.addAction(self.actions["builtin_model"])
+        file_menu.addSeparator()
+        file_menu.addAction(self.actions["quit"])
+        view_menu = menu.addMenu("&View")
+        for name in ("zoom_in", "zoom_out", "fit", "actual", "next", "previous"):
+            view_menu.addAction(self.actions[name])
+        view_menu.addSeparator()
+        for dock in self.docks.values():
+            view_menu.addAction(dock.toggleViewAction())
+        run_menu = menu.addMenu("&Run")
+        for name in ("run", "cancel", "cancel_all", "compare"):
+            run_menu.addAction(self.actions[name])
+        menu.addMenu("&Help").addAction(self.actions["about"])
+
+        toolbar = self.addToolBar("Main")
+        toolbar.setObjectName("toolbar_main")
+        for name in ("open", "run", "cancel", "zoom_in", "zoom_out", "fit", "actual", "compare"):
+            toolbar.addAction(self.actions[name])
+        toolbar.addSeparator()
+        toolbar.addWidget(QLabel(" Device: "))
+        toolbar.addWidget(self.device_combo)
+
+    def _update_actions(self) -> None:
+        running = bool(self.jobs)
+        enabled = {
+            "needs_image": self.current is not None and self.model_info is not None,
+            "needs_two_results": len(self.results.selected_results()) == 2,
+            "job_running": running,
+            "idle": not running,
+        }
+        for group, actions in self.action_groups.items():
+            for act in actions:
+                act.setEnabled(enabled[group])
+        self.run_button.setEnabled(enabled["needs_image"])
+        self.jobs_panel.set_running(running)
+        self.device_combo.setEnabled(not running)
+
+    # ------------------------------------------------------------------ images
+    def open_dialog(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Open images", self._last_folder(), IMAGE_FILTER)
+        self.open_paths([Path(p) for p in paths])
+
+    def open_paths(self, paths) -> None:
+        """Open image files (in the worker; each appears when decoded, a bad one gives a dialog)."""
+        for path in paths:
+            path = Path(path)
+            self.settings.setValue("last_folder", str(path.parent))
+            self.worker.submit_load_image(path, next_id())
+            self.statusBar().showMessage(f"Opening {path.name}…", 3000)
+
+    def _on_image_loaded(self, image: ImageRecord) -> None:
+        self.images.append(image)
+        item = QListWidgetItem(_thumbnail(image.pixels), image.name)
+        item.setToolTip(str(image.path))
+        self.image_list.addItem(item)
+        self._remember_recent(image.path)
+        self.image_list.setCurrentRow(len(self.images) - 1)
+        self.image_opened.emit(image)
+
+    def _on_image_failed(self, path: str, message: str) -> None:
+        self.show_error("Could not open the image", message)
+
+    def _on_image_row(self, row: int) -> None:
+        self.set_current(self.images[row] if 0 <= row < len(self.images) else None)
+
+    def set_current(self, image: ImageRecord | None) -> None:
+        self.current = image
+        self.layers[PHOTO].set_data(image.pixels if image is not None else None)
+        if image is None:
+            self.predictions.show_predictions(None)
+        elif self.model_info is not None and image.model_generation == self.model_info.generation:
+            self.predictions.show_predictions(image.predictions)
+        else:
+            self.predictions.show_predictions(None, "Predicting…")
+            self.worker.submit_predict(image.id, image.pixels)
+        self.results.show_results(image.results if image else [])
+        self.setWindowTitle(f"FGVis Studio — {image.name}" if image else "FGVis Studio")
+        self._update_actions()
+
+    def step_image(self, delta: int) -> None:
+        if self.images:
+            self.image_list.setCurrentRow((self.image_list.currentRow() + delta) % len(self.images))
+
+    def _on_predictions(self, image_id: int, generation: int, predictions, crop_box) -> None:
+        image = self._image(image_id)
+        if image is None or self.model_info is None or generation != self.model_info.generation:
+            return
+        image.predictions, image.crop_box, image.model_generation = predictions, crop_box, generation
+        if image is self.current:
+            self.predictions.show_predictions(predictions)
+            self._update_actions()
+
+    def _image(self, image_id: int) -> ImageRecord | None:
+        return next((image for image in self.images if image.id == image_id), None)
+
+    # ------------------------------------------------------------------ model and device
+    def load_model_dialog(self) -> None:
+        dialog = ModelDialog(self, self._last_folder())
+        dialog.accepted.connect(lambda: self._load_model(dialog.spec()))
+        dialog.open()
+
+    def use_builtin_model(self) -> None:
+        self._load_model(ModelSpec())
+
+    def _load_model(self, spec: ModelSpec) -> None:
+        self.model_label.setText(f"Loading {spec.describe()}…")
+        self.worker.submit_load_model(spec, self.device_combo.currentData())
+
+    def _on_model_loaded(self, info: ModelInfo) -> None:
+        changed = self.model_info is None or info.generation != self.model_info.generation
+        self.model_info = info
+        self.model_label.setText(f"{info.name} on {info.device}")
+        self.model_label.setToolTip(f"weights SHA-256: {info.weights_sha256 or '—'}")
+        if info.scripted:
+            self.method.defense.setChecked(False)
+            self.statusBar().showMessage("TorchScript model: the defense cannot filter it and is off.", 8000)
+        if changed:
+            self.predictions.set_labels(info.labels)
+            if self.current is not None:
+                self.set_current(self.current)
+        self._update_actions()
+
+    def _on_device_chosen(self) -> None:
+        device = self.device_combo.currentData()
+        self.settings.setValue("device", device)
+        if self.model_info is not None:
+            self.worker.submit_set_device(device)
+
+    # ------------------------------------------------------------------ jobs
+    def run_jobs(self) -> list[JobSpec]:
+        """Queue one job per game for the current image and target; returns them."""
+        image, target = self.current, self.predictions.target()
+        if image is None or self.model_info is None:
+            return []
+        if target is None:
+            self.show_error("No target class", "Choose the class to explain in the Predictions panel.")
+            return []
+        try:
+            config = self.method.config()
+        except ConfigError as exc:
+            self.show_error("Invalid method settings", str(exc))
+            return []
+        queued = []
+        for game in self.method.games():
+            job = JobSpec(
+                next_id(), image.id, image.name, image.pixels, target, self.model_info.labels[target], game,
+                self.method.defense.isChecked(), config,
+            )  # fmt: skip
+            self.jobs[job.id] = job
+            self.jobs_panel.add(job)
+            self.worker.submit_job(job)
+            queued.append(job)
+        self.docks["jobs"].raise_()
+        self.stall_monitor.start()
+        self._update_actions()
+        return queued
+
+    def cancel_job(self) -> None:
+        """Stop the running job after its current step (its partial result is kept)."""
+        if self.running_job is not None:
+            self.worker.cancel(self.running_job)
+
+    def cancel_all(self) -> None:
+        for job_id in list(self.jobs):
+            self.worker.cancel(job_id)
+
+    def _on_job_started(self, job_id: int) -> None:
+        self.running_job = job_id
+        self.last_progress = None
+        self.jobs_panel.started(job_id)
+
+    def _on_job_progress(self, report: JobProgress) -> None:
+        self.last_progress = report
+        self.jobs_panel.progress(report)
+        job = self.jobs.get(report.job_id)
+        if job is None or self.current is None or job.image_id != self.current.id or report.preview is None:
+            return
+        if self.current.crop_box is not None:
+            self.layers[EVIDENCE].set_data(report.preview, self.current.crop_box)
+        self.statusBar().showMessage(
+            f"{job.title()}: step {report.step}/{report.total}, p = {report.target_prob:.3f}, "
+            f"mask mean {report.mask_mean:.3f}, ETA {report.eta_s:.0f} s"
+        )
+
+    def _on_job_finished(self, result: ResultRecord) -> None:
+        self._job_done(result.job.id, "cancelled (partial result)" if result.cancelled else "done", result.steps)
+        image = self._image(result.job.image_id)
+        if image is None:
+            return
+        image.results.append(result)
+        if image is self.current:
+            self.results.show_results(image.results, select=result)
+            self.docks["results"].raise_()
+        self.statusBar().showMessage(f"{result.title()}: {result.status}, p(e) = {result.prob_explanation:.3f}", 8000)
+        self.result_added.emit(result)
+
+    def _on_job_failed(self, job_id: int, message: str) -> None:
+        cancelled = message.startswith("cancelled")
+        self._job_done(job_id, "cancelled" if cancelled else f"failed: {message}")
+        if not cancelled and not self._closing:
+            self.show_error("The explanation failed", message)
+
+    def _job_done(self, job_id: int, state: str, steps: int | None = None) -> None:
+        self.jobs.pop(job_id, None)
+        if self.running_job == job_id:
+            self.running_job = None
+        self.jobs_panel.finished(job_id, state, steps)
+        if not self.jobs:
+            self.stall_monitor.stop()
+            log.info("event loop longest stall during jobs: %.1f ms", self.stall_monitor.max_stall_ms)
+        self._update_actions()
+
+    # ------------------------------------------------------------------ results and viewer
+    def _show_result(self, result: ResultRecord | None) -> None:
+        if result is None:
+            for name in (EXPLANATION, DELETION, CHANNEL_MASK, EVIDENCE):
+                self.layers[name].set_data(None)
+        else:
+            box = result.crop_box
+            self.layers[EXPLANATION].set_data(result.explanation_rgb, box)
+            self.layers[DELETION].set_data(result.deletion_rgb, box)
+            channel_mask = np.round(result.mask.transpose(1, 2, 0) * 255).astype(np.uint8)
+            self.layers[CHANNEL_MASK].set_data(channel_mask, box)
+            self.layers[EVIDENCE].set_data(result.evidence, box)
+        self._update_actions()
+
+    def _on_hover(self, x: float, y: float) -> None:
+        image = self.current
+        if image is None or x < 0 or y < 0:
+            self.pixel_info.clear()
+            return
+        col, row = int(x), int(y)
+        height, width = image.pixels.shape[:2]
+        if not (0 <= col < width and 0 <= row < height):
+            self.pixel_info.clear()
+            return
+        r, g, b = (int(v) for v in image.pixels[row, col])
+        text = f"x {col}, y {row}   RGB ({r}, {g}, {b})"
+        result = self.results.current_result()
+        if result is not None:
+            left, top, right, bottom = result.crop_box
+            h, w = result.evidence.shape
+            u, v = int((x - left) / (right - left) * w), int((y - top) / (bottom - top) * h)
+            if 0 <= u < w and 0 <= v < h:
+                m = result.mask[:, v, u]
+                text += f"   mask ({m[0]:.2f}, {m[1]:.2f}, {m[2]:.2f})   evidence {result.evidence[v, u]:.3f}"
+            else:
+                text += "   outside the model's crop"
+        self.pixel_info.setText(text)
+
+    def compare_selected(self) -> None:
+        selected = self.results.selected_results()
+        if len(selected) != 2 or self.current is None:
+            self.show_error("Compare", "Select exactly two results of this image (Ctrl+click) to compare them.")
+            return
+        window = CompareWindow(self.current, selected, self.layers[EVIDENCE], self)
+        window.destroyed.connect(lambda *_: self._compare_windows.remove(window))
+        self._compare_windows.append(window)
+        window.show()
+
+    # ------------------------------------------------------------------ errors, settings, closing
+    def show_error(self, title: str, message: str) -> None:
+        """A readable, non-blocking message box; the log file gets the details."""
+        log.error("%s: %s", title, message)
+        text = message
+        if self.log_file is not None:
+            text += f"\n\nDetails are in the log file:\n{self.log_file}"
+        box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error_box = box
+        box.finished.connect(lambda *_: setattr(self, "error_box", None) if self.error_box is box else None)
+        box.open()
+        self.error_shown.emit(title, message)
+
+    def about(self) -> None:
+        from . import __version__
+
+        QMessageBox.about(
+            self, "About FGVis Studio",
+            f"FGVis Studio {__version__}\nFine-grained, defended visual explanations (Wagner et al., CVPR 2019)."
+            f"\nLog file: {self.log_file}",
+        )  # fmt: skip
+
+    def _last_folder(self) -> str:
+        return str(self.settings.value("last_folder", str(Path.home())))
+
+    def _remember_recent(self, path: Path | None) -> None:
+        if path is None:
+            return
+        recent = [p for p in read_json(self.settings, "recent_files", []) if p != str(path)]
+        write_json(self.settings, "recent_files", [str(path), *recent][:MAX_RECENT])
+        self._rebuild_recent_menu()
+
+    def _rebuild_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for entry in read_json(self.settings, "recent_files", []):
+            self.recent_menu.addAction(entry, lambda p=entry: self.open_paths([Path(p)]))
+        self.recent_menu.setEnabled(not self.recent_menu.isEmpty())
+
+    def _restore_settings(self) -> None:
+        settings = self.settings
+        geometry, state = settings.value("window/geometry"), settings.value("window/state")
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1400, 900)
+        if not (isinstance(state, QByteArray) and self.restoreState(state)):
+            self._default_dock_sizes()
+        self.method.apply_settings(read_json(settings, "method", {}))
+        evidence = read_json(settings, "layers/evidence", {})
+        layer = self.layers[EVIDENCE]
+        for prop in ("opacity", "colormap", "blend", "auto_contrast"):
+            if prop in evidence:
+                with contextlib.suppress(TypeError, ValueError):
+                    setattr(layer, prop, evidence[prop])
+        device = settings.value("device")
+        index = self.device_combo.findData(device) if device else -1
+        if index < 0:
+            index = 1 if self.device_combo.count() > 1 else 0  # the first GPU when there is one
+        self.device_combo.blockSignals(True)
+        self.device_combo.setCurrentIndex(index)
+        self.device_combo.blockSignals(False)
+        self._rebuild_recent_menu()
+
+    def _default_dock_sizes(self) -> None:
+        docks = self.docks
+        self.resizeDocks([docks["jobs"]], [190], Qt.Orientation.Vertical)
+        self.resizeDocks([docks["images"], docks["layers"]], [150, 420], Qt.Orientation.Vertical)
+        self.resizeDocks([docks["images"], docks["predictions"]], [270, 330], Qt.Orientation.Horizontal)
+        self.resizeDocks([docks["predictions"], docks["method"]], [300, 330], Qt.Orientation.Vertical)
+
+    def save_settings(self) -> None:
+        settings = self.settings
+        settings.setValue("window/geometry", self.saveGeometry())
+        settings.setValue("window/state", self.saveState())
+        write_json(settings, "method", self.method.settings())
+        layer = self.layers[EVIDENCE]
+        write_json(settings, "layers/evidence", {
+            "opacity": layer.opacity, "colormap": layer.colormap, "blend": layer.blend.value,
+            "auto_contrast": layer.auto_contrast,
+        })  # fmt: skip
+        settings.setValue("device", self.device_combo.currentData())
+        settings.sync()
+
+    def closeEvent(self, event) -> None:
+        """Cancel running work and wait for the worker thread to end (at most one optimisation step)."""
+        self._closing = True
+        self.save_settings()
+        self.stall_monitor.stop()
+        for window in list(self._compare_windows):
+            window.close()
+        self.worker_thread.stop()
+        super().closeEvent(event)
+
+    # ------------------------------------------------------------------ drag and drop
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls() and any(url.isLocalFile() for url in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        paths = [Path(url.toLocalFile()) for url in event.mimeData().urls() if url.isLocalFile()]
+        self.open_paths([p for p in paths if p.is_file()])
+        event.acceptProposedAction()
+
+
+def _thumbnail(pixels: np.ndarray) -> QIcon:
+    height, width = pixels.shape[:2]
+    step = max(1, max(height, width) // 128)
+    small = np.ascontiguousarray(pixels[::step, ::step])
+    image = QImage(small.data, small.shape[1], small.shape[0], 3 * small.shape[1], QImage.Format.Format_RGB888)
+    return QIcon(
+        QPixmap.fromImage(image.copy()).scaled(
+            64, 64, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+        )
+    )

@@ -1,0 +1,197 @@
+"""How to explain: game, defense, λ policy, steps, reference; advanced settings folded away."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QPushButton,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine import FGVisConfig
+from engine.types import OPTIMIZERS, REFERENCES
+
+GAME_CHOICES = ("preserve", "delete", "both")
+
+
+class MethodPanel(QWidget):
+    """Widgets <-> (games, defense, :class:`FGVisConfig`). ``settings()``/``apply_settings()`` give a
+    flat dict for QSettings."""
+
+    changed = Signal()
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        defaults = FGVisConfig()
+        self.game = QComboBox()
+        self.game.addItems(GAME_CHOICES)
+        self.game.setToolTip(
+            "preserve: the smallest part of the image that keeps the decision;\n"
+            "delete: the smallest part whose removal destroys it; both: one job each"
+        )
+        self.defense = QCheckBox("Defense against adversarial evidence")
+        self.defense.setToolTip("Filter gradients behind every activation (the paper's method). Off only to compare.")
+        self.auto_lambda = QCheckBox("automatic")
+        self.lambda_value = QDoubleSpinBox()
+        self.lambda_value.setRange(0.0, 100.0)
+        self.lambda_value.setDecimals(3)
+        self.lambda_value.setSingleStep(0.05)
+        self.steps = QSpinBox()
+        self.steps.setRange(1, 10000)
+        self.reference = QComboBox()
+        self.reference.addItems(REFERENCES)
+        self.reference.setToolTip("What removed pixels become: zero (the paper), black, or a blurred copy")
+
+        self.lr = QDoubleSpinBox()
+        self.lr.setRange(0.0, 10.0)
+        self.lr.setDecimals(4)
+        self.lr.setSingleStep(0.005)
+        self.lr.setSpecialValueText("per game (0.01 / 0.02)")
+        self.optimizer = QComboBox()
+        self.optimizer.addItems(OPTIMIZERS)
+        self.preserve_ratio = QDoubleSpinBox()
+        self.preserve_ratio.setRange(0.05, 1.0)
+        self.preserve_ratio.setSingleStep(0.05)
+        self.delete_ratio = QDoubleSpinBox()
+        self.delete_ratio.setRange(0.01, 0.95)
+        self.delete_ratio.setSingleStep(0.05)
+        self.patience = QSpinBox()
+        self.patience.setRange(0, 10000)
+        self.patience.setSpecialValueText("off")
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+
+        lambda_row = QHBoxLayout()
+        lambda_row.addWidget(self.auto_lambda)
+        lambda_row.addWidget(self.lambda_value, 1)
+        form = QFormLayout()
+        form.addRow("Game", self.game)
+        form.addRow(self.defense)
+        form.addRow("λ (sparsity)", lambda_row)
+        form.addRow("Steps", self.steps)
+        form.addRow("Reference", self.reference)
+
+        self.advanced_toggle = QToolButton()
+        self.advanced_toggle.setText("Advanced")
+        self.advanced_toggle.setCheckable(True)
+        self.advanced_toggle.setArrowType(self.advanced_toggle.arrowType().RightArrow)
+        self.advanced_toggle.setToolButtonStyle(self.advanced_toggle.toolButtonStyle().ToolButtonTextBesideIcon)
+        self.advanced = QWidget()
+        advanced_form = QFormLayout(self.advanced)
+        advanced_form.setContentsMargins(0, 0, 0, 0)
+        advanced_form.addRow("Learning rate", self.lr)
+        advanced_form.addRow("Optimiser", self.optimizer)
+        advanced_form.addRow("Preserve goal p(e)/p(x) ≥", self.preserve_ratio)
+        advanced_form.addRow("Delete goal p(e)/p(x) ≤", self.delete_ratio)
+        advanced_form.addRow("Early-stop patience", self.patience)
+        advanced_form.addRow("Seed", self.seed)
+        self.advanced.setVisible(False)
+        self.reset_button = QPushButton("Reset to defaults")
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addLayout(form)
+        layout.addWidget(self.advanced_toggle)
+        layout.addWidget(self.advanced)
+        layout.addWidget(self.reset_button)
+        layout.addStretch(1)
+
+        self.advanced_toggle.toggled.connect(self._toggle_advanced)
+        self.auto_lambda.toggled.connect(lambda on: self.lambda_value.setEnabled(not on))
+        self.reset_button.clicked.connect(self.reset)
+        for widget in (self.game, self.reference, self.optimizer):
+            widget.currentIndexChanged.connect(self.changed)
+        for widget in (self.defense, self.auto_lambda):
+            widget.toggled.connect(self.changed)
+        for widget in (self.lambda_value, self.steps, self.lr, self.preserve_ratio, self.delete_ratio,
+                       self.patience, self.seed):  # fmt: skip
+            widget.valueChanged.connect(self.changed)
+        self._defaults = defaults
+        self.reset()
+
+    def _toggle_advanced(self, shown: bool) -> None:
+        self.advanced.setVisible(shown)
+        arrow = self.advanced_toggle.arrowType()
+        self.advanced_toggle.setArrowType(arrow.DownArrow if shown else arrow.RightArrow)
+
+    def reset(self) -> None:
+        """Back to the measured defaults (docs/DEFAULTS.md)."""
+        self.apply_settings({"game": "preserve", "defense": True, **self._config_settings(self._defaults)})
+
+    def games(self) -> list[str]:
+        choice = self.game.currentText()
+        return ["preserve", "delete"] if choice == "both" else [choice]
+
+    def config(self) -> FGVisConfig:
+        """The engine settings shown (raises ``ConfigError`` for an impossible combination)."""
+        return replace(
+            self._defaults,
+            steps=self.steps.value(),
+            lr=self.lr.value() or None,
+            optimizer=self.optimizer.currentText(),
+            lambda_=None if self.auto_lambda.isChecked() else self.lambda_value.value(),
+            reference=self.reference.currentText(),
+            preserve_ratio=self.preserve_ratio.value(),
+            delete_ratio=self.delete_ratio.value(),
+            patience=self.patience.value(),
+            seed=self.seed.value(),
+        )
+
+    def settings(self) -> dict:
+        return {"game": self.game.currentText(), "defense": self.defense.isChecked(),
+                **self._config_settings(self.config())}  # fmt: skip
+
+    @staticmethod
+    def _config_settings(config: FGVisConfig) -> dict:
+        return {
+            "steps": config.steps, "lr": config.lr or 0.0, "optimizer": config.optimizer,
+            "auto_lambda": config.lambda_ is None, "lambda": config.lambda_ if config.lambda_ is not None else 0.5,
+            "reference": config.reference, "preserve_ratio": config.preserve_ratio,
+            "delete_ratio": config.delete_ratio, "patience": config.patience, "seed": config.seed,
+        }  # fmt: skip
+
+    def apply_settings(self, values: dict) -> None:
+        """Show stored values; unknown or malformed ones keep the current value."""
+        setters = {
+            "game": lambda v: self._set_choice(self.game, v),
+            "defense": lambda v: self.defense.setChecked(_as_bool(v)),
+            "steps": lambda v: self.steps.setValue(int(v)),
+            "lr": lambda v: self.lr.setValue(float(v)),
+            "optimizer": lambda v: self._set_choice(self.optimizer, v),
+            "auto_lambda": lambda v: self.auto_lambda.setChecked(_as_bool(v)),
+            "lambda": lambda v: self.lambda_value.setValue(float(v)),
+            "reference": lambda v: self._set_choice(self.reference, v),
+            "preserve_ratio": lambda v: self.preserve_ratio.setValue(float(v)),
+            "delete_ratio": lambda v: self.delete_ratio.setValue(float(v)),
+            "patience": lambda v: self.patience.setValue(int(v)),
+            "seed": lambda v: self.seed.setValue(int(v)),
+        }
+        for key, value in values.items():
+            if key in setters and value is not None:
+                try:
+                    setters[key](value)
+                except (TypeError, ValueError):
+                    continue
+        self.lambda_value.setEnabled(not self.auto_lambda.isChecked())
+
+    @staticmethod
+    def _set_choice(combo: QComboBox, value) -> None:
+        index = combo.findText(str(value))
+        if index >= 0:
+            combo.setCurrentIndex(index)
+
+
+def _as_bool(value) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)

@@ -1,0 +1,299 @@
+"""The one thread that touches the model: loads models and images, predicts, and runs FGVis jobs.
+
+The GUI talks to :class:`Worker` through thread-safe ``submit_*`` methods and listens to its signals
+(delivered on the GUI thread by Qt's queued connections). Only copies of numpy arrays and plain
+records cross threads. While a job runs, light requests (open an image, predict) are served between
+optimisation steps so that opening a photo never waits for a long run; heavy ones (jobs, model loads,
+device changes) run one at a time in submission order.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+import engine
+from engine import ClassifierModel, FGVisError, StepState
+
+from .records import ImageRecord, JobProgress, JobSpec, ModelInfo, ModelSpec, ResultRecord
+
+log = logging.getLogger(__name__)
+
+#: Most progress reports per second sent to the GUI (each carries a small preview).
+PROGRESS_RATE_HZ = 5.0
+
+
+@dataclass(frozen=True)
+class _LoadImage:
+    path: Path
+    image_id: int
+
+
+@dataclass(frozen=True)
+class _Predict:
+    image_id: int
+    pixels: np.ndarray
+
+
+@dataclass(frozen=True)
+class _LoadModel:
+    spec: ModelSpec
+    device: str
+
+
+@dataclass(frozen=True)
+class _SetDevice:
+    device: str
+
+
+@dataclass(frozen=True)
+class _RunJob:
+    job: JobSpec
+
+
+class Worker(QObject):
+    """Owns the classifier; every method below except ``submit_*``/``cancel``/``shutdown`` runs in the
+    worker thread.
+
+    Signals
+    -------
+    image_loaded(ImageRecord), image_failed(str path, str message)
+    predictions_ready(int image_id, int generation, list[Prediction], tuple crop_box)
+    model_loaded(ModelInfo), model_failed(str message)
+    job_started(int job_id), job_progress(JobProgress), job_finished(ResultRecord),
+    job_failed(int job_id, str message)
+    Order per job: ``job_started``, zero or more ``job_progress``, then exactly one of
+    ``job_finished`` (also when cancelled: the result is marked) or ``job_failed``.
+    """
+
+    image_loaded = Signal(object)
+    image_failed = Signal(str, str)
+    predictions_ready = Signal(int, int, object, object)
+    model_loaded = Signal(object)
+    model_failed = Signal(str)
+    job_started = Signal(int)
+    job_progress = Signal(object)
+    job_finished = Signal(object)
+    job_failed = Signal(int, str)
+    _wake = Signal()
+
+    def __init__(self, model: ClassifierModel | None = None) -> None:
+        super().__init__()
+        self._model = model
+        self._generation = 0 if model is not None else -1
+        self._device = "cpu"
+        self._lock = threading.Lock()
+        self._light: collections.deque = collections.deque()
+        self._heavy: collections.deque = collections.deque()
+        self._cancel_ids: set[int] = set()
+        self._shutting_down = threading.Event()
+        self._wake.connect(self._drain)
+
+    # ----------------------------------------------------------------- called from the GUI thread
+    def submit_load_image(self, path: Path, image_id: int) -> None:
+        self._submit(self._light, _LoadImage(Path(path), image_id))
+
+    def submit_predict(self, image_id: int, pixels: np.ndarray) -> None:
+        self._submit(self._light, _Predict(image_id, pixels))
+
+    def submit_load_model(self, spec: ModelSpec, device: str) -> None:
+        self._submit(self._heavy, _LoadModel(spec, device))
+
+    def submit_set_device(self, device: str) -> None:
+        self._submit(self._heavy, _SetDevice(device))
+
+    def submit_job(self, job: JobSpec) -> None:
+        self._submit(self._heavy, _RunJob(job))
+
+    def cancel(self, job_id: int) -> None:
+        """Stop job ``job_id`` within one optimisation step (or skip it if it has not started)."""
+        with self._lock:
+            self._cancel_ids.add(job_id)
+
+    def shutdown(self) -> None:
+        """Cancel everything; pending work is dropped. Call before quitting the thread."""
+        self._shutting_down.set()
+        with self._lock:
+            self._light.clear()
+            self._heavy.clear()
+
+    def _submit(self, queue: collections.deque, task) -> None:
+        with self._lock:
+            queue.append(task)
+        self._wake.emit()
+
+    # ---------------------------------------------------------------- the worker thread
+    @Slot()
+    def _drain(self) -> None:
+        while not self._shutting_down.is_set():
+            self._serve_light()
+            with self._lock:
+                task = self._heavy.popleft() if self._heavy else None
+            if task is None:
+                return
+            self._do(task)
+
+    def _serve_light(self) -> None:
+        while not self._shutting_down.is_set():
+            with self._lock:
+                task = self._light.popleft() if self._light else None
+            if task is None:
+                return
+            self._do(task)
+
+    def _do(self, task) -> None:
+        handlers = {
+            _LoadImage: self._load_image,
+            _Predict: self._predict,
+            _LoadModel: self._load_model,
+            _SetDevice: self._set_device,
+            _RunJob: self._run_job,
+        }
+        try:
+            handlers[type(task)](task)
+        except Exception:  # a bug, not bad input: keep the thread alive and tell the user
+            log.exception("worker task %r failed", task)
+            message = f"Internal error while handling {type(task).__name__.lstrip('_')}: see the log file."
+            if isinstance(task, _RunJob):
+                self.job_failed.emit(task.job.id, message)
+            elif isinstance(task, _LoadImage):
+                self.image_failed.emit(str(task.path), message)
+            elif isinstance(task, (_LoadModel, _SetDevice)):
+                self.model_failed.emit(message)
+
+    def _load_image(self, task: _LoadImage) -> None:
+        try:
+            image = engine.load_image(task.path)
+        except FGVisError as exc:
+            self.image_failed.emit(str(task.path), str(exc))
+            return
+        pixels = np.array(image.convert("RGB"), dtype=np.uint8)
+        self.image_loaded.emit(ImageRecord(task.image_id, task.path, task.path.name, pixels))
+
+    def _predict(self, task: _Predict) -> None:
+        if self._model is None:
+            return
+        tensor, geometry = self._model.preprocess(task.pixels)
+        predictions = self._model.predict(tensor, k=5)
+        self.predictions_ready.emit(task.image_id, self._generation, predictions, geometry.crop_box)
+
+    def _load_model(self, task: _LoadModel) -> None:
+        spec = task.spec
+        try:
+            model = engine.load_model(
+                spec.name, weights=spec.weights, torchscript=spec.torchscript,
+                num_classes=spec.num_classes, labels=spec.labels,
+            )  # fmt: skip
+            model.module.to(_checked_device(task.device))
+        except FGVisError as exc:
+            self.model_failed.emit(str(exc))
+            return
+        self._model = model
+        self._device = task.device
+        self._generation += 1
+        self.model_loaded.emit(self._info())
+
+    def _set_device(self, task: _SetDevice) -> None:
+        if self._model is None:
+            self._device = task.device
+            return
+        try:
+            self._model.module.to(_checked_device(task.device))
+        except FGVisError as exc:
+            self.model_failed.emit(str(exc))
+            return
+        self._device = task.device
+        self.model_loaded.emit(self._info())
+
+    def _info(self) -> ModelInfo:
+        model = self._model
+        scripted = isinstance(model.module, torch.jit.ScriptModule)
+        return ModelInfo(
+            model.name, list(model.labels), model.weights_sha256, str(model.device), model.input_size, scripted,
+            self._generation,
+        )  # fmt: skip
+
+    def _run_job(self, task: _RunJob) -> None:
+        job = task.job
+        with self._lock:
+            skipped = job.id in self._cancel_ids
+        if skipped or self._model is None:
+            self.job_failed.emit(job.id, "cancelled before it started" if skipped else "no model is loaded")
+            return
+        self.job_started.emit(job.id)
+        started = time.perf_counter()
+        last_report = [0.0]
+
+        def on_step(state: StepState) -> None:
+            now = time.perf_counter()
+            final = state.step == state.total
+            if final or now - last_report[0] >= 1.0 / PROGRESS_RATE_HZ:
+                last_report[0] = now
+                preview = state.preview[0].copy() if state.preview is not None else None
+                self.job_progress.emit(JobProgress(
+                    job.id, state.step, state.total, float(state.target_prob[0]), float(state.mask_mean[0]),
+                    now - started, preview,
+                ))  # fmt: skip
+            self._serve_light()
+
+        def should_stop() -> bool:
+            with self._lock:
+                return job.id in self._cancel_ids or self._shutting_down.is_set()
+
+        config = replace(job.config, device=str(self._model.device))
+        try:
+            result = engine.explain(
+                self._model, job.pixels, job.target, game=job.game, defense=job.defense, config=config,
+                on_step=on_step, should_stop=should_stop,
+            )  # fmt: skip
+        except FGVisError as exc:
+            self.job_failed.emit(job.id, str(exc))
+            return
+        finally:
+            with self._lock:
+                self._cancel_ids.discard(job.id)
+        self.job_finished.emit(ResultRecord.from_explanation(job, result, self._model.labels))
+
+
+def _checked_device(device: str) -> torch.device:
+    try:
+        target = torch.device(device)
+    except RuntimeError as exc:
+        raise engine.DeviceError(f"{device!r} is not a device name") from exc
+    if target.type == "cuda" and (not torch.cuda.is_available() or (target.index or 0) >= torch.cuda.device_count()):
+        raise engine.DeviceError(f"{device} is not available on this machine; use the CPU")
+    return target
+
+
+def available_devices() -> list[tuple[str, str]]:
+    """``(device string, display name)`` for the CPU and each CUDA device."""
+    devices = [("cpu", "CPU")]
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            devices.append((f"cuda:{index}", f"GPU {index}: {torch.cuda.get_device_name(index)}"))
+    return devices
+
+
+class WorkerThread:
+    """A :class:`Worker` living in its own ``QThread``; ``stop()`` cancels and waits for it to end."""
+
+    def __init__(self, model: ClassifierModel | None = None) -> None:
+        self.thread = QThread()
+        self.thread.setObjectName("fgvis-worker")
+        self.worker = Worker(model)
+        self.worker.moveToThread(self.thread)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.worker.shutdown()
+        self.thread.quit()
+        self.thread.wait()
+        log.info("worker thread stopped")
