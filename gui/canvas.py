@@ -4,6 +4,8 @@ canvases so they zoom and pan together."""
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QImage, QPainter, QPixmap, QTransform
@@ -92,7 +94,9 @@ class Canvas(QGraphicsView):
             self.items_by_layer[layer] = item
         layers.layer_changed.connect(self._on_layer_changed)
         self._fit_pending = True
-        self._linked: list[Canvas] = []
+        # Weak: a reference cycle between widgets would leave their deletion to the garbage collector,
+        # which may run in the middle of event handling and crash Qt.
+        self._linked: list[weakref.ref[Canvas]] = []
         self._syncing = False
         self.horizontalScrollBar().valueChanged.connect(self._emit_view_changed)
         self.verticalScrollBar().valueChanged.connect(self._emit_view_changed)
@@ -165,16 +169,18 @@ class Canvas(QGraphicsView):
     # ------------------------------------------------------------------ linking
     def link(self, other: Canvas) -> None:
         """Zoom and pan ``other`` with this canvas and the other way round."""
-        self._linked.append(other)
-        other._linked.append(self)
+        self._linked.append(weakref.ref(other))
+        other._linked.append(weakref.ref(self))
         other._follow(self)
 
     def _emit_view_changed(self, *_) -> None:
         if self._syncing:
             return
         self.view_changed.emit()
-        for other in self._linked:
-            other._follow(self)
+        for ref in self._linked:
+            other = ref()
+            if other is not None:
+                other._follow(self)
 
     def _follow(self, leader: Canvas) -> None:
         self._syncing = True

@@ -68,7 +68,7 @@ class LayerPanel(QWidget):
         self.list = QListWidget()
         self.list.setIconSize(THUMBNAIL)
         self.list.setObjectName("layer_list")
-        self.list.setMinimumHeight(len(layers) * (THUMBNAIL.height() + 6) + 4)
+        self.list.setMinimumHeight(3 * (THUMBNAIL.height() + 6))
         for layer in reversed(layers.layers):
             item = QListWidgetItem(layer.name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
@@ -134,7 +134,9 @@ class LayerPanel(QWidget):
                 )
                 item.setIcon(QIcon(pixmap))
             else:
-                item.setIcon(QIcon())
+                blank = QPixmap(THUMBNAIL)
+                blank.fill(Qt.GlobalColor.transparent)
+                item.setIcon(QIcon(blank))  # keeps every row as tall as the ones with a thumbnail
             item.setToolTip("" if layer.data is not None else "empty until a result is shown")
         finally:
             self._updating = False

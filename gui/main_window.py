@@ -120,7 +120,8 @@ class MainWindow(QMainWindow):
         worker.image_failed.connect(self._on_image_failed)
         worker.predictions_ready.connect(self._on_predictions)
         worker.model_loaded.connect(self._on_model_loaded)
-        worker.model_failed.connect(lambda message: self.show_error("Could not use the model", message))
+        # Bound methods of this QObject, never lambdas: PySide6 runs a lambda in the emitting (worker) thread.
+        worker.model_failed.connect(self._on_model_failed)
         worker.job_started.connect(self._on_job_started)
         worker.job_progress.connect(self._on_job_progress)
         worker.job_finished.connect(self._on_job_finished)
@@ -335,6 +336,12 @@ class MainWindow(QMainWindow):
                 self.set_current(self.current)
         self._update_actions()
 
+    def _on_model_failed(self, message: str) -> None:
+        self.model_label.setText(
+            f"{self.model_info.name} on {self.model_info.device}" if self.model_info else "No model"
+        )
+        self.show_error("Could not use the model", message)
+
     def _on_device_chosen(self) -> None:
         device = self.device_combo.currentData()
         self.settings.setValue("device", device)
@@ -398,15 +405,14 @@ class MainWindow(QMainWindow):
         )
 
     def _on_job_finished(self, result: ResultRecord) -> None:
-        self._job_done(result.job.id, "cancelled (partial result)" if result.cancelled else "done", result.steps)
         image = self._image(result.job.image_id)
-        if image is None:
-            return
-        image.results.append(result)
-        if image is self.current:
-            self.results.show_results(image.results, select=result)
-            self.docks["results"].raise_()
+        if image is not None:
+            image.results.append(result)
+            if image is self.current:
+                self.results.show_results(image.results, select=result)
+                self.docks["results"].raise_()
         self.statusBar().showMessage(f"{result.title()}: {result.status}, p(e) = {result.prob_explanation:.3f}", 8000)
+        self._job_done(result.job.id, "cancelled (partial result)" if result.cancelled else "done", result.steps)
         self.result_added.emit(result)
 
     def _on_job_failed(self, job_id: int, message: str) -> None:
@@ -544,6 +550,7 @@ class MainWindow(QMainWindow):
         self.resizeDocks([docks["images"], docks["layers"]], [150, 420], Qt.Orientation.Vertical)
         self.resizeDocks([docks["images"], docks["predictions"]], [270, 330], Qt.Orientation.Horizontal)
         self.resizeDocks([docks["predictions"], docks["method"]], [300, 330], Qt.Orientation.Vertical)
+        self.predictions.table.setMinimumHeight(110)
 
     def save_settings(self) -> None:
         settings = self.settings

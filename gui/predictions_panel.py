@@ -37,7 +37,7 @@ class PredictionsPanel(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setMinimumHeight(5 * 30 + 30)
+        self.table.setMinimumHeight(110)
         self.status = QLabel("Open an image to see what the model predicts.")
         self.status.setWordWrap(True)
         self.search = QLineEdit()
