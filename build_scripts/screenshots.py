@@ -15,12 +15,12 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("FGVIS_STUDIO_HOME", tempfile.mkdtemp(prefix="fgvis-shots-"))
 
-from PySide6.QtWidgets import QApplication  # noqa: E402
+from PySide6.QtWidgets import QApplication
 
-import engine  # noqa: E402
-from gui.app import _wait  # noqa: E402
-from gui.main_window import MainWindow  # noqa: E402
-from gui.settings import log_path, open_settings  # noqa: E402
+import engine
+from gui.app import _wait
+from gui.main_window import MainWindow
+from gui.settings import log_path, open_settings
 
 
 def main(outdir: Path) -> int:

@@ -58,7 +58,7 @@ def _pixel(canvas: Canvas, x: int, y: int) -> tuple[int, int, int]:
 
 
 def test_layer_changes_reach_the_rendered_pixels(qtbot):
-    stack, photo, evidence = _stack()
+    stack, _photo, evidence = _stack()
     canvas = Canvas(stack)
     qtbot.addWidget(canvas)
     grey = (100, 100, 100)

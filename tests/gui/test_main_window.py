@@ -48,7 +48,7 @@ def test_a_corrupt_file_gives_a_dialog_and_changes_nothing(opened, tmp_path, qtb
     before = (list(window.images), window.current, window.predictions.target())
     with qtbot.waitSignal(window.error_shown, timeout=30_000) as shown:
         window.open_paths([bad])
-    title, message = shown.args
+    _title, message = shown.args
     assert "broken.jpg" in message and "Traceback" not in message
     assert window.error_box is not None and window.error_box.isVisible()
     assert str(window.log_file) in window.error_box.text()
@@ -84,7 +84,7 @@ def test_a_short_job_runs_to_completion_in_signal_order(opened, qtbot):
     assert events.count("progress") >= 1 and events.count("finished") == 1
     assert result.steps <= 15 and not result.cancelled
     assert result.mask.shape == (3, 32, 32) and result.evidence.shape == (32, 32)
-    assert 0.0 <= result.mask.min() and result.mask.max() <= 1.0
+    assert result.mask.min() >= 0.0 and result.mask.max() <= 1.0
     assert result.job.target == window.current.predictions[0].index
     assert window.current.results == [result]
     assert window.results.table.rowCount() == 1 and window.results.current_result() is result
@@ -143,7 +143,7 @@ def test_closing_during_a_run_cancels_and_ends_the_thread(opened, qtbot):
 
 def test_layers_follow_the_selected_result_and_the_inspector_reads_them(opened, qtbot):
     window = opened
-    first, second = _run(window, qtbot, steps=5, game="both")
+    first, _second = _run(window, qtbot, steps=5, game="both")
     window.results.table.selectRow(0)
     assert np.array_equal(window.layers[EVIDENCE].data, first.evidence)
     channel_mask = window.layers[CHANNEL_MASK].data
