@@ -417,6 +417,9 @@ class MainWindow(QMainWindow):
 
     def _on_job_failed(self, job_id: int, message: str) -> None:
         cancelled = message.startswith("cancelled")
+        job = self.jobs.get(job_id)
+        if job is not None and self.current is not None and job.image_id == self.current.id:
+            self._show_result(self.results.current_result())  # drop the live preview of the failed run
         self._job_done(job_id, "cancelled" if cancelled else f"failed: {message}")
         if not cancelled and not self._closing:
             self.show_error("The explanation failed", message)

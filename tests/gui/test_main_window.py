@@ -193,6 +193,7 @@ def test_a_failing_job_reports_and_the_next_one_runs(opened, qtbot):
         window.worker.submit_job(bad)
     assert "99" in shown.args[1]
     assert window.jobs_panel.state(bad.id).startswith("failed")
+    assert window.layers[EVIDENCE].data is None  # no preview of the failed run is left behind
     (result,) = _run(window, qtbot, steps=3)
     assert not result.cancelled
 
@@ -267,3 +268,16 @@ def test_the_stall_monitor_sees_a_blocked_event_loop(qtbot):
     qtbot.waitUntil(lambda: monitor.ticks >= ticks + 3, timeout=5_000)
     monitor.stop()
     assert monitor.max_stall_ms >= 100
+
+
+def test_dropping_files_opens_them(window, photo, qtbot):
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    data = QMimeData()
+    data.setUrls([QUrl.fromLocalFile(str(photo))])
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, data, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)  # fmt: skip
+    with qtbot.waitSignal(window.image_opened, timeout=30_000) as opened:
+        window.dropEvent(event)
+    assert opened.args[0].path == photo
