@@ -23,11 +23,19 @@ ZOOM_STEP = 1.25
 ZOOM_LIMITS = (0.02, 64.0)
 
 
-def rgba_to_qimage(rgba: np.ndarray) -> QImage:
-    """``(h, w, 4)`` uint8 RGBA -> a QImage that owns a copy of the pixels."""
-    height, width = rgba.shape[:2]
-    data = np.ascontiguousarray(rgba)
-    return QImage(data.data, width, height, 4 * width, QImage.Format.Format_RGBA8888).copy()
+def to_qimage(pixels: np.ndarray) -> QImage:
+    """``(h, w, 3)`` RGB or ``(h, w, 4)`` RGBA uint8 -> a QImage that owns a copy of the pixels."""
+    height, width, channels = pixels.shape
+    data = np.ascontiguousarray(pixels)
+    kind = QImage.Format.Format_RGB888 if channels == 3 else QImage.Format.Format_RGBA8888
+    return QImage(data.data, width, height, channels * width, kind).copy()
+
+
+def thumbnail(pixels: np.ndarray, size: int) -> QImage:
+    """A small QImage of ``pixels`` (strided first, so a 12 MP photo costs no more than a small one)."""
+    step = max(1, max(pixels.shape[:2]) // (2 * size))
+    small = to_qimage(pixels[::step, ::step])
+    return small.scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
 
 
 class LayerItem(QGraphicsPixmapItem):
@@ -36,6 +44,7 @@ class LayerItem(QGraphicsPixmapItem):
     def __init__(self, layer: Layer) -> None:
         super().__init__()
         self.layer = layer
+        self._buffer: np.ndarray | None = None
         self.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
         self.setShapeMode(QGraphicsPixmapItem.ShapeMode.BoundingRectShape)
         self.sync("data")
@@ -43,18 +52,26 @@ class LayerItem(QGraphicsPixmapItem):
     def sync(self, prop: str) -> None:
         layer = self.layer
         if prop == "data" or prop in ("colormap", "auto_contrast"):
-            rgba = layer.rgba()
-            self.setPixmap(QPixmap.fromImage(rgba_to_qimage(rgba)) if rgba is not None else QPixmap())
-            self.setTransform(self._placement(rgba))
+            pixels = layer.image()
+            if layer.display is not None:
+                # Wraps the prepared buffer without a copy; the item keeps the array alive with the pixmap.
+                self._buffer = layer.display
+                height, width = self._buffer.shape
+                image = QImage(self._buffer.data, width, height, 4 * width, QImage.Format.Format_RGB32)
+                self.setPixmap(QPixmap.fromImage(image))
+            else:
+                self._buffer = None
+                self.setPixmap(QPixmap.fromImage(to_qimage(pixels)) if pixels is not None else QPixmap())
+            self.setTransform(self._placement(pixels))
         self.setVisible(layer.visible and layer.data is not None)
         self.setOpacity(layer.opacity)
         self.update()
 
-    def _placement(self, rgba: np.ndarray | None) -> QTransform:
-        if rgba is None or self.layer.rect is None:
+    def _placement(self, pixels: np.ndarray | None) -> QTransform:
+        if pixels is None or self.layer.rect is None:
             return QTransform()
         left, top, right, bottom = self.layer.rect
-        height, width = rgba.shape[:2]
+        height, width = pixels.shape[:2]
         return QTransform(
             (right - left) / width, 0, 0, 0, (bottom - top) / height, 0, left, top, 1
         )  # fmt: skip

@@ -27,7 +27,7 @@ class CompareWindow(QWidget):
                       blend=evidence_style.blend, auto_contrast=evidence_style.auto_contrast),
             ])  # fmt: skip
             canvas = Canvas(stack)
-            stack[PHOTO].set_data(image.pixels)
+            stack[PHOTO].set_data(image.pixels, display=image.display)
             stack[EVIDENCE].set_data(result.evidence, result.crop_box)
             column = QVBoxLayout()
             caption = QLabel(f"{result.title()}<br>p(x) {result.prob_original:.3f} → p(e) "

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 
 from engine.colormaps import COLORMAPS, lookup_table
 
-from .canvas import rgba_to_qimage
+from .canvas import thumbnail
 from .layers import BlendMode, Layer, LayerStack
 
 THUMBNAIL = QSize(40, 40)
@@ -127,12 +127,9 @@ class LayerPanel(QWidget):
         try:
             item = self._item(layer)
             item.setCheckState(Qt.CheckState.Checked if layer.visible else Qt.CheckState.Unchecked)
-            rgba = layer.rgba()
-            if rgba is not None:
-                pixmap = QPixmap.fromImage(rgba_to_qimage(rgba)).scaled(
-                    THUMBNAIL, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
-                )
-                item.setIcon(QIcon(pixmap))
+            pixels = layer.image()
+            if pixels is not None:
+                item.setIcon(QIcon(QPixmap.fromImage(thumbnail(pixels, THUMBNAIL.width()))))
             else:
                 blank = QPixmap(THUMBNAIL)
                 blank.fill(Qt.GlobalColor.transparent)

@@ -51,6 +51,7 @@ class Layer(QObject):
         self._colormap = _checked_colormap(colormap)
         self._auto_contrast = bool(auto_contrast)
         self._data: np.ndarray | None = None
+        self._display: np.ndarray | None = None
         self._rect: tuple[float, float, float, float] | None = None
         self._rgba: np.ndarray | None = None
 
@@ -105,13 +106,25 @@ class Layer(QObject):
     def rect(self) -> tuple[float, float, float, float] | None:
         return self._rect
 
-    def set_data(self, data: np.ndarray | None, rect: tuple[float, float, float, float] | None = None) -> None:
+    @property
+    def display(self) -> np.ndarray | None:
+        """Optional ``(h, w)`` uint32 ``0xFFRRGGBB`` copy of an RGB layer's data, prepared off the GUI
+        thread (:func:`to_argb32`) so that showing a 12 MP photo costs no conversion on it."""
+        return self._display
+
+    def set_data(
+        self, data: np.ndarray | None, rect: tuple[float, float, float, float] | None = None,
+        *, display: np.ndarray | None = None,
+    ) -> None:  # fmt: skip
         """Replace the picture; ``rect`` ``None`` = at the origin, one data pixel per photo pixel."""
         if data is not None:
             expected = 3 if self.kind == "rgb" else 2
             if data.ndim != expected or (self.kind == "rgb" and data.shape[2] != 3):
                 raise ValueError(f"{self.kind} layer {self.name!r} cannot show data of shape {data.shape}")
+        if display is not None and (data is None or display.shape != data.shape[:2] or display.dtype != np.uint32):
+            raise ValueError(f"the display copy of layer {self.name!r} must be uint32 of the data's height and width")
         self._data = data
+        self._display = display
         self._rect = rect
         self._rgba = None
         self.changed.emit("data")
@@ -129,24 +142,26 @@ class Layer(QObject):
         low, high = np.percentile(self._data, [1.0, 99.0])
         return (float(low), float(high)) if high - low > 1e-6 else (0.0, 1.0)
 
-    def rgba(self) -> np.ndarray | None:
-        """The layer as ``(h, w, 4)`` uint8 RGBA (cached). Heat maps are transparent at the bottom of the
-        range and fade in over :data:`FADE_IN` of it, so a zero map hides nothing."""
-        if self._data is None:
-            return None
+    def image(self) -> np.ndarray | None:
+        """The layer as pixels: an RGB layer's own ``(h, w, 3)`` uint8 data (no copy), a heat map as
+        ``(h, w, 4)`` uint8 RGBA (cached), transparent at the bottom of the range and fading in over
+        :data:`FADE_IN` of it, so a zero map hides nothing."""
+        if self._data is None or self.kind == "rgb":
+            return self._data
         if self._rgba is None:
-            if self.kind == "rgb":
-                alpha = np.full((*self._data.shape[:2], 1), 255, np.uint8)
-                self._rgba = np.ascontiguousarray(np.concatenate([self._data, alpha], axis=2))
-            else:
-                low, high = self.value_range()
-                scaled = np.clip((self._data.astype(np.float32) - low) / (high - low), 0.0, 1.0)
-                colours = lookup_table(self._colormap)[np.round(scaled * 255).astype(np.int64)]
-                alpha = np.clip(scaled / FADE_IN, 0.0, 1.0) * 255
-                self._rgba = np.ascontiguousarray(
-                    np.concatenate([colours, np.round(alpha).astype(np.uint8)[..., None]], axis=2)
-                )
+            low, high = self.value_range()
+            scaled = np.clip((self._data.astype(np.float32) - low) / (high - low), 0.0, 1.0)
+            colours = lookup_table(self._colormap)[np.round(scaled * 255).astype(np.int64)]
+            alpha = np.round(np.clip(scaled / FADE_IN, 0.0, 1.0) * 255).astype(np.uint8)
+            self._rgba = np.ascontiguousarray(np.concatenate([colours, alpha[..., None]], axis=2))
         return self._rgba
+
+
+def to_argb32(pixels: np.ndarray) -> np.ndarray:
+    """``(h, w, 3)`` uint8 RGB -> ``(h, w)`` uint32 ``0xFFRRGGBB``: the memory layout of Qt's
+    ``QImage.Format_RGB32``, which becomes a pixmap without conversion (any byte order)."""
+    rgb = pixels.astype(np.uint32)
+    return (0xFF000000 | (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]).astype(np.uint32)
 
 
 class LayerStack(QObject):

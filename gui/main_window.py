@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
-from PySide6.QtGui import QAction, QIcon, QImage, QKeySequence, QPixmap
+from PySide6.QtGui import QAction, QIcon, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
     QDockWidget,
@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 import engine
 from engine import ClassifierModel, ConfigError
 
-from .canvas import Canvas
+from .canvas import Canvas, thumbnail
 from .compare import CompareWindow
 from .jobs_panel import JobsPanel
 from .layer_panel import LayerPanel
@@ -281,7 +281,7 @@ class MainWindow(QMainWindow):
 
     def set_current(self, image: ImageRecord | None) -> None:
         self.current = image
-        self.layers[PHOTO].set_data(image.pixels if image is not None else None)
+        self.layers[PHOTO].set_data(image.pixels if image else None, display=image.display if image else None)
         if image is None:
             self.predictions.show_predictions(None)
         elif self.model_info is not None and image.model_generation == self.model_info.generation:
@@ -337,9 +337,12 @@ class MainWindow(QMainWindow):
         self._update_actions()
 
     def _on_model_failed(self, message: str) -> None:
-        self.model_label.setText(
-            f"{self.model_info.name} on {self.model_info.device}" if self.model_info else "No model"
-        )
+        info = self.model_info
+        self.model_label.setText(f"{info.name} on {info.device}" if info else "No model")
+        if info is not None:  # the model stays where it was: show that device again
+            self.device_combo.blockSignals(True)
+            self.device_combo.setCurrentIndex(max(0, self.device_combo.findData(info.device)))
+            self.device_combo.blockSignals(False)
         self.show_error("Could not use the model", message)
 
     def _on_device_chosen(self) -> None:
@@ -590,12 +593,4 @@ class MainWindow(QMainWindow):
 
 
 def _thumbnail(pixels: np.ndarray) -> QIcon:
-    height, width = pixels.shape[:2]
-    step = max(1, max(height, width) // 128)
-    small = np.ascontiguousarray(pixels[::step, ::step])
-    image = QImage(small.data, small.shape[1], small.shape[0], 3 * small.shape[1], QImage.Format.Format_RGB888)
-    return QIcon(
-        QPixmap.fromImage(image.copy()).scaled(
-            64, 64, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
-        )
-    )
+    return QIcon(QPixmap.fromImage(thumbnail(pixels, 64)))

@@ -52,7 +52,8 @@ class ModelInfo:
 class ImageRecord:
     """One open image. ``pixels``: ``(H, W, 3)`` uint8 RGB after EXIF orientation.
 
-    ``predictions`` and ``crop_box`` belong to the model generation ``model_generation`` (``None``
+    ``display`` is the same picture as ``(H, W)`` uint32 ``0xFFRRGGBB``, prepared in the worker for the
+    viewer. ``predictions`` and ``crop_box`` belong to the model generation ``model_generation`` (``None``
     until the worker has looked at the image). ``crop_box`` is ``(left, top, right, bottom)`` in photo
     pixels: where the model's input was cut from."""
 
@@ -60,6 +61,7 @@ class ImageRecord:
     path: Path | None
     name: str
     pixels: np.ndarray
+    display: np.ndarray | None = None
     predictions: list[Prediction] | None = None
     crop_box: tuple[float, float, float, float] | None = None
     model_generation: int = -1

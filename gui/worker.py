@@ -23,6 +23,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 import engine
 from engine import ClassifierModel, FGVisError, StepState
 
+from .layers import to_argb32
 from .records import ImageRecord, JobProgress, JobSpec, ModelInfo, ModelSpec, ResultRecord
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,8 @@ class Worker(QObject):
             self.image_failed.emit(str(task.path), str(exc))
             return
         pixels = np.array(image.convert("RGB"), dtype=np.uint8)
-        self.image_loaded.emit(ImageRecord(task.image_id, task.path, task.path.name, pixels))
+        record = ImageRecord(task.image_id, task.path, task.path.name, pixels, display=to_argb32(pixels))
+        self.image_loaded.emit(record)
 
     def _predict(self, task: _Predict) -> None:
         if self._model is None:

@@ -34,7 +34,7 @@ def test_properties_are_validated_and_signal_each_real_change(qtbot):
 def test_heat_map_is_transparent_at_zero_on_a_fixed_scale():
     layer = Layer("evidence", "scalar")
     layer.set_data(np.array([[0.0, 0.05, 0.5, 1.0]], np.float32))
-    rgba = layer.rgba()
+    rgba = layer.image()
     assert rgba[0, 0, 3] == 0 and 0 < rgba[0, 1, 3] < 255 and rgba[0, 2, 3] == 255
     assert layer.value_range() == (0.0, 1.0)
     layer.set_data(np.array([[0.0, 0.1, 0.2, 0.2]], np.float32))
@@ -111,3 +111,19 @@ def test_zoom_fit_actual_size_and_linked_views(qtbot):
     a.fit()
     assert a.zoom == pytest.approx(min(300 / 60, 200 / 40), rel=0.1)
     assert b.zoom == a.zoom
+
+
+def test_a_prepared_display_copy_renders_the_same_pixels(qtbot):
+    from gui.layers import to_argb32
+
+    pixels = np.zeros((30, 40, 3), np.uint8)
+    pixels[..., 0], pixels[..., 1], pixels[..., 2] = 10, 200, 30
+    pixels[5, 7] = (1, 2, 3)
+    assert to_argb32(pixels)[5, 7] == 0xFF010203
+    photo = Layer("photo", "rgb")
+    photo.set_data(pixels, display=to_argb32(pixels))
+    canvas = Canvas(LayerStack([photo]))
+    qtbot.addWidget(canvas)
+    assert _pixel(canvas, 7, 5) == (1, 2, 3) and _pixel(canvas, 20, 20) == (10, 200, 30)
+    with pytest.raises(ValueError, match="display"):
+        photo.set_data(pixels, display=to_argb32(pixels[:10]))

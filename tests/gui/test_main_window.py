@@ -281,3 +281,11 @@ def test_dropping_files_opens_them(window, photo, qtbot):
     with qtbot.waitSignal(window.image_opened, timeout=30_000) as opened:
         window.dropEvent(event)
     assert opened.args[0].path == photo
+
+
+def test_an_unavailable_device_is_refused_and_the_choice_reverts(window, qtbot):
+    window.device_combo.addItem("GPU 7 (not here)", "cuda:7")
+    with qtbot.waitSignal(window.error_shown, timeout=30_000) as shown:
+        window.device_combo.setCurrentIndex(window.device_combo.count() - 1)
+    assert "cuda:7" in shown.args[1]
+    assert window.device_combo.currentData() == window.model_info.device == "cpu"
