@@ -1,7 +1,8 @@
-"""The ``fgvis`` command line: ``predict``, ``explain`` and ``bench speed`` (same engine as the GUI).
+"""The ``fgvis`` command line: ``predict``, ``explain``, ``batch`` and ``bench`` (same engine as the GUI).
 
-Exit codes: 0 done, 1 a file could not be written, 2 bad input (image, model, target, option),
-130 interrupted with Ctrl-C (partial results are still written, marked ``"cancelled": true``).
+Exit codes: 0 done, 1 a file could not be written (or would be overwritten without ``--overwrite``),
+2 bad input (image, model, target, option; for ``batch``: some files could not be read, the others are
+done), 130 interrupted with Ctrl-C (partial results are still written, marked ``"cancelled": true``).
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .batch import unique_stems
 from .errors import FGVisError
+from .export import ExportError, existing_files, export_record
 from .models import DEFAULT_MODEL, ClassifierModel, load_model
-from .output import write_json, write_npy, write_png
+from .record import ExplanationRecord
+from .session import file_sha256
 from .types import GAMES, OPTIMIZERS, REFERENCES, Explanation, FGVisConfig, StepState
 
 EXIT_WRITE_ERROR = 1
@@ -34,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.handler(args)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_WRITE_ERROR
     except FGVisError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -58,20 +65,20 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     explain.add_argument("--out", type=Path, required=True, help="folder for the results (created if needed)")
     explain.add_argument("--target", default="top1", help='"top1" (default), a class index or a class name')
-    explain.add_argument("--game", choices=(*GAMES, "both"), default="preserve")
-    explain.add_argument("--no-defense", action="store_true", help="turn off the adversarial-evidence defense")
-    defaults = FGVisConfig()
-    explain.add_argument("--steps", type=int, default=defaults.steps, help=f"iteration budget ({defaults.steps})")
-    explain.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.01 preserve, 0.02 delete)")
-    explain.add_argument("--lambda", dest="lambda_", type=float, default=None, help="fixed lambda (default: auto)")
-    explain.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
-    explain.add_argument("--reference", choices=REFERENCES, default=defaults.reference)
-    explain.add_argument("--seed", type=int, default=defaults.seed)
-    explain.add_argument("--batch-size", type=int, default=8, help="images optimised together (default 8)")
-    explain.add_argument("--colormap", default="inferno", help="colormap of the evidence PNG")
+    _add_method_options(explain)
     _add_model_options(explain)
     explain.set_defaults(handler=_explain)
 
+    batch = commands.add_parser("batch", help="explain every image of a folder (resumable), with an index")
+    batch.add_argument("input_dir", type=Path, metavar="INPUT_DIR")
+    batch.add_argument("--out", type=Path, required=True, help="folder for the results (created if needed)")
+    batch.add_argument("--targets", default="top1",
+                       help='"top1" (default), "top3", "topK", or a comma-separated list of classes')  # fmt: skip
+    _add_method_options(batch)
+    _add_model_options(batch)
+    batch.set_defaults(handler=_batch)
+
+    defaults = FGVisConfig()
     bench = commands.add_parser("bench", help="benchmarks that print tables")
     bench_commands = bench.add_subparsers(dest="bench", required=True)
     speed = bench_commands.add_parser("speed", help="time per optimisation step vs a bare forward+backward")
@@ -87,6 +94,28 @@ def _parser() -> argparse.ArgumentParser:
     games.add_argument("--device", default="auto")
     games.set_defaults(handler=_bench_defaults)
     return parser
+
+
+def _add_method_options(parser: argparse.ArgumentParser) -> None:
+    defaults = FGVisConfig()
+    parser.add_argument("--game", choices=(*GAMES, "both"), default="preserve")
+    parser.add_argument("--no-defense", action="store_true", help="turn off the adversarial-evidence defense")
+    parser.add_argument("--steps", type=int, default=defaults.steps, help=f"iteration budget ({defaults.steps})")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.01 preserve, 0.02 delete)")
+    parser.add_argument("--lambda", dest="lambda_", type=float, default=None, help="fixed lambda (default: auto)")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
+    parser.add_argument("--reference", choices=REFERENCES, default=defaults.reference)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--batch-size", type=int, default=8, help="items optimised together (default 8)")
+    parser.add_argument("--colormap", default="inferno", help="colormap of the evidence PNG")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing result files")
+
+
+def _config(args) -> FGVisConfig:
+    return FGVisConfig(
+        steps=args.steps, lr=args.lr, lambda_=args.lambda_, reference=args.reference, seed=args.seed,
+        device=args.device, optimizer=args.optimizer,
+    )  # fmt: skip
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -130,13 +159,15 @@ def _explain(args) -> int:
     from .fgvis import explain
 
     model = _load(args)
-    config = FGVisConfig(
-        steps=args.steps, lr=args.lr, lambda_=args.lambda_, reference=args.reference, seed=args.seed,
-        device=args.device, optimizer=args.optimizer,
-    )  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
+    config = _config(args)
     games = GAMES if args.game == "both" else (args.game,)
-    stems = _unique_stems(args.images)
+    stems = unique_stems(args.images)
+    if not args.overwrite:
+        clashes = [p for stem in stems for game in games for p in existing_files(args.out, f"{stem}_{game}")]
+        if clashes:
+            raise ExportError(f"{len(clashes)} result file(s) already exist in {args.out} (e.g. {clashes[0].name}): "
+                              "use --overwrite or another --out folder")  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     previous_handler = signal.signal(signal.SIGINT, _interrupt_handler(stop))
     try:
@@ -159,6 +190,48 @@ def _explain(args) -> int:
     return 0
 
 
+def _batch(args) -> int:
+    from .batch import run_batch
+
+    model = _load(args)
+    if not args.input_dir.is_dir():
+        raise FGVisError(f"{args.input_dir} is not a folder")
+    games = GAMES if args.game == "both" else (args.game,)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    previous_handler = signal.signal(signal.SIGINT, _interrupt_handler(stop))
+    step_progress = _Progress("batch")
+
+    def on_progress(report) -> None:
+        print(f"[{report.done}/{report.total}] {report.item}: {report.state}", file=sys.stderr)
+
+    try:
+        summary = run_batch(
+            model, args.input_dir, args.out, targets=args.targets, games=games, defense=not args.no_defense,
+            config=_config(args), batch_size=args.batch_size, overwrite=args.overwrite, colormap=args.colormap,
+            app_version=_version(), on_progress=on_progress, on_step=step_progress, should_stop=stop.is_set,
+        )  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+    print(f"{len(summary.written)} written, {len(summary.skipped)} already done, {len(summary.failures)} failed; "
+          f"index: {summary.index_files.get('html')}")  # fmt: skip
+    for name, reason in summary.failures:
+        print(f"  could not explain {name}: {reason}", file=sys.stderr)
+    if summary.cancelled:
+        print("interrupted: finished items are kept; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_BAD_INPUT if summary.failures else 0
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("fgvis-studio")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _interrupt_handler(stop: threading.Event):
     def handler(signum, frame):
         if stop.is_set():
@@ -169,40 +242,17 @@ def _interrupt_handler(stop: threading.Event):
     return handler
 
 
-def _unique_stems(paths: Sequence[Path]) -> list[str]:
-    seen: dict[str, int] = {}
-    stems = []
-    for path in paths:
-        count = seen.get(path.stem, 0)
-        seen[path.stem] = count + 1
-        stems.append(path.stem if count == 0 else f"{path.stem}_{count + 1}")
-    return stems
-
-
 def _write_result(args, model: ClassifierModel, result: Explanation, index: int, path: Path, stem: str) -> None:
-    base = args.out / f"{stem}_{result.game}"
-    files = {
-        "mask": base.with_name(base.name + "_mask.npy"),
-        "explanation": base.with_name(base.name + "_explanation.png"),
-        "evidence": base.with_name(base.name + "_evidence.png"),
-        "summary": base.with_name(base.name + ".json"),
-    }
-    write_npy(files["mask"], result.mask[index].numpy().astype(np.float32))
-    write_png(files["explanation"], result.explanation_image(index))
-    write_png(files["evidence"], result.evidence_image(index, colormap=args.colormap))
-    summary = {
-        "image": str(path),
-        "model": model.name,
-        "weights": str(model.weights_path) if model.weights_path else None,
-        "weights_sha256": model.weights_sha256,
-        **result.summary(index),
-        "files": {key: file.name for key, file in files.items() if key != "summary"},
-    }
-    write_json(files["summary"], summary)
+    record = ExplanationRecord.from_explanation(
+        result, index, model, image_name=path.name, image_path=str(path.resolve()), image_sha256=file_sha256(path)
+    )
+    files = export_record(record, args.out, f"{stem}_{result.game}", model=model, colormap=args.colormap,
+                          overwrite=True, extra={"app_version": _version()})  # fmt: skip
     status = " (cancelled)" if result.cancelled else ""
     print(
-        f"{path.name}: {result.game} {summary['target_label']!r} p {summary['prob_original']:.3f} -> "
-        f"{summary['prob_explanation']:.3f}, mask mean {summary['mask_mean']:.3f}{status} -> {files['summary']}"
+        f"{path.name}: {result.game} {record.target_label!r} p {record.prob_original:.3f} -> "
+        f"{record.prob_explanation:.3f} (re-scored PNG {record.prob_rescored:.3f}), mask mean "
+        f"{record.mask_mean:.3f}{status} -> {files['summary']}"
     )
 
 

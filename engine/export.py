@@ -1,0 +1,172 @@
+"""Export one explained item: masks (``.npy``, 8- and 16-bit PNG), the evidence heat map, an overlay,
+the explanation image ``e`` and a JSON summary -- all or nothing, never overwriting without consent --
+and the round-trip check: the exported 8-bit explanation, read back and fed to the model, must score
+like ``e`` did."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .colormaps import apply_colormap
+from .errors import FGVisError
+from .models import ClassifierModel
+from .record import ExplanationRecord
+
+#: File name suffixes of one export, by kind (``STEM + suffix``).
+SUFFIXES = {
+    "mask": "_mask.npy",
+    "mask_mean": "_mask_mean.npy",
+    "mask_png8": "_mask8.png",
+    "mask_png16": "_mask16.png",
+    "evidence": "_evidence.png",
+    "overlay": "_overlay.png",
+    "explanation": "_explanation.png",
+    "summary": ".json",
+}
+#: The heat map's opacity in an overlay composed here (the viewer's default).
+OVERLAY_OPACITY = 0.7
+
+
+class ExportError(FGVisError):
+    """Files could not be written (nothing was left behind) or would overwrite existing ones."""
+
+
+def planned_paths(out_dir: Path, stem: str) -> dict[str, Path]:
+    """The files :func:`export_record` writes for ``stem``."""
+    return {kind: Path(out_dir) / f"{stem}{suffix}" for kind, suffix in SUFFIXES.items()}
+
+
+def existing_files(out_dir: Path, stem: str) -> list[Path]:
+    return [path for path in planned_paths(out_dir, stem).values() if path.exists()]
+
+
+def export_record(
+    record: ExplanationRecord, out_dir: Path, stem: str, *, model: ClassifierModel | None = None,
+    colormap: str = "inferno", value_range: tuple[float, float] = (0.0, 1.0), overlay: np.ndarray | None = None,
+    extra: dict | None = None, overwrite: bool = False,
+) -> dict[str, Path]:  # fmt: skip
+    """Write every file of one record; returns them by kind.
+
+    Parameters
+    ----------
+    model
+        When given, the explanation PNG is read back and re-scored; the value lands in
+        ``record.prob_rescored`` and the JSON.
+    colormap, value_range
+        Style of the heat map PNG (fixed 0..1 by default).
+    overlay
+        ``(H, W, 3)`` uint8 picture to save as the overlay (the GUI passes exactly what it shows);
+        ``None`` composes the heat map over the model's input at :data:`OVERLAY_OPACITY`.
+    extra
+        More JSON fields (e.g. the app version).
+
+    Raises
+    ------
+    ExportError
+        Existing files without ``overwrite``, or a folder that cannot be written (full, read-only): then
+        no file of this export is left, old or new.
+    """
+    paths = planned_paths(out_dir, stem)
+    clashes = [p for p in paths.values() if p.exists()]
+    if clashes and not overwrite:
+        names = ", ".join(p.name for p in clashes[:4]) + (" ..." if len(clashes) > 4 else "")
+        raise ExportError(f"{len(clashes)} file(s) already exist in {out_dir}: {names}; choose another folder "
+                          "or allow overwriting")  # fmt: skip
+    heat = apply_colormap(record.evidence, colormap, *value_range)
+    if overlay is None:
+        overlay = compose_overlay(record.input_rgb, record.evidence, colormap, value_range)
+    mean_mask = record.mask.mean(axis=0).astype(np.float32)
+    contents = {
+        "mask": _npy(record.mask.astype(np.float32)),
+        "mask_mean": _npy(mean_mask),
+        "mask_png8": _png(np.round(mean_mask * 255).astype(np.uint8)),
+        "mask_png16": _png16(np.round(mean_mask * 65535).astype(np.uint16)),
+        "evidence": _png(heat),
+        "overlay": _png(overlay),
+        "explanation": _png(record.explanation_rgb),
+    }
+    if model is not None:
+        record.prob_rescored = rescore_png(model, contents["explanation"], record.target)
+    summary = {**record.metadata(), "colormap": colormap, "value_range": list(value_range), **(extra or {}),
+               "files": {kind: path.name for kind, path in paths.items() if kind != "summary"}}  # fmt: skip
+    contents["summary"] = (json.dumps(summary, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    write_all_or_nothing({paths[kind]: data for kind, data in contents.items()})
+    return paths
+
+
+def compose_overlay(
+    pixels: np.ndarray, evidence: np.ndarray, colormap: str = "inferno", value_range=(0.0, 1.0),
+    opacity: float = OVERLAY_OPACITY,
+) -> np.ndarray:  # fmt: skip
+    """The heat map over ``pixels`` ``(h, w, 3)`` uint8 like the viewer's normal blend: transparent at
+    the bottom of the range, full ``opacity`` from a tenth of it up."""
+    low, high = value_range
+    scaled = np.clip((evidence.astype(np.float32) - low) / (high - low), 0.0, 1.0)
+    alpha = (np.clip(scaled / 0.1, 0.0, 1.0) * opacity)[..., None]
+    heat = apply_colormap(evidence, colormap, low, high).astype(np.float32)
+    return np.clip(np.round(alpha * heat + (1.0 - alpha) * pixels.astype(np.float32)), 0, 255).astype(np.uint8)
+
+
+def rescore_png(model: ClassifierModel, png: bytes | Path, target: int) -> float:
+    """Target probability of ``model`` on a model-resolution explanation PNG read back from disk or
+    bytes (no resize or crop: it already is the model's input)."""
+    source = io.BytesIO(png) if isinstance(png, bytes) else png
+    with Image.open(source) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    if pixels.shape[:2] != tuple(model.input_size):
+        raise ExportError(f"the explanation PNG is {pixels.shape[1]}x{pixels.shape[0]}, the model takes "
+                          f"{model.input_size[1]}x{model.input_size[0]}")  # fmt: skip
+    tensor = model.preprocessing.normalize(torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0))
+    return float(model.probabilities(tensor)[0, target])
+
+
+def write_all_or_nothing(files: dict[Path, bytes]) -> None:
+    """Write several files so that either all of them end up complete or none of them changes.
+
+    Everything goes to temporary files beside the targets first (this is where a full or read-only disk
+    fails); only then are they renamed into place."""
+    temporaries: dict[Path, str] = {}
+    try:
+        for path, data in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            temporaries[path] = temporary
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+                stream.flush()
+                os.fsync(stream.fileno())
+        for path, temporary in temporaries.items():
+            os.replace(temporary, path)
+    except OSError as exc:
+        for temporary in temporaries.values():
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+        where = Path(next(iter(files))).parent if files else "?"
+        raise ExportError(f"cannot write to {where}: {exc.strerror or exc}") from exc
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _png16(values: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(values.astype("<u2"))).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()

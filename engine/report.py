@@ -1,0 +1,200 @@
+"""Review reports as self-contained HTML (images embedded as PNG data URIs), written without Qt.
+
+The same HTML is what the GUI prints to PDF (Qt's QTextDocument reads data URIs), so it sticks to
+simple tables and inline styles that both browsers and QTextDocument render."""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .colormaps import lookup_table
+from .export import compose_overlay
+from .record import ExplanationRecord
+
+PICTURE_SIZE = 224
+
+
+def image_report(
+    image_name: str, records: Sequence[ExplanationRecord], *, photo: np.ndarray | None = None,
+    image_notes: str = "", app_version: str = "", colormap: str = "inferno",
+) -> str:  # fmt: skip
+    """One report for one image and all its results: a complete HTML document."""
+    now = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    parts = [
+        _head(f"FGVis review: {image_name}"),
+        f"<h1>FGVis review: {_e(image_name)}</h1>",
+        f"<p>FGVis Studio {_e(app_version)} &middot; {now} &middot; {len(records)} result(s)</p>",
+    ]
+    if photo is not None:
+        parts.append(f"<p>{_img(_fit(photo, 360), 'the photo')}</p>")
+    if image_notes.strip():
+        parts.append(f"<h3>Reviewer notes on this image</h3><p>{_multiline(image_notes)}</p>")
+    for number, record in enumerate(records, 1):
+        parts.append(_result_section(number, record, colormap))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def index_report(rows: Sequence[dict], title: str = "FGVis batch results") -> str:
+    """A table of many results (batch runs): ``rows`` are export summaries (JSON dicts) with an optional
+    ``thumbnail`` (uint8 RGB array) each."""
+    head = ("<tr><th>image</th><th>class</th><th>game</th><th>p(x)</th><th>p(e)</th><th>re-scored</th>"
+            "<th>mask mean</th><th>steps</th><th>status</th><th>evidence</th></tr>")  # fmt: skip
+    body = []
+    for row in rows:
+        status = "cancelled" if row.get("cancelled") else ("goal met" if row.get("goal_met") else "goal not met")
+        thumb = _img(row["thumbnail"], "evidence", 96) if row.get("thumbnail") is not None else ""
+        body.append(
+            f"<tr><td>{_e(row['image'])}</td><td>{_e(row['target_label'])} ({row['target']})</td>"
+            f"<td>{_e(row['game'])}</td><td>{row['prob_original']:.3f}</td><td>{row['prob_explanation']:.3f}</td>"
+            f"<td>{_num(row.get('prob_rescored'))}</td><td>{row['mask_mean']:.3f}</td><td>{row['steps']}</td>"
+            f"<td>{status}</td><td>{thumb}</td></tr>"
+        )
+    return "\n".join([_head(title), f"<h1>{_e(title)}</h1>", f"<p>{len(rows)} result(s)</p>",
+                      f"<table border='1' cellspacing='0' cellpadding='3'>{head}{''.join(body)}</table>",
+                      "</body></html>"])  # fmt: skip
+
+
+def _result_section(number: int, record: ExplanationRecord, colormap: str) -> str:
+    evidence_name = "m (kept)" if record.game == "preserve" else "1 - m (deleted)"
+    overlay = compose_overlay(record.input_rgb, record.evidence, colormap)
+    pictures = (
+        "<table cellspacing='6'><tr>"
+        f"<td align='center'>{_img(record.input_rgb, 'model input')}<br>model input x</td>"
+        f"<td align='center'>{_img(record.explanation_rgb, 'explanation')}<br>explanation e</td>"
+        f"<td align='center'>{_img(overlay, 'evidence overlay')}<br>evidence {evidence_name}<br>"
+        f"{_img(colour_bar(colormap), 'colour bar', PICTURE_SIZE)}</td>"
+        "</tr></table>"
+    )
+    config = record.config
+    blocked = record.history.get("blocked_fraction", np.zeros(1))
+    facts = [
+        ("model", record.model_name),
+        ("weights SHA-256", record.weights_sha256 or "-"),
+        ("class", f"{record.target} {record.target_label}"),
+        ("p(target) on the photo x", f"{record.prob_original:.4f}"),
+        ("p(target) on the explanation e", f"{record.prob_explanation:.4f}"),
+        ("p(target) on the exported PNG, re-scored", _num(record.prob_rescored, 4)),
+        ("top-1 on e", record.top1_explanation_label),
+        ("game", record.game),
+        ("defense", "on" if record.defense else "off"),
+        ("lambda", f"{record.lambda_policy}, {record.lambda_:.4g}"),
+        ("steps", f"{record.steps} of {config.steps}" + (" (cancelled: partial result)" if record.cancelled else "")),
+        ("goal", record.status),
+        ("mask mean", f"{record.mask_mean:.4f}"),
+        ("optimiser", f"{config.optimizer}, lr {config.learning_rate(record.game)}"),
+        ("reference", config.reference),
+        ("seed", str(config.seed)),
+        ("device", record.device),
+        ("time", f"{record.wall_time_s:.1f} s"),
+        (
+            "adversarial-evidence monitor",
+            f"units blocked: last step {float(blocked[-1]):.3f}, max {float(blocked.max()):.3f}",
+        ),
+    ]
+    if record.game == "preserve":
+        facts.append(("score inflation p(e) - p(x)", f"{record.prob_explanation - record.prob_original:+.4f}"))
+    fact_rows = "".join(f"<tr><td><b>{_e(k)}</b></td><td>{_e(v)}</td></tr>" for k, v in facts)
+    tops = _top5_table(record)
+    plot = _img(curve_plot(record.history), "curve", 360) if record.history else ""
+    notes = f"<h3>Reviewer notes</h3><p>{_multiline(record.notes)}</p>" if record.notes.strip() else ""
+    return (
+        f"<h2>{number}. {_e(record.target_label)} &middot; {record.game} &middot; "
+        f"defense {'on' if record.defense else 'off'}</h2>{pictures}"
+        f"<table cellspacing='8'><tr><td valign='top'><table border='1' cellspacing='0' cellpadding='3'>"
+        f"{fact_rows}</table></td><td valign='top'>{tops}<br>{plot}<br>"
+        "<small>target probability (orange) and mask mean (blue) per step</small></td></tr></table>"
+        f"{notes}"
+    )
+
+
+def _top5_table(record: ExplanationRecord) -> str:
+    rows = []
+    for rank in range(max(len(record.top5_original), len(record.top5_explanation))):
+        cells = []
+        for ranking in (record.top5_original, record.top5_explanation):
+            if rank < len(ranking):
+                index, label, prob = ranking[rank]
+                cells.append(f"<td>{_e(label)} ({index})</td><td>{prob:.3f}</td>")
+            else:
+                cells.append("<td></td><td></td>")
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return ("<table border='1' cellspacing='0' cellpadding='3'><tr><th colspan='2'>top-5 on x</th>"
+            f"<th colspan='2'>top-5 on e</th></tr>{''.join(rows)}</table>")  # fmt: skip
+
+
+def curve_plot(history: dict, size: tuple[int, int] = (360, 160)) -> np.ndarray:
+    """Target probability and mask mean per step on a 0..1 axis, as ``(h, w, 3)`` uint8."""
+    width, height = size
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    left, top, right, bottom = 30, 8, width - 8, height - 20
+    draw.rectangle([left, top, right, bottom], outline=(160, 160, 160))
+    for value in (0.0, 0.5, 1.0):
+        y = bottom - value * (bottom - top)
+        draw.line([left, y, right, y], fill=(225, 225, 225))
+        draw.text((2, y - 6), f"{value:.1f}", fill=(80, 80, 80))
+    steps = max(len(next(iter(history.values()), [])), 1)
+    draw.text((left, bottom + 4), "step 1", fill=(80, 80, 80))
+    draw.text((right - 50, bottom + 4), f"step {steps}", fill=(80, 80, 80))
+    for key, colour in (("mask_mean", (31, 119, 180)), ("target_prob", (255, 127, 14))):
+        values = np.asarray(history.get(key, []), dtype=np.float64)
+        if values.size == 0:
+            continue
+        xs = left + np.arange(values.size) / max(values.size - 1, 1) * (right - left)
+        ys = bottom - np.clip(values, 0, 1) * (bottom - top)
+        draw.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=colour, width=2)
+    return np.asarray(image)
+
+
+def colour_bar(colormap: str, size: tuple[int, int] = (PICTURE_SIZE, 30)) -> np.ndarray:
+    """The colormap from 0 (left) to 1 (right) with its end values written under it."""
+    width = size[0]
+    table = lookup_table(colormap)
+    bar = table[np.linspace(0, 255, width).round().astype(int)][None].repeat(14, axis=0)
+    image = Image.new("RGB", size, "white")
+    image.paste(Image.fromarray(bar), (0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.text((0, 16), "0.0", fill=(0, 0, 0))
+    draw.text((width - 22, 16), "1.0", fill=(0, 0, 0))
+    return np.asarray(image)
+
+
+def png_data_uri(pixels: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _img(pixels: np.ndarray, alt: str, width: int = PICTURE_SIZE) -> str:
+    return f"<img src='{png_data_uri(pixels)}' width='{width}' alt='{_e(alt)}'>"
+
+
+def _fit(pixels: np.ndarray, longest: int) -> np.ndarray:
+    image = Image.fromarray(pixels)
+    image.thumbnail((longest, longest))
+    return np.asarray(image)
+
+
+def _head(title: str) -> str:
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(title)}</title></head>"
+            "<body style='font-family: sans-serif; font-size: 10pt'>")  # fmt: skip
+
+
+def _num(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _e(text) -> str:
+    return html.escape(str(text))
+
+
+def _multiline(text: str) -> str:
+    return _e(text).replace("\n", "<br>")
