@@ -43,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_self_test(window, args.self_test)
     if args.images:
         window.open_paths(args.images)
+    window.offer_recovery()
     return app.exec()
 
 
@@ -130,8 +131,8 @@ def run_self_test(window, outdir: Path, steps: int = SELF_TEST_STEPS) -> int:
             image=str(sample),
             model=window.model_info.name,
             device=result.device,
-            target=result.job.target,
-            target_label=result.job.target_label,
+            target=result.target,
+            target_label=result.target_label,
             prob_original=result.prob_original,
             prob_explanation=result.prob_explanation,
             top1_explanation=result.top1_explanation_label,

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QIcon, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
@@ -29,8 +31,13 @@ from PySide6.QtWidgets import (
 )
 
 import engine
-from engine import ClassifierModel, ConfigError
+from engine import ClassifierModel, ConfigError, FGVisError
+from engine.export import ExportError, existing_files, write_all_or_nothing
+from engine.report import image_report
+from engine.session import Session, SessionImage, save_session
 
+from . import __version__
+from .batch_dialog import BatchDialog
 from .canvas import Canvas, thumbnail
 from .compare import CompareWindow
 from .jobs_panel import JobsPanel
@@ -38,15 +45,19 @@ from .layer_panel import LayerPanel
 from .layers import CHANNEL_MASK, DELETION, EVIDENCE, EXPLANATION, PHOTO, default_layers
 from .method_panel import MethodPanel
 from .model_dialog import ModelDialog
+from .pdf import write_pdf
 from .predictions_panel import PredictionsPanel
 from .records import ImageRecord, JobProgress, JobSpec, ModelInfo, ModelSpec, ResultRecord, next_id
 from .results_panel import ResultsPanel
-from .settings import read_json, write_json
+from .settings import app_home, read_json, write_json
 from .stall import StallMonitor
 from .worker import WorkerThread, available_devices
 
 log = logging.getLogger(__name__)
 
+SESSION_FILTER = "FGVis sessions (*.fgvis)"
+REPORT_FILTER = "PDF report (*.pdf);;HTML report (*.html)"
+AUTOSAVE_DELAY_MS = 2000
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp *.gif);;All files (*)"
 MAX_RECENT = 10
 
@@ -71,6 +82,7 @@ class MainWindow(QMainWindow):
     image_opened = Signal(object)
     result_added = Signal(object)
     error_shown = Signal(str, str)
+    session_opened = Signal(int, object)  # number of images, list of problems
 
     def __init__(self, settings: QSettings, *, model: ClassifierModel | None = None, log_file: Path | None = None):
         super().__init__()
@@ -83,6 +95,10 @@ class MainWindow(QMainWindow):
         self.running_job: int | None = None
         self.last_progress: JobProgress | None = None
         self.error_box: QMessageBox | None = None
+        self.session_path: Path | None = None
+        self._opening_session: Path | None = None
+        self._owns_recovery = False  # only a recovery file this window wrote (or took over) is removed on exit
+        self.last_export: dict | None = None
         self._compare_windows: list[CompareWindow] = []
         self._closing = False
         self.setWindowTitle("FGVis Studio")
@@ -126,6 +142,16 @@ class MainWindow(QMainWindow):
         worker.job_progress.connect(self._on_job_progress)
         worker.job_finished.connect(self._on_job_finished)
         worker.job_failed.connect(self._on_job_failed)
+        worker.export_done.connect(self._on_export_done)
+        worker.export_failed.connect(self._on_export_failed)
+        worker.session_loaded.connect(self._on_session_loaded)
+        worker.session_failed.connect(self._on_session_failed)
+        self.results.notes_edited.connect(self.schedule_autosave)
+        self.autosave_timer = QTimer(self)
+        self.autosave_timer.setSingleShot(True)
+        self.autosave_timer.setInterval(AUTOSAVE_DELAY_MS)
+        self.autosave_timer.timeout.connect(self.autosave)
+        self._autosaver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fgvis-autosave")
 
         self.image_list.currentRowChanged.connect(self._on_image_row)
         self.results.result_selected.connect(self._show_result)
@@ -180,6 +206,12 @@ class MainWindow(QMainWindow):
         keys = QKeySequence.StandardKey
         self.actions = {
             "open": action("&Open image…", self.open_dialog, QKeySequence(keys.Open)),
+            "open_session": action("Open &session…", self.open_session_dialog),
+            "save_session": action("&Save session", self.save_session_quick, QKeySequence(keys.Save)),
+            "save_session_as": action("Save session &as…", self.save_session_dialog, QKeySequence("Ctrl+Shift+S")),
+            "export_result": action("&Export result…", self.export_result_dialog, QKeySequence("Ctrl+E")),
+            "export_report": action("Export &report (HTML/PDF)…", self.export_report_dialog),
+            "batch": action("&Batch…", self.batch_dialog),
             "load_model": action("Load &model…", self.load_model_dialog),
             "builtin_model": action("Use the &built-in model", self.use_builtin_model),
             "quit": action("&Quit", self.close, QKeySequence(keys.Quit)),
@@ -197,6 +229,7 @@ class MainWindow(QMainWindow):
         }
         self.action_groups = {
             "needs_image": [self.actions["run"], self.actions["next"], self.actions["previous"]],
+            "needs_result": [self.actions["export_result"], self.actions["export_report"]],
             "needs_two_results": [self.actions["compare"]],
             "job_running": [self.actions["cancel"], self.actions["cancel_all"]],
             "idle": [self.actions["load_model"], self.actions["builtin_model"]],
@@ -212,6 +245,12 @@ class MainWindow(QMainWindow):
         for path in engine.sample_images():
             self.sample_menu.addAction(path.stem, lambda p=path: self.open_paths([p]))
         self.recent_menu = file_menu.addMenu("Open &recent")
+        file_menu.addSeparator()
+        for name in ("open_session", "save_session", "save_session_as"):
+            file_menu.addAction(self.actions[name])
+        file_menu.addSeparator()
+        for name in ("export_result", "export_report", "batch"):
+            file_menu.addAction(self.actions[name])
         file_menu.addSeparator()
         file_menu.addAction(self.actions["load_model"])
         file_menu.addAction(self.actions["builtin_model"])
@@ -240,6 +279,7 @@ class MainWindow(QMainWindow):
         running = bool(self.jobs)
         enabled = {
             "needs_image": self.current is not None and self.model_info is not None,
+            "needs_result": self.results.current_result() is not None,
             "needs_two_results": len(self.results.selected_results()) == 2,
             "job_running": running,
             "idle": not running,
@@ -289,7 +329,7 @@ class MainWindow(QMainWindow):
         else:
             self.predictions.show_predictions(None, "Predicting…")
             self.worker.submit_predict(image.id, image.pixels)
-        self.results.show_results(image.results if image else [])
+        self.results.show_image(image)
         self.setWindowTitle(f"FGVis Studio — {image.name}" if image else "FGVis Studio")
         self._update_actions()
 
@@ -369,7 +409,7 @@ class MainWindow(QMainWindow):
         for game in self.method.games():
             job = JobSpec(
                 next_id(), image.id, image.name, image.pixels, target, self.model_info.labels[target], game,
-                self.method.defense.isChecked(), config,
+                self.method.defense.isChecked(), config, image_path=image.path, image_sha256=image.sha256,
             )  # fmt: skip
             self.jobs[job.id] = job
             self.jobs_panel.add(job)
@@ -412,9 +452,10 @@ class MainWindow(QMainWindow):
         if image is not None:
             image.results.append(result)
             if image is self.current:
-                self.results.show_results(image.results, select=result)
+                self.results.show_image(image, select=result)
                 self.docks["results"].raise_()
         self.statusBar().showMessage(f"{result.title()}: {result.status}, p(e) = {result.prob_explanation:.3f}", 8000)
+        self.schedule_autosave()
         self._job_done(result.job.id, "cancelled (partial result)" if result.cancelled else "done", result.steps)
         self.result_added.emit(result)
 
@@ -484,6 +525,198 @@ class MainWindow(QMainWindow):
         window.destroyed.connect(lambda *_: self._compare_windows.remove(window))
         self._compare_windows.append(window)
         window.show()
+
+    # ------------------------------------------------------------------ export and reports
+    def confirm(self, title: str, question: str) -> bool:
+        """Ask yes/no (modal). Tests replace this to answer without a person."""
+        answer = QMessageBox.question(self, title, question)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def export_result_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Export the result to", self._last_folder())
+        if folder:
+            self.export_result(Path(folder))
+
+    def export_result(self, folder: Path) -> None:
+        """Write the selected result (masks, heat map, overlay as shown, explanation PNG, JSON) to ``folder``;
+        the worker re-scores the exported PNG. Existing files are replaced only after asking."""
+        result, image = self.results.current_result(), self.current
+        if result is None or image is None:
+            return
+        stem = f"{_safe_stem(image.name)}_{result.target}_{result.game}_{result.id}"
+        clashes = existing_files(folder, stem)
+        if clashes and not self.confirm("Replace files?", f"{len(clashes)} file(s) of this export already exist in "
+                                                           f"{folder}. Replace them?"):  # fmt: skip
+            return
+        evidence = self.layers[EVIDENCE]
+        overlay = _to_rgb_array(self.canvas.render_image())
+        self.worker.submit_export(result, folder, stem, overlay=overlay, colormap=evidence.colormap,
+                                  value_range=evidence.value_range(), overwrite=True)  # fmt: skip
+        self.statusBar().showMessage(f"Exporting {stem}…", 3000)
+
+    def _on_export_done(self, result: ResultRecord, paths: dict) -> None:
+        self.last_export = paths
+        self.results.show_image(self.current, select=self.results.current_result())
+        rescored = "" if result.prob_rescored is None else (
+            f"; the exported explanation PNG re-scores {result.prob_rescored:.4f} "
+            f"(p(e) {result.prob_explanation:.4f}, difference {result.prob_rescored - result.prob_explanation:+.4f})"
+        )  # fmt: skip
+        self.statusBar().showMessage(f"Exported {len(paths)} files to {paths['summary'].parent}{rescored}", 15000)
+        self.schedule_autosave()
+
+    def _on_export_failed(self, message: str) -> None:
+        self.show_error("Export failed", message)
+
+    def export_report_dialog(self) -> None:
+        if self.current is None:
+            return
+        default = str(Path(self._last_folder()) / f"{_safe_stem(self.current.name)}_report.pdf")
+        path, _ = QFileDialog.getSaveFileName(self, "Export the review report", default, REPORT_FILTER)
+        if path:
+            self.export_report(Path(path), overwrite=True)  # the file dialog already asked about replacing
+
+    def export_report(self, path: Path, *, overwrite: bool = False) -> Path | None:
+        """The current image's report with all its results: ``.pdf`` (Qt) or ``.html`` (self-contained)."""
+        image = self.current
+        if image is None:
+            return None
+        path = Path(path)
+        if path.exists() and not overwrite and not self.confirm("Replace file?", f"{path} exists. Replace it?"):
+            return None
+        html = image_report(image.name, image.results, photo=image.pixels, image_notes=image.notes,
+                            app_version=__version__, colormap=self.layers[EVIDENCE].colormap)  # fmt: skip
+        try:
+            if path.suffix.lower() == ".pdf":
+                pages = write_pdf(html, path)
+                note = f"{pages} page(s)"
+            else:
+                write_all_or_nothing({path: html.encode("utf-8")})
+                note = f"{len(html) // 1024} KB"
+        except ExportError as exc:
+            self.show_error("Report not written", str(exc))
+            return None
+        self.statusBar().showMessage(f"Report written: {path} ({note})", 10000)
+        return path
+
+    # ------------------------------------------------------------------ sessions
+    def session_snapshot(self) -> Session:
+        view = {"current": self.images.index(self.current) if self.current in self.images else -1,
+                "method": self.method.settings()}  # fmt: skip
+        images = [SessionImage(image.name, str(image.path) if image.path else None, image.sha256, image.notes,
+                               list(image.results)) for image in self.images]  # fmt: skip
+        return Session(images, view, __version__)
+
+    def save_session(self, path: Path) -> bool:
+        try:
+            save_session(path, self.session_snapshot())
+        except FGVisError as exc:
+            self.show_error("Session not saved", str(exc))
+            return False
+        self.session_path = Path(path)
+        self.settings.setValue("last_folder", str(Path(path).parent))
+        self.statusBar().showMessage(f"Session saved: {path}", 8000)
+        return True
+
+    def save_session_quick(self) -> None:
+        if self.session_path is not None:
+            self.save_session(self.session_path)
+        else:
+            self.save_session_dialog()
+
+    def save_session_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save session", self._last_folder(), SESSION_FILTER)
+        if path:
+            self.save_session(Path(path) if path.endswith(".fgvis") else Path(path + ".fgvis"))
+
+    def open_session_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open session", self._last_folder(), SESSION_FILTER)
+        if path:
+            self.open_session(Path(path))
+
+    def open_session(self, path: Path) -> None:
+        """Open a saved session (in the worker); its images join the open ones with their results and notes."""
+        self.worker.submit_open_session(path)
+        self._opening_session = Path(path)
+
+    def _on_session_loaded(self, images: list, view: dict, problems: list) -> None:
+        first = len(self.images)
+        for image in images:
+            self.images.append(image)
+            item = QListWidgetItem(_thumbnail(image.pixels), image.name)
+            item.setToolTip(str(image.path))
+            self.image_list.addItem(item)
+        if isinstance(view.get("method"), dict):
+            self.method.apply_settings(view["method"])
+        current = view.get("current", 0)
+        if images:
+            self.image_list.setCurrentRow(first + (current if isinstance(current, int) and 0 <= current < len(images)
+                                                   else 0))  # fmt: skip
+        if self._opening_session is not None and self._opening_session != self.recovery_path():
+            self.session_path = self._opening_session
+        self.session_opened.emit(len(images), problems)
+        if problems:
+            self.show_error("Some original images could not be checked",
+                            "The results are shown, but:\n" + "\n".join(problems))  # fmt: skip
+
+    def _on_session_failed(self, message: str) -> None:
+        self.show_error("Could not open the session", message)
+
+    # ------------------------------------------------------------------ autosave and recovery
+    @staticmethod
+    def recovery_path() -> Path:
+        return app_home() / "recovery.fgvis"
+
+    def schedule_autosave(self) -> None:
+        """Save a recovery copy a moment after the last change (results, notes, exports)."""
+        self.autosave_timer.start()
+
+    def autosave(self):
+        """Write the recovery file in a background thread; returns the future (tests wait on it)."""
+        snapshot, path = self.session_snapshot(), self.recovery_path()
+        self._owns_recovery = True
+
+        def write() -> None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_session(path, snapshot)
+            except (FGVisError, OSError) as exc:
+                log.warning("autosave to %s failed: %s", path, exc)
+
+        return self._autosaver.submit(write)
+
+    def offer_recovery(self) -> bool:
+        """After a crash the recovery file is still there: offer to reopen it. Returns whether one exists."""
+        path = self.recovery_path()
+        if not path.is_file():
+            return False
+        box = QMessageBox(QMessageBox.Icon.Question, "Recover the last session?",
+                          "FGVis Studio did not close normally last time. Reopen the results it had autosaved?",
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)  # fmt: skip
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.buttonClicked.connect(lambda button: self._on_recovery_answer(box, button))
+        box.open()
+        self.recovery_box = box
+        return True
+
+    def _on_recovery_answer(self, box: QMessageBox, button) -> None:
+        if box.standardButton(button) == QMessageBox.StandardButton.Yes:
+            self._owns_recovery = True
+            self.open_session(self.recovery_path())
+        else:
+            with contextlib.suppress(OSError):
+                self.recovery_path().unlink()
+
+    # ------------------------------------------------------------------ batch
+    def batch_dialog(self) -> BatchDialog | None:
+        try:
+            config = self.method.config()
+        except ConfigError as exc:
+            self.show_error("Invalid method settings", str(exc))
+            return None
+        dialog = BatchDialog(self, self.worker, config, self.method.defense.isChecked(), self._last_folder())
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.show()
+        return dialog
 
     # ------------------------------------------------------------------ errors, settings, closing
     def show_error(self, title: str, message: str) -> None:
@@ -579,6 +812,11 @@ class MainWindow(QMainWindow):
         for window in list(self._compare_windows):
             window.close()
         self.worker_thread.stop()
+        self.autosave_timer.stop()
+        self._autosaver.shutdown(wait=True)
+        if self._owns_recovery:  # a clean exit: nothing of ours to recover next time
+            with contextlib.suppress(OSError):
+                self.recovery_path().unlink()
         super().closeEvent(event)
 
     # ------------------------------------------------------------------ drag and drop
@@ -590,6 +828,20 @@ class MainWindow(QMainWindow):
         paths = [Path(url.toLocalFile()) for url in event.mimeData().urls() if url.isLocalFile()]
         self.open_paths([p for p in paths if p.is_file()])
         event.acceptProposedAction()
+
+
+def _safe_stem(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem) or "image"
+
+
+def _to_rgb_array(image) -> np.ndarray:
+    """A QImage -> ``(h, w, 3)`` uint8 RGB copy."""
+    from PySide6.QtGui import QImage
+
+    converted = image.convertToFormat(QImage.Format.Format_RGB888)
+    width, height, stride = converted.width(), converted.height(), converted.bytesPerLine()
+    buffer = np.frombuffer(converted.constBits(), np.uint8, count=stride * height).reshape(height, stride)
+    return buffer[:, : width * 3].reshape(height, width, 3).copy()
 
 
 def _thumbnail(pixels: np.ndarray) -> QIcon:

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
-from engine import Explanation, FGVisConfig, Prediction
+from engine import FGVisConfig, Prediction
+from engine.record import ExplanationRecord
 
 _ids = itertools.count(1)
 
@@ -62,6 +63,8 @@ class ImageRecord:
     name: str
     pixels: np.ndarray
     display: np.ndarray | None = None
+    sha256: str | None = None
+    notes: str = ""
     predictions: list[Prediction] | None = None
     crop_box: tuple[float, float, float, float] | None = None
     model_generation: int = -1
@@ -81,6 +84,8 @@ class JobSpec:
     game: str
     defense: bool
     config: FGVisConfig
+    image_path: Path | None = None
+    image_sha256: str | None = None
 
     def title(self) -> str:
         return f"{self.image_name}: {self.target_label} ({self.game}, defense {'on' if self.defense else 'off'})"
@@ -104,91 +109,19 @@ class JobProgress:
         return self.elapsed_s / max(self.step, 1) * (self.total - self.step)
 
 
-@dataclass
-class ResultRecord:
-    """A finished (or cancelled) job, at model resolution ``(h, w)``.
-
-    Attributes
-    ----------
-    mask
-        ``(3, h, w)`` float32 in 0..1, 1 = pixel kept.
-    evidence
-        ``(h, w)`` float32 in 0..1: ``mean_c m`` for preservation, ``1 - mean_c m`` for deletion.
-    explanation_rgb
-        ``(h, w, 3)`` uint8: the explanation ``e`` exactly as the model saw it.
-    deletion_rgb
-        ``(h, w, 3)`` uint8: ``(1 - m) * x``, what the mask removes.
-    crop_box
-        ``(left, top, right, bottom)`` of the model input in photo pixels: where the maps belong.
-    history_prob, history_mask
-        ``(steps,)`` target probability and mask mean per step.
-    """
+@dataclass(kw_only=True)
+class ResultRecord(ExplanationRecord):
+    """A finished (or cancelled) job: the engine's :class:`~engine.record.ExplanationRecord` plus the
+    job that asked for it and an id unique in this process."""
 
     id: int
     job: JobSpec
-    mask: np.ndarray
-    evidence: np.ndarray
-    explanation_rgb: np.ndarray
-    deletion_rgb: np.ndarray
-    crop_box: tuple[float, float, float, float]
-    prob_original: float
-    prob_explanation: float
-    top1_explanation: int
-    top1_explanation_label: str
-    goal_met: bool
-    lambda_: float
-    steps: int
-    cancelled: bool
-    wall_time_s: float
-    device: str
-    model_name: str
-    history_prob: np.ndarray
-    history_mask: np.ndarray
-    summary: dict
-    notes: str = ""
-
-    @property
-    def mask_mean(self) -> float:
-        return float(self.mask.mean())
-
-    @property
-    def status(self) -> str:
-        if self.cancelled:
-            return "cancelled (partial)"
-        return "goal met" if self.goal_met else "goal not met"
 
     def title(self) -> str:
-        return f"#{self.id} {self.job.target_label} · {self.job.game} · defense {'on' if self.job.defense else 'off'}"
+        return f"#{self.id} {self.target_label} · {self.game} · defense {'on' if self.defense else 'off'}"
 
     @classmethod
-    def from_explanation(cls, job: JobSpec, result: Explanation, labels: list[str]) -> ResultRecord:
-        """Copy item 0 of an engine result into plain arrays."""
-        mask = result.mask[0].numpy().astype(np.float32, copy=True)
-        pixels = result.preprocessing.denormalize(result.input[:1])[0].permute(1, 2, 0).numpy()
-        kept = mask.transpose(1, 2, 0)
-        deletion = np.clip(np.round((1.0 - kept) * pixels), 0, 255).astype(np.uint8)
-        geometry = result.geometries[0]
-        top1 = int(result.top1_explanation[0])
-        return cls(
-            id=next_id(),
-            job=job,
-            mask=mask,
-            evidence=result.evidence_map(0).copy(),
-            explanation_rgb=result.explanation_image(0).copy(),
-            deletion_rgb=deletion,
-            crop_box=geometry.crop_box,
-            prob_original=float(result.prob_original[0]),
-            prob_explanation=float(result.prob_explanation[0]),
-            top1_explanation=top1,
-            top1_explanation_label=labels[top1] if top1 < len(labels) else f"class {top1}",
-            goal_met=bool(result.goal_met[0]),
-            lambda_=float(result.lambda_[0]),
-            steps=result.steps,
-            cancelled=result.cancelled,
-            wall_time_s=result.wall_time_s,
-            device=result.device,
-            model_name=result.model_name,
-            history_prob=np.array([float(s.target_prob[0]) for s in result.history], dtype=np.float32),
-            history_mask=np.array([float(s.mask_mean[0]) for s in result.history], dtype=np.float32),
-            summary=result.summary(0),
-        )
+    def from_record(cls, record: ExplanationRecord, job: JobSpec) -> ResultRecord:
+        """Wrap a record read back from a session."""
+        values = {f.name: getattr(record, f.name) for f in fields(ExplanationRecord)}
+        return cls(**values, id=next_id(), job=job)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QHBoxLayout,
     QHeaderView,
     QLabel,
     QPlainTextEdit,
@@ -25,6 +26,7 @@ class ResultsPanel(QWidget):
     lists every selected row (two of them can be compared)."""
 
     result_selected = Signal(object)
+    notes_edited = Signal()
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -40,18 +42,36 @@ class ResultsPanel(QWidget):
         self.details.setWordWrap(True)
         self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.notes = QPlainTextEdit()
-        self.notes.setPlaceholderText("Reviewer notes for this result")
+        self.notes.setPlaceholderText("Reviewer notes on this result")
         self.notes.setMaximumHeight(48)
+        self.image_notes = QPlainTextEdit()
+        self.image_notes.setPlaceholderText("Reviewer notes on this image")
+        self.image_notes.setMaximumHeight(48)
         self.table.setMinimumHeight(40)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.details)
-        layout.addWidget(self.notes)
+        notes_row = QHBoxLayout()
+        notes_row.addWidget(self.notes)
+        notes_row.addWidget(self.image_notes)
+        layout.addLayout(notes_row)
         self._results: list[ResultRecord] = []
+        self._image = None
         self.table.currentCellChanged.connect(lambda *_: self._on_current_changed())
         self.notes.textChanged.connect(self._on_notes_changed)
+        self.image_notes.textChanged.connect(self._on_image_notes_changed)
         self.notes.setEnabled(False)
+        self.image_notes.setEnabled(False)
+
+    def show_image(self, image, select: ResultRecord | None = None) -> None:
+        """Show ``image``'s results (an :class:`~gui.records.ImageRecord` or ``None``) and its notes."""
+        self._image = image
+        self.image_notes.blockSignals(True)
+        self.image_notes.setPlainText(image.notes if image is not None else "")
+        self.image_notes.blockSignals(False)
+        self.image_notes.setEnabled(image is not None)
+        self.show_results(image.results if image is not None else [], select)
 
     def show_results(self, results: list[ResultRecord], select: ResultRecord | None = None) -> None:
         self._results = list(results)
@@ -93,10 +113,16 @@ class ResultsPanel(QWidget):
         result = self.current_result()
         if result is not None:
             result.notes = self.notes.toPlainText()
+            self.notes_edited.emit()
+
+    def _on_image_notes_changed(self) -> None:
+        if self._image is not None:
+            self._image.notes = self.image_notes.toPlainText()
+            self.notes_edited.emit()
 
 
 def _cells(result: ResultRecord) -> list[str]:
-    job = result.job
+    job = result  # the record carries the job's class, game, defense and settings
     return [
         str(result.id), job.target_label, job.game, "on" if job.defense else "off",
         f"{result.prob_original:.3f}", f"{result.prob_explanation:.3f}", result.top1_explanation_label,
@@ -105,7 +131,7 @@ def _cells(result: ResultRecord) -> list[str]:
 
 
 def _details(result: ResultRecord) -> str:
-    job = result.job
+    job = result  # the record carries the job's class, game, defense and settings
     kept = result.top1_explanation == job.target
     verdict = (
         f"The explanation alone scores <b>{result.prob_explanation:.3f}</b> for “{job.target_label}” "
@@ -119,6 +145,8 @@ def _details(result: ResultRecord) -> str:
         )
     policy = "automatic" if job.config.lambda_ is None else "fixed"
     partial = " <b>Cancelled: partial result.</b>" if result.cancelled else ""
+    if result.prob_rescored is not None:
+        partial += f" Exported PNG re-scored: {result.prob_rescored:.3f}."
     return (
         f"{verdict}{partial}<br>Mask mean {result.mask_mean:.3f}, λ {result.lambda_:.3g} ({policy}), "
         f"{result.steps} steps in {result.wall_time_s:.1f} s on {result.device}, reference {job.config.reference}."

@@ -21,10 +21,14 @@ import torch
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 import engine
-from engine import ClassifierModel, FGVisError, StepState
+from engine import ClassifierModel, FGVisConfig, FGVisError, StepState
+from engine.batch import run_batch
+from engine.export import export_record
+from engine.session import file_sha256, load_session, source_problem
 
+from . import __version__
 from .layers import to_argb32
-from .records import ImageRecord, JobProgress, JobSpec, ModelInfo, ModelSpec, ResultRecord
+from .records import ImageRecord, JobProgress, JobSpec, ModelInfo, ModelSpec, ResultRecord, next_id
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,34 @@ class _RunJob:
     job: JobSpec
 
 
+@dataclass(frozen=True)
+class _Export:
+    result: ResultRecord
+    out_dir: Path
+    stem: str
+    overlay: np.ndarray | None
+    colormap: str
+    value_range: tuple[float, float]
+    overwrite: bool
+
+
+@dataclass(frozen=True)
+class _Batch:
+    batch_id: int
+    input_dir: Path
+    out_dir: Path
+    targets: str
+    games: tuple[str, ...]
+    defense: bool
+    config: FGVisConfig
+    overwrite: bool
+
+
+@dataclass(frozen=True)
+class _OpenSession:
+    path: Path
+
+
 class Worker(QObject):
     """Owns the classifier; every method below except ``submit_*``/``cancel``/``shutdown`` runs in the
     worker thread.
@@ -84,6 +116,14 @@ class Worker(QObject):
     job_progress = Signal(object)
     job_finished = Signal(object)
     job_failed = Signal(int, str)
+    export_done = Signal(object, object)  # ResultRecord (prob_rescored filled in), dict of paths
+    export_failed = Signal(str)
+    batch_progress = Signal(int, object)  # batch id, engine.batch.BatchProgress
+    batch_step = Signal(int, int, int)  # batch id, step, total of the running optimisation
+    batch_finished = Signal(int, object)  # batch id, engine.batch.BatchSummary
+    batch_failed = Signal(int, str)
+    session_loaded = Signal(object, object, object)  # list[ImageRecord], view dict, list of problems
+    session_failed = Signal(str)
     _wake = Signal()
 
     def __init__(self, model: ClassifierModel | None = None) -> None:
@@ -113,6 +153,18 @@ class Worker(QObject):
 
     def submit_job(self, job: JobSpec) -> None:
         self._submit(self._heavy, _RunJob(job))
+
+    def submit_export(self, result: ResultRecord, out_dir: Path, stem: str, *, overlay=None, colormap="inferno",
+                      value_range=(0.0, 1.0), overwrite=False) -> None:  # fmt: skip
+        self._submit(self._heavy, _Export(result, Path(out_dir), stem, overlay, colormap, value_range, overwrite))
+
+    def submit_batch(self, batch_id: int, input_dir: Path, out_dir: Path, *, targets: str, games, defense: bool,
+                     config: FGVisConfig, overwrite: bool = False) -> None:  # fmt: skip
+        self._submit(self._heavy, _Batch(batch_id, Path(input_dir), Path(out_dir), targets, tuple(games), defense,
+                                         config, overwrite))  # fmt: skip
+
+    def submit_open_session(self, path: Path) -> None:
+        self._submit(self._light, _OpenSession(Path(path)))
 
     def cancel(self, job_id: int) -> None:
         """Stop job ``job_id`` within one optimisation step (or skip it if it has not started)."""
@@ -157,6 +209,9 @@ class Worker(QObject):
             _LoadModel: self._load_model,
             _SetDevice: self._set_device,
             _RunJob: self._run_job,
+            _Export: self._export,
+            _Batch: self._batch,
+            _OpenSession: self._open_session,
         }
         try:
             handlers[type(task)](task)
@@ -169,6 +224,12 @@ class Worker(QObject):
                 self.image_failed.emit(str(task.path), message)
             elif isinstance(task, (_LoadModel, _SetDevice)):
                 self.model_failed.emit(message)
+            elif isinstance(task, _Export):
+                self.export_failed.emit(message)
+            elif isinstance(task, _Batch):
+                self.batch_failed.emit(task.batch_id, message)
+            elif isinstance(task, _OpenSession):
+                self.session_failed.emit(message)
 
     def _load_image(self, task: _LoadImage) -> None:
         try:
@@ -177,7 +238,9 @@ class Worker(QObject):
             self.image_failed.emit(str(task.path), str(exc))
             return
         pixels = np.array(image.convert("RGB"), dtype=np.uint8)
-        record = ImageRecord(task.image_id, task.path, task.path.name, pixels, display=to_argb32(pixels))
+        record = ImageRecord(
+            task.image_id, task.path, task.path.name, pixels, display=to_argb32(pixels), sha256=file_sha256(task.path)
+        )
         self.image_loaded.emit(record)
 
     def _predict(self, task: _Predict) -> None:
@@ -262,7 +325,96 @@ class Worker(QObject):
         finally:
             with self._lock:
                 self._cancel_ids.discard(job.id)
-        self.job_finished.emit(ResultRecord.from_explanation(job, result, self._model.labels))
+        image_path = str(job.image_path) if job.image_path else None
+        record = ResultRecord.from_explanation(
+            result, 0, self._model, image_name=job.image_name, image_path=image_path, image_sha256=job.image_sha256,
+            id=next_id(), job=job,
+        )  # fmt: skip
+        self.job_finished.emit(record)
+
+    def _export(self, task: _Export) -> None:
+        try:
+            paths = export_record(
+                task.result, task.out_dir, task.stem, model=self._model, colormap=task.colormap,
+                value_range=task.value_range, overlay=task.overlay, overwrite=task.overwrite,
+                extra={"app_version": __version__},
+            )  # fmt: skip
+        except FGVisError as exc:
+            self.export_failed.emit(str(exc))
+            return
+        self.export_done.emit(task.result, paths)
+
+    def _batch(self, task: _Batch) -> None:
+        if self._model is None:
+            self.batch_failed.emit(task.batch_id, "no model is loaded")
+            return
+        last = [0.0]
+
+        def on_step(state: StepState) -> None:
+            now = time.perf_counter()
+            if now - last[0] >= 1.0 / PROGRESS_RATE_HZ or state.step == state.total:
+                last[0] = now
+                self.batch_step.emit(task.batch_id, state.step, state.total)
+
+        def should_stop() -> bool:
+            with self._lock:
+                return task.batch_id in self._cancel_ids or self._shutting_down.is_set()
+
+        try:
+            summary = run_batch(
+                self._model, task.input_dir, task.out_dir, targets=task.targets, games=task.games,
+                defense=task.defense, config=replace(task.config, device=str(self._model.device)),
+                overwrite=task.overwrite, app_version=__version__,
+                on_progress=lambda report: self.batch_progress.emit(task.batch_id, report),
+                on_step=on_step, should_stop=should_stop,
+            )  # fmt: skip
+        except (FGVisError, OSError) as exc:
+            self.batch_failed.emit(task.batch_id, str(exc))
+            return
+        finally:
+            with self._lock:
+                self._cancel_ids.discard(task.batch_id)
+        self.batch_finished.emit(task.batch_id, summary)
+
+    def _open_session(self, task: _OpenSession) -> None:
+        try:
+            session = load_session(task.path)
+        except FGVisError as exc:
+            self.session_failed.emit(str(exc))
+            return
+        images, problems = [], []
+        for entry in session.images:
+            problem = source_problem(entry)
+            pixels = None
+            if problem is None or "changed" in problem:
+                try:
+                    pixels = np.array(engine.load_image(entry.path).convert("RGB"), dtype=np.uint8)
+                except FGVisError as exc:
+                    problem = f"{entry.name}: {exc}"
+            if problem:
+                problems.append(problem)
+            if pixels is None:
+                pixels = _placeholder(entry)
+            image = ImageRecord(
+                next_id(), Path(entry.path) if entry.path else None, entry.name, pixels,
+                display=to_argb32(pixels), sha256=entry.sha256, notes=entry.notes,
+            )  # fmt: skip
+            for record in entry.results:
+                job = JobSpec(
+                    next_id(), image.id, image.name, pixels, record.target, record.target_label, record.game,
+                    record.defense, record.config, image_path=image.path, image_sha256=image.sha256,
+                )  # fmt: skip
+                image.results.append(ResultRecord.from_record(record, job))
+            images.append(image)
+        self.session_loaded.emit(images, session.view, problems)
+
+
+def _placeholder(entry) -> np.ndarray:
+    """A grey stand-in of the original size for a photo that is gone (results keep their crop box)."""
+    boxes = [r.crop_box for r in entry.results if r.crop_box is not None]
+    width = int(max((b[2] for b in boxes), default=224))
+    height = int(max((b[3] for b in boxes), default=224))
+    return np.full((max(height, 1), max(width, 1), 3), 128, np.uint8)
 
 
 def _checked_device(device: str) -> torch.device:

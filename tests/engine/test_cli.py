@@ -112,3 +112,30 @@ def test_ctrl_c_stops_cleanly_and_keeps_partial_results(samples, tmp_path):
     assert process.returncode == 130, err
     summary = json.loads((out / "coffee_preserve.json").read_text())
     assert summary["cancelled"] is True and 0 < summary["steps"] < 100000
+
+
+def test_explain_refuses_to_overwrite_without_the_flag(samples, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["explain", str(samples["coffee"]), "--steps", "1", "--out", str(out)]
+    assert main(args) == 0
+    before = (out / "coffee_preserve.json").read_bytes()
+    assert main(args) == 1
+    assert "already exist" in capsys.readouterr().err
+    assert (out / "coffee_preserve.json").read_bytes() == before
+    assert main([*args, "--overwrite"]) == 0
+
+
+def test_batch_command_lists_bad_files_resumes_and_rescores(samples, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(samples["coffee"], images / "coffee.jpg")
+    (images / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    assert main(["batch", str(images), "--out", str(out), "--steps", "2"]) == 2
+    captured = capsys.readouterr()
+    assert "1 written" in captured.out and "broken.jpg" in captured.err
+    summary = json.loads((out / "coffee_967_preserve.json").read_text())
+    assert abs(summary["prob_rescored"] - summary["prob_explanation"]) < 0.01  # 8-bit PNG round trip
+    assert (out / "index.html").is_file() and (out / "index.csv").read_text().count("\n") == 2
+    assert main(["batch", str(images), "--out", str(out), "--steps", "2"]) == 2
+    assert "0 written, 1 already done" in capsys.readouterr().out

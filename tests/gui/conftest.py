@@ -1,18 +1,8 @@
-"""GUI fixtures: a temporary settings/log home, a tiny classifier, a generated photo and a main window."""
+"""GUI fixtures: a temporary settings/log home and main windows on the toy classifier (tests/conftest.py)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import torch
-from PIL import Image
-
-from engine import ClassifierModel, Preprocessing
-
-from ..engine.toy_models import TinyCNN
-
-FRUITS = ["apple", "banana", "cherry", "date", "elderberry", "fig", "grape", "honeydew", "kiwi", "lemon"]
-TOY_PREPROCESSING = Preprocessing(crop=(32, 32), resize=36, mean=(0.0,) * 3, std=(255.0,) * 3)
 
 
 @pytest.fixture(autouse=True)
@@ -21,23 +11,6 @@ def app_home(tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("FGVIS_STUDIO_HOME", str(home))
     return home
-
-
-@pytest.fixture
-def toy_model() -> ClassifierModel:
-    torch.manual_seed(0)
-    return ClassifierModel(TinyCNN(classes=len(FRUITS)).eval(), TOY_PREPROCESSING, list(FRUITS), "TinyCNN (fruits)")
-
-
-@pytest.fixture
-def photo(tmp_path):
-    """A 120x90 RGB photo: a gradient with a bright square off-centre."""
-    y, x = np.mgrid[0:90, 0:120]
-    pixels = np.stack([x * 2, y * 2, np.full_like(x, 60)], axis=2).astype(np.uint8)
-    pixels[30:60, 50:80] = (250, 240, 20)
-    path = tmp_path / "photo.png"
-    Image.fromarray(pixels).save(path)
-    return path
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from engine import FGVisConfig
 from gui.layers import CHANNEL_MASK, EVIDENCE, EXPLANATION, PHOTO
 from gui.records import JobSpec, ModelSpec, next_id
 
-from .conftest import FRUITS
+from ..conftest import FRUITS
 
 LONG = 100_000  # steps: a run that only ends when cancelled
 

@@ -1,0 +1,179 @@
+"""Batch…: explain every image of a folder through the worker, with overall and per-item progress,
+cancel, and the list of files that could not be explained. Same engine call as ``fgvis batch``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine import FGVisConfig
+
+from .records import next_id
+
+
+class BatchDialog(QDialog):
+    """Non-modal; talks to the worker passed in. ``batch_id`` is set while a batch runs."""
+
+    def __init__(self, parent, worker, config: FGVisConfig, defense: bool, folder: str = "") -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Batch")
+        self.worker, self.config, self.defense = worker, config, defense
+        self.batch_id: int | None = None
+        self.summary = None
+        self.input_dir = _FolderField(self, folder)
+        self.out_dir = _FolderField(self, folder)
+        self.targets = QComboBox()
+        self.targets.setEditable(True)
+        self.targets.addItems(["top1", "top3"])
+        self.targets.setToolTip('top1, top3, topK, or a comma-separated list of classes ("espresso, 504")')
+        self.game = QComboBox()
+        self.game.addItems(["preserve", "delete", "both"])
+        self.overwrite = QCheckBox("Redo items that are already done (overwrite)")
+        form = QFormLayout()
+        form.addRow("Images in", self.input_dir)
+        form.addRow("Results to", self.out_dir)
+        form.addRow("Classes", self.targets)
+        form.addRow("Game", self.game)
+        form.addRow(self.overwrite)
+        self.overall = QProgressBar()
+        self.overall.setFormat("%v / %m items")
+        self.item = QProgressBar()
+        self.item.setFormat("step %v / %m")
+        self.log = QListWidget()
+        settings = f"{config.steps} steps, defense {'on' if defense else 'off'}"
+        self.status = QLabel(
+            f"Settings from the Method panel: {settings}. Finished items are skipped: a batch resumes."
+        )
+        self.status.setWordWrap(True)
+        self.start_button = QPushButton("Start")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        close = QPushButton("Close")
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addStretch(1)
+        buttons.addWidget(close)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.status)
+        layout.addWidget(self.overall)
+        layout.addWidget(self.item)
+        layout.addWidget(self.log, 1)
+        layout.addLayout(buttons)
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        close.clicked.connect(self.close)
+        worker.batch_progress.connect(self._on_progress)
+        worker.batch_step.connect(self._on_step)
+        worker.batch_finished.connect(self._on_finished)
+        worker.batch_failed.connect(self._on_failed)
+        self.resize(620, 480)
+
+    def start(self) -> None:
+        source, target = self.input_dir.path(), self.out_dir.path()
+        if source is None or not source.is_dir():
+            self.status.setText("Choose the folder of images to explain.")
+            return
+        if target is None:
+            self.status.setText("Choose a folder for the results.")
+            return
+        games = ["preserve", "delete"] if self.game.currentText() == "both" else [self.game.currentText()]
+        self.batch_id = next_id()
+        self.summary = None
+        self.log.clear()
+        self.overall.setValue(0)
+        self.item.setValue(0)
+        self.start_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.status.setText("Running…")
+        self.worker.submit_batch(
+            self.batch_id,
+            source,
+            target,
+            targets=self.targets.currentText(),
+            games=games,
+            defense=self.defense,
+            config=self.config,
+            overwrite=self.overwrite.isChecked(),
+        )
+
+    def cancel(self) -> None:
+        if self.batch_id is not None:
+            self.worker.cancel(self.batch_id)
+            self.status.setText("Cancelling after the current step…")
+
+    def closeEvent(self, event) -> None:
+        self.cancel()
+        super().closeEvent(event)
+
+    def _on_progress(self, batch_id: int, report) -> None:
+        if batch_id != self.batch_id:
+            return
+        self.overall.setMaximum(max(report.total, 1))
+        self.overall.setValue(report.done)
+        self.log.addItem(f"{report.item}: {report.state}")
+        self.log.scrollToBottom()
+
+    def _on_step(self, batch_id: int, step: int, total: int) -> None:
+        if batch_id == self.batch_id:
+            self.item.setMaximum(total)
+            self.item.setValue(step)
+
+    def _on_finished(self, batch_id: int, summary) -> None:
+        if batch_id != self.batch_id:
+            return
+        self.summary = summary
+        for name, reason in summary.failures:
+            self.log.addItem(f"could not explain {name}: {reason}")
+        ended = "Cancelled: finished items are kept; Start again to resume." if summary.cancelled else "Done."
+        self.status.setText(f"{ended} {len(summary.written)} written, {len(summary.skipped)} already done, "
+                            f"{len(summary.failures)} failed. Index: {summary.index_files.get('html')}")  # fmt: skip
+        self._idle()
+
+    def _on_failed(self, batch_id: int, message: str) -> None:
+        if batch_id == self.batch_id:
+            self.status.setText(f"The batch could not run: {message}")
+            self._idle()
+
+    def _idle(self) -> None:
+        self.batch_id = None
+        self.start_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+
+
+class _FolderField(QWidget):
+    def __init__(self, dialog: QDialog, folder: str) -> None:
+        super().__init__(dialog)
+        self.folder = folder
+        self.edit = QLineEdit()
+        browse = QPushButton("Browse…")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.edit, 1)
+        layout.addWidget(browse)
+        browse.clicked.connect(self._browse)
+
+    def _browse(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Choose a folder", self.edit.text() or self.folder)
+        if path:
+            self.edit.setText(path)
+
+    def path(self) -> Path | None:
+        text = self.edit.text().strip()
+        return Path(text) if text else None

@@ -1,0 +1,137 @@
+"""Export, reports and sessions on the toy classifier: round trips, all-or-nothing writes, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine import FGVisConfig, explain
+from engine.export import ExportError, compose_overlay, export_record, planned_paths, rescore_png
+from engine.record import ExplanationRecord
+from engine.report import curve_plot, image_report
+from engine.session import Session, SessionError, SessionImage, load_session, save_session, source_problem
+
+
+@pytest.fixture
+def record(toy_model, photo):
+    result = explain(toy_model, photo, config=FGVisConfig(steps=6))
+    return ExplanationRecord.from_explanation(result, 0, toy_model, image_name=photo.name, image_path=str(photo))
+
+
+def test_export_round_trip(record, toy_model, tmp_path):
+    tmp_path = tmp_path / "out"
+    paths = export_record(record, tmp_path, "item", model=toy_model, colormap="viridis")
+    assert set(paths) == set(planned_paths(tmp_path, "item")) and all(p.is_file() for p in paths.values())
+    assert np.array_equal(np.load(paths["mask"]), record.mask)
+    assert np.allclose(np.load(paths["mask_mean"]), record.mask.mean(0))
+    mask8 = np.asarray(Image.open(paths["mask_png8"]))
+    mask16 = np.asarray(Image.open(paths["mask_png16"]))
+    assert mask8.dtype == np.uint8 and np.abs(mask8 / 255 - record.mask.mean(0)).max() <= 0.5 / 255 + 1e-6
+    assert mask16.dtype == np.uint16 and np.abs(mask16 / 65535 - record.mask.mean(0)).max() <= 0.5 / 65535 + 1e-6
+    assert np.array_equal(np.asarray(Image.open(paths["explanation"])), record.explanation_rgb)
+    assert np.array_equal(np.asarray(Image.open(paths["overlay"])), compose_overlay(record.input_rgb, record.evidence,
+                                                                                   "viridis"))  # fmt: skip
+    summary = json.loads(paths["summary"].read_text())
+    assert summary["target_label"] == record.target_label and summary["colormap"] == "viridis"
+    assert summary["files"]["mask"] == "item_mask.npy" and summary["image_path"] == record.image_path
+    # The round trip: the 8-bit PNG, read back, scores what e scored up to quantisation.
+    assert summary["prob_rescored"] == record.prob_rescored
+    assert abs(record.prob_rescored - record.prob_explanation) < 0.01
+    assert rescore_png(toy_model, paths["explanation"], record.target) == pytest.approx(record.prob_rescored)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_existing_files_are_not_overwritten_without_consent(record, tmp_path):
+    tmp_path = tmp_path / "out"
+    paths = export_record(record, tmp_path, "item")
+    before = {p: p.read_bytes() for p in paths.values()}
+    record.notes = "changed"
+    with pytest.raises(ExportError, match="already exist"):
+        export_record(record, tmp_path, "item")
+    assert {p: p.read_bytes() for p in paths.values()} == before
+    export_record(record, tmp_path, "item", overwrite=True)
+    assert json.loads(paths["summary"].read_text())["notes"] == "changed"
+
+
+def test_a_failing_write_leaves_no_file_at_all(record, tmp_path, monkeypatch):
+    real_fsync, calls = os.fsync, []
+
+    def failing_fsync(fd):
+        calls.append(fd)
+        if len(calls) == 4:  # the disk fills up at the fourth file
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(ExportError, match="No space left"):
+        export_record(record, out, "item")
+    assert list(out.iterdir()) == []
+
+
+def test_an_unwritable_folder_is_a_clear_error(record, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ExportError, match="cannot write"):
+        export_record(record, blocker / "out", "item")
+
+
+def test_html_report_embeds_every_picture_and_fact(record):
+    record.notes = "looks at the <square>"
+    html = image_report("photo.png", [record, record], photo=record.input_rgb, image_notes="image note",
+                        app_version="9.9")  # fmt: skip
+    assert html.count("data:image/png;base64,") == 1 + 2 * 5  # photo + per result: x, e, overlay, bar, curve
+    for text in ("photo.png", record.target_label, "weights SHA-256", "top-5 on e", "9.9", "image note",
+                 "looks at the &lt;square&gt;", "adversarial-evidence monitor", "score inflation"):  # fmt: skip
+        assert text in html
+    plot = curve_plot(record.history)
+    assert plot.shape == (160, 360, 3) and (plot != 255).any()
+
+
+def test_session_round_trip(record, photo, tmp_path):
+    record.notes = "result note"
+    path = tmp_path / "review.fgvis"
+    save_session(path, Session([SessionImage(photo.name, str(photo), "abc", "image note", [record])], {"k": 1}, "1"))
+    session = load_session(path)
+    (image,) = session.images
+    (again,) = image.results
+    assert (image.name, image.path, image.notes, session.view) == (photo.name, str(photo), "image note", {"k": 1})
+    for name in ("mask", "evidence", "explanation_rgb", "deletion_rgb", "input_rgb"):
+        assert np.array_equal(getattr(again, name), getattr(record, name))
+    assert again.metadata() == record.metadata() and again.config == record.config
+    assert np.array_equal(again.history["target_prob"], record.history["target_prob"])
+
+
+def test_moved_changed_corrupt_and_foreign_sessions(record, photo, tmp_path):
+    from engine.session import file_sha256
+
+    image = SessionImage(photo.name, str(photo), file_sha256(photo), "", [record])
+    assert source_problem(image) is None
+    photo.write_bytes(photo.read_bytes() + b"\0")
+    assert "changed" in source_problem(image)
+    image.path = str(tmp_path / "gone.png")
+    assert "not found" in source_problem(image)
+    broken = tmp_path / "broken.fgvis"
+    broken.write_bytes(b"PK\3\4 nothing")
+    with pytest.raises(SessionError, match="not an FGVis Studio session"):
+        load_session(broken)
+    foreign = tmp_path / "foreign.fgvis"
+    with zipfile.ZipFile(foreign, "w") as archive:
+        archive.writestr("session.json", json.dumps({"format": "something else"}))
+    with pytest.raises(SessionError, match="not an FGVis Studio session"):
+        load_session(foreign)
+    damaged = tmp_path / "damaged.fgvis"
+    save_session(damaged, Session([image]))
+    with zipfile.ZipFile(damaged) as archive:
+        document = archive.read("session.json")
+    with zipfile.ZipFile(damaged, "w") as archive:  # the arrays are lost
+        archive.writestr("session.json", document)
+    with pytest.raises(SessionError, match="damaged"):
+        load_session(damaged)
+    with pytest.raises(SessionError, match="does not exist"):
+        load_session(tmp_path / "missing.fgvis")
