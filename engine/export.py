@@ -13,13 +13,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .colormaps import apply_colormap
 from .errors import FGVisError
 from .models import ClassifierModel
-from .record import ExplanationRecord
+from .output import FILE_MODE
+from .record import ExplanationRecord, score_pixels
 
 #: File name suffixes of one export, by kind (``STEM + suffix``).
 SUFFIXES = {
@@ -121,12 +121,11 @@ def rescore_png(model: ClassifierModel, png: bytes | Path, target: int) -> float
     bytes (no resize or crop: it already is the model's input)."""
     source = io.BytesIO(png) if isinstance(png, bytes) else png
     with Image.open(source) as image:
-        pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+        pixels = np.asarray(image.convert("RGB"))
     if pixels.shape[:2] != tuple(model.input_size):
         raise ExportError(f"the explanation PNG is {pixels.shape[1]}x{pixels.shape[0]}, the model takes "
                           f"{model.input_size[1]}x{model.input_size[0]}")  # fmt: skip
-    tensor = model.preprocessing.normalize(torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0))
-    return float(model.probabilities(tensor)[0, target])
+    return score_pixels(model, pixels, target)
 
 
 def write_all_or_nothing(files: dict[Path, bytes]) -> None:
@@ -144,6 +143,7 @@ def write_all_or_nothing(files: dict[Path, bytes]) -> None:
                 stream.write(data)
                 stream.flush()
                 os.fsync(stream.fileno())
+            os.chmod(temporary, FILE_MODE)
         for path, temporary in temporaries.items():
             os.replace(temporary, path)
     except OSError as exc:

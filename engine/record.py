@@ -35,7 +35,8 @@ class ExplanationRecord:
     top5_original, top5_explanation
         ``[(class index, name, probability), ...]`` on ``x`` and on ``e``.
     prob_rescored
-        Target probability on the exported 8-bit explanation PNG read back (``None`` until exported).
+        Target probability on the 8-bit explanation picture (what its lossless PNG holds), scored again
+        when exported.
     history
         Per step: ``target_prob``, ``mask_mean``, ``blocked_fraction`` (the adversarial-evidence
         monitor: units whose gradient the defense blocked) and ``lambda``; ``(steps,)`` float32 each.
@@ -101,13 +102,15 @@ class ExplanationRecord:
         geometry = result.geometries[index] if index < len(result.geometries) else None
         probs = model.probabilities(torch.cat([result.input[index : index + 1], result.explanation[index : index + 1]]))
         top1 = int(result.top1_explanation[index])
+        explanation_rgb = result.explanation_image(index).copy()
         return cls(
             image_name=image_name, image_path=image_path, image_sha256=image_sha256,
             model_name=model.name, weights_sha256=model.weights_sha256,
             target=int(result.target[index]), target_label=result.target_labels[index],
             game=result.game, defense=result.defense, config=result.config,
             mask=mask, evidence=result.evidence_map(index).copy(),
-            explanation_rgb=result.explanation_image(index).copy(), deletion_rgb=deletion, input_rgb=input_rgb,
+            explanation_rgb=explanation_rgb, deletion_rgb=deletion, input_rgb=input_rgb,
+            prob_rescored=score_pixels(model, explanation_rgb, int(result.target[index])),
             crop_box=tuple(geometry.crop_box) if geometry is not None else None,
             prob_original=float(result.prob_original[index]),
             prob_explanation=float(result.prob_explanation[index]),
@@ -187,6 +190,13 @@ class ExplanationRecord:
             history=history, created=meta.get("created", ""), prob_rescored=meta.get("prob_rescored"),
             notes=meta.get("notes", ""), **extra,
         )  # fmt: skip
+
+
+def score_pixels(model: ClassifierModel, pixels: np.ndarray, target: int) -> float:
+    """Target probability on an 8-bit picture at the model's input size, ``(h, w, 3)`` uint8: the test
+    that the explanation works as an ordinary image file (PNG is lossless, so this is its score)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)
+    return float(model.probabilities(model.preprocessing.normalize(tensor))[0, target])
 
 
 def _top5(probs: torch.Tensor, model: ClassifierModel) -> list[tuple[int, str, float]]:

@@ -11,6 +11,7 @@ from PySide6.QtCore import QMarginsF
 from PySide6.QtGui import QPageLayout, QPageSize, QPdfWriter, QTextDocument
 
 from engine.export import ExportError
+from engine.output import FILE_MODE
 
 RESOLUTION_DPI = 150
 
@@ -41,6 +42,7 @@ def write_pdf(html: str, path: Path) -> int:
         del writer  # finishes the file
         if os.path.getsize(temporary) == 0:
             raise ExportError(f"Qt could not write the PDF {path.name} (disk full?)")
+        os.chmod(temporary, FILE_MODE)
         os.replace(temporary, path)
     except OSError as exc:
         raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from exc

@@ -146,7 +146,7 @@ def _details(result: ResultRecord) -> str:
     policy = "automatic" if job.config.lambda_ is None else "fixed"
     partial = " <b>Cancelled: partial result.</b>" if result.cancelled else ""
     if result.prob_rescored is not None:
-        partial += f" Exported PNG re-scored: {result.prob_rescored:.3f}."
+        partial += f" As an 8-bit PNG file it re-scores {result.prob_rescored:.3f}."
     return (
         f"{verdict}{partial}<br>Mask mean {result.mask_mean:.3f}, λ {result.lambda_:.3g} ({policy}), "
         f"{result.steps} steps in {result.wall_time_s:.1f} s on {result.device}, reference {job.config.reference}."

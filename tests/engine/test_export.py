@@ -12,6 +12,7 @@ from PIL import Image
 
 from engine import FGVisConfig, explain
 from engine.export import ExportError, compose_overlay, export_record, planned_paths, rescore_png
+from engine.output import FILE_MODE
 from engine.record import ExplanationRecord
 from engine.report import curve_plot, image_report
 from engine.session import Session, SessionError, SessionImage, load_session, save_session, source_problem
@@ -44,6 +45,7 @@ def test_export_round_trip(record, toy_model, tmp_path):
     assert abs(record.prob_rescored - record.prob_explanation) < 0.01
     assert rescore_png(toy_model, paths["explanation"], record.target) == pytest.approx(record.prob_rescored)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert {p.stat().st_mode & 0o777 for p in paths.values()} == {FILE_MODE}  # not mkstemp's 0600
 
 
 def test_existing_files_are_not_overwritten_without_consent(record, tmp_path):

@@ -1,0 +1,155 @@
+"""Review features of the window: export, reports, sessions, autosave/recovery and batch runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+from PySide6.QtWidgets import QMessageBox
+
+from engine.export import planned_paths
+from engine.session import load_session
+
+
+@pytest.fixture
+def with_results(opened, qtbot):
+    """The window with two results (preserve and delete) on the current photo."""
+    window = opened
+    window.method.steps.setValue(4)
+    window.method.game.setCurrentText("both")
+    results = []
+    window.result_added.connect(results.append)
+    window.run_jobs()
+    qtbot.waitUntil(lambda: len(results) == 2, timeout=60_000)
+    return window
+
+
+def _export(window, qtbot, folder):
+    window.last_export = None
+    window.export_result(folder)
+    qtbot.waitUntil(lambda: window.last_export is not None or window.error_box is not None, timeout=30_000)
+    return window.last_export
+
+
+def test_export_writes_every_file_and_the_rescored_check(with_results, qtbot, tmp_path):
+    window = with_results
+    result = window.results.current_result()
+    paths = _export(window, qtbot, tmp_path / "export")
+    assert paths is not None and all(p.is_file() for p in paths.values())
+    assert np.array_equal(np.load(paths["mask"]), result.mask)
+    from PIL import Image
+
+    overlay = np.asarray(Image.open(paths["overlay"]))
+    assert overlay.shape == (90, 120, 3)  # the viewer's picture at the photo's resolution
+    summary = json.loads(paths["summary"].read_text())
+    assert summary["prob_rescored"] == pytest.approx(result.prob_rescored)
+    assert abs(result.prob_rescored - result.prob_explanation) < 0.01
+    assert f"re-scores {result.prob_rescored:.3f}" in window.results.details.text()
+
+
+def test_export_asks_before_replacing_and_reports_failures(with_results, qtbot, tmp_path, monkeypatch):
+    window = with_results
+    folder = tmp_path / "export"
+    paths = _export(window, qtbot, folder)
+    before = {p: p.stat().st_mtime_ns for p in paths.values()}
+    monkeypatch.setattr(window, "confirm", lambda title, question: False)
+    window.export_result(folder)
+    assert window.last_export is paths and {p: p.stat().st_mtime_ns for p in paths.values()} == before
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with qtbot.waitSignal(window.error_shown, timeout=30_000) as shown:
+        window.export_result(blocker / "out")
+    assert shown.args[0] == "Export failed" and "cannot write" in shown.args[1]
+
+
+def test_pdf_and_html_reports(with_results, tmp_path):
+    window = with_results
+    window.results.notes.setPlainText("the square is the evidence")
+    window.results.image_notes.setPlainText("synthetic test photo")
+    html = window.export_report(tmp_path / "report.html").read_text()
+    pictures = re.findall(r"data:image/png;base64,[^']+", html)
+    assert len(pictures) == 1 + 2 * 5  # the photo; per result x, e, overlay, colour bar, curve
+    pdf = window.export_report(tmp_path / "report.pdf")
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF")
+    assert len(re.findall(rb"/Type\s*/Page\b", data)) >= 2  # two results do not fit one A4 page
+    assert len(re.findall(rb"/Subtype\s*/Image", data)) == len(set(pictures))  # Qt stores each picture once
+    assert "the square is the evidence" in html and "synthetic test photo" in html
+
+
+def test_session_save_and_open_restore_results_and_notes(with_results, make_window, qtbot, tmp_path):
+    window = with_results
+    window.results.notes.setPlainText("result note")
+    window.results.image_notes.setPlainText("image note")
+    saved = window.current.results
+    path = tmp_path / "review.fgvis"
+    assert window.save_session(path)
+    other = make_window()
+    with qtbot.waitSignal(other.session_opened, timeout=30_000) as opened:
+        other.open_session(path)
+    assert opened.args == [1, []]
+    image = other.current
+    assert image.name == "photo.png" and image.notes == "image note"
+    assert [r.game for r in image.results] == [r.game for r in saved]
+    for mine, theirs in zip(image.results, saved, strict=True):
+        assert np.array_equal(mine.mask, theirs.mask) and mine.prob_explanation == theirs.prob_explanation
+    assert image.results[-1].notes == "result note"
+    assert other.results.table.rowCount() == 2 and other.session_path == path
+
+
+def test_a_moved_photo_is_reported_and_a_corrupt_session_refused(with_results, make_window, qtbot, tmp_path, photo):
+    window = with_results
+    path = tmp_path / "review.fgvis"
+    window.save_session(path)
+    shutil.move(photo, tmp_path / "moved.png")
+    other = make_window()
+    with qtbot.waitSignal(other.session_opened, timeout=30_000) as opened:
+        other.open_session(path)
+    count, problems = opened.args
+    assert count == 1 and "not found" in problems[0]
+    assert other.error_box is not None and "moved" in other.error_box.text()
+    assert other.results.table.rowCount() == 2  # the results are still there to review
+    broken = tmp_path / "broken.fgvis"
+    broken.write_bytes(b"garbage")
+    with qtbot.waitSignal(other.error_shown, timeout=30_000) as shown:
+        other.open_session(broken)
+    assert "not an FGVis Studio session" in shown.args[1]
+
+
+def test_autosave_and_recovery_after_a_crash(with_results, make_window, qtbot):
+    window = with_results
+    window.autosave().result(timeout=30)
+    recovery = window.recovery_path()
+    assert len(load_session(recovery).images[0].results) == 2
+    # A crash: the window never closes, the file stays. The next start offers it.
+    other = make_window()
+    assert other.offer_recovery()
+    box = other.recovery_box
+    with qtbot.waitSignal(other.session_opened, timeout=30_000):
+        box.button(QMessageBox.StandardButton.Yes).click()
+    assert len(other.current.results) == 2
+    other.close()
+    assert not recovery.exists()  # a clean exit of the window that took it over removes it
+
+
+def test_batch_dialog_runs_through_the_worker(window, qtbot, tmp_path, photo):
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(photo, images / "a.png")
+    (images / "b.jpg").write_bytes(b"broken")
+    shutil.copy(photo, images / "c.png")
+    window.method.steps.setValue(3)
+    dialog = window.batch_dialog()
+    qtbot.addWidget(dialog)
+    dialog.input_dir.edit.setText(str(images))
+    dialog.out_dir.edit.setText(str(tmp_path / "out"))
+    dialog.start()
+    qtbot.waitUntil(lambda: dialog.summary is not None, timeout=60_000)
+    assert len(dialog.summary.written) == 2 and [n for n, _ in dialog.summary.failures] == ["b.jpg"]
+    assert dialog.overall.value() == dialog.overall.maximum() == 2
+    assert any("could not explain b.jpg" in dialog.log.item(i).text() for i in range(dialog.log.count()))
+    assert planned_paths(tmp_path / "out", "a_0_preserve")["summary"].parent.is_dir()
+    assert (tmp_path / "out" / "index.html").is_file()
