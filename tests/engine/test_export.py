@@ -137,3 +137,20 @@ def test_moved_changed_corrupt_and_foreign_sessions(record, photo, tmp_path):
         load_session(damaged)
     with pytest.raises(SessionError, match="does not exist"):
         load_session(tmp_path / "missing.fgvis")
+
+
+def test_a_read_only_folder_is_reported_and_nothing_is_written(record, tmp_path, monkeypatch):
+    """The tests run as root, which chmod cannot stop: the file system's refusal is simulated."""
+    import errno
+    import tempfile
+
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(ExportError, match="Read-only file system"):
+        export_record(record, out, "item")
+    assert list(out.iterdir()) == []
