@@ -599,9 +599,23 @@ class MainWindow(QMainWindow):
         return path
 
     # ------------------------------------------------------------------ sessions
+    def layer_settings(self) -> dict:
+        """Visibility and style of every layer, by name (sessions keep them)."""
+        return {layer.name: {"visible": layer.visible, "opacity": layer.opacity, "blend": layer.blend.value,
+                             "colormap": layer.colormap, "auto_contrast": layer.auto_contrast}
+                for layer in self.layers}  # fmt: skip
+
+    def apply_layer_settings(self, values: dict) -> None:
+        """Restore :meth:`layer_settings`; unknown layers and invalid values are ignored."""
+        for layer in self.layers:
+            for prop, value in (values.get(layer.name) or {}).items():
+                if prop in ("visible", "opacity", "blend", "colormap", "auto_contrast"):
+                    with contextlib.suppress(TypeError, ValueError):
+                        setattr(layer, prop, value)
+
     def session_snapshot(self) -> Session:
         view = {"current": self.images.index(self.current) if self.current in self.images else -1,
-                "method": self.method.settings()}  # fmt: skip
+                "method": self.method.settings(), "layers": self.layer_settings()}  # fmt: skip
         images = [SessionImage(image.name, str(image.path) if image.path else None, image.sha256, image.notes,
                                list(image.results)) for image in self.images]  # fmt: skip
         return Session(images, view, __version__)
@@ -647,6 +661,8 @@ class MainWindow(QMainWindow):
             self.image_list.addItem(item)
         if isinstance(view.get("method"), dict):
             self.method.apply_settings(view["method"])
+        if isinstance(view.get("layers"), dict):
+            self.apply_layer_settings(view["layers"])
         current = view.get("current", 0)
         if images:
             self.image_list.setCurrentRow(first + (current if isinstance(current, int) and 0 <= current < len(images)
@@ -769,11 +785,7 @@ class MainWindow(QMainWindow):
             self._default_dock_sizes()
         self.method.apply_settings(read_json(settings, "method", {}))
         evidence = read_json(settings, "layers/evidence", {})
-        layer = self.layers[EVIDENCE]
-        for prop in ("opacity", "colormap", "blend", "auto_contrast"):
-            if prop in evidence:
-                with contextlib.suppress(TypeError, ValueError):
-                    setattr(layer, prop, evidence[prop])
+        self.apply_layer_settings({EVIDENCE: {k: v for k, v in evidence.items() if k != "visible"}})
         device = settings.value("device")
         index = self.device_combo.findData(device) if device else -1
         if index < 0:

@@ -85,6 +85,8 @@ def test_session_save_and_open_restore_results_and_notes(with_results, make_wind
     window.results.notes.setPlainText("result note")
     window.results.image_notes.setPlainText("image note")
     saved = window.current.results
+    window.layers["Explanation e"].visible = True
+    window.layers["Evidence"].colormap = "magma"
     path = tmp_path / "review.fgvis"
     assert window.save_session(path)
     other = make_window()
@@ -98,6 +100,7 @@ def test_session_save_and_open_restore_results_and_notes(with_results, make_wind
         assert np.array_equal(mine.mask, theirs.mask) and mine.prob_explanation == theirs.prob_explanation
     assert image.results[-1].notes == "result note"
     assert other.results.table.rowCount() == 2 and other.session_path == path
+    assert other.layers["Explanation e"].visible and other.layers["Evidence"].colormap == "magma"
 
 
 def test_a_moved_photo_is_reported_and_a_corrupt_session_refused(with_results, make_window, qtbot, tmp_path, photo):
