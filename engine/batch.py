@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 INDEX_COLUMNS = (
     "image", "target", "target_label", "game", "defense", "prob_original", "prob_explanation", "prob_rescored",
-    "top1_explanation_label", "mask_mean", "steps", "goal_met", "cancelled", "summary",
+    "top1_explanation_label", "mask_mean", "steps", "goal_met", "survives_8bit", "cancelled", "summary",
 )  # fmt: skip
 
 

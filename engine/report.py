@@ -50,6 +50,8 @@ def index_report(rows: Sequence[dict], title: str = "FGVis batch results") -> st
     body = []
     for row in rows:
         status = "cancelled" if row.get("cancelled") else ("goal met" if row.get("goal_met") else "goal not met")
+        if row.get("survives_8bit") is False:
+            status += ", fails the 8-bit check"
         thumb = _img(row["thumbnail"], "evidence", 96) if row.get("thumbnail") is not None else ""
         body.append(
             f"<tr><td>{_e(row['image'])}</td><td>{_e(row['target_label'])} ({row['target']})</td>"
@@ -88,6 +90,7 @@ def _result_section(number: int, record: ExplanationRecord, colormap: str) -> st
         ("lambda", f"{record.lambda_policy}, {record.lambda_:.4g}"),
         ("steps", f"{record.steps} of {config.steps}" + (" (cancelled: partial result)" if record.cancelled else "")),
         ("goal", record.status),
+        ("8-bit check", "passed" if record.survives_8bit else "FAILED: the saved picture does not score like e"),
         ("mask mean", f"{record.mask_mean:.4f}"),
         ("optimiser", f"{config.optimizer}, lr {config.learning_rate(record.game)}"),
         ("reference", config.reference),

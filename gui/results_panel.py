@@ -82,7 +82,7 @@ class ResultsPanel(QWidget):
                 item = QTableWidgetItem(text)
                 if column >= 4 and column != 6 and column != 10:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                if result.cancelled or not result.goal_met:
+                if result.cancelled or not result.goal_met or not result.survives_8bit:
                     item.setForeground(Qt.GlobalColor.darkRed)
                 self.table.setItem(row, column, item)
         self.table.blockSignals(False)
@@ -147,6 +147,8 @@ def _details(result: ResultRecord) -> str:
     partial = " <b>Cancelled: partial result.</b>" if result.cancelled else ""
     if result.prob_rescored is not None:
         partial += f" As an 8-bit PNG file it re-scores {result.prob_rescored:.3f}."
+        if not result.survives_8bit:
+            partial += " <b>It does not survive 8-bit quantisation: do not rely on it.</b>"
     return (
         f"{verdict}{partial}<br>Mask mean {result.mask_mean:.3f}, λ {result.lambda_:.3g} ({policy}), "
         f"{result.steps} steps in {result.wall_time_s:.1f} s on {result.device}, reference {job.config.reference}."

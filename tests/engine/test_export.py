@@ -154,3 +154,12 @@ def test_a_read_only_folder_is_reported_and_nothing_is_written(record, tmp_path,
     with pytest.raises(ExportError, match="Read-only file system"):
         export_record(record, out, "item")
     assert list(out.iterdir()) == []
+
+
+def test_the_8bit_check_flags_an_explanation_that_a_saved_picture_would_undo(record):
+    record.prob_rescored = record.prob_explanation + max(0.02, 0.1 * record.prob_original) / 2
+    assert record.survives_8bit and "8-bit" not in record.status
+    record.prob_rescored = record.prob_explanation + max(0.02, 0.1 * record.prob_original) * 2
+    assert not record.survives_8bit and record.status.endswith("fails the 8-bit check")
+    assert record.metadata()["survives_8bit"] is False
+    assert "FAILED: the saved picture" in image_report("x.png", [record])
