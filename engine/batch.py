@@ -17,10 +17,9 @@ from .errors import FGVisError, ImageLoadError
 from .export import export_record, planned_paths, write_all_or_nothing
 from .fgvis import explain
 from .images import load_image
-from .models import ClassifierModel
+from .models import ClassifierModel, sha256_of
 from .record import ExplanationRecord
 from .report import index_report
-from .session import file_sha256
 from .types import FGVisConfig, StepState
 
 log = logging.getLogger(__name__)
@@ -132,7 +131,7 @@ def run_batch(
             for index, (path, item_stem, _, _) in enumerate(chunk):
                 record = ExplanationRecord.from_explanation(
                     result, index, model, image_name=path.name, image_path=str(path.resolve()),
-                    image_sha256=file_sha256(path),
+                    image_sha256=sha256_of(path),
                 )  # fmt: skip
                 export_record(record, out_dir, item_stem, model=model, colormap=colormap, overwrite=True,
                               extra={"app_version": app_version})  # fmt: skip

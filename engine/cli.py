@@ -22,9 +22,8 @@ import numpy as np
 from .batch import unique_stems
 from .errors import FGVisError
 from .export import ExportError, existing_files, export_record
-from .models import DEFAULT_MODEL, ClassifierModel, load_model
+from .models import DEFAULT_MODEL, ClassifierModel, load_model, sha256_of
 from .record import ExplanationRecord
-from .session import file_sha256
 from .types import GAMES, OPTIMIZERS, REFERENCES, Explanation, FGVisConfig, StepState
 
 EXIT_WRITE_ERROR = 1
@@ -244,7 +243,7 @@ def _interrupt_handler(stop: threading.Event):
 
 def _write_result(args, model: ClassifierModel, result: Explanation, index: int, path: Path, stem: str) -> None:
     record = ExplanationRecord.from_explanation(
-        result, index, model, image_name=path.name, image_path=str(path.resolve()), image_sha256=file_sha256(path)
+        result, index, model, image_name=path.name, image_path=str(path.resolve()), image_sha256=sha256_of(path)
     )
     files = export_record(record, args.out, f"{stem}_{result.game}", model=model, colormap=args.colormap,
                           overwrite=True, extra={"app_version": _version()})  # fmt: skip

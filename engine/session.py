@@ -4,7 +4,6 @@ reopens exactly what was seen without recomputing. Arrays are read with ``allow_
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import zipfile
@@ -15,6 +14,7 @@ import numpy as np
 
 from .errors import FGVisError
 from .export import write_all_or_nothing
+from .models import sha256_of
 from .record import ExplanationRecord
 
 FORMAT = "fgvis-session"
@@ -41,14 +41,6 @@ class Session:
     images: list[SessionImage]
     view: dict = field(default_factory=dict)
     app_version: str = ""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def session_bytes(session: Session) -> bytes:
@@ -121,6 +113,6 @@ def source_problem(image: SessionImage) -> str | None:
     path = Path(image.path)
     if not path.is_file():
         return f"{image.name}: not found at {path} (moved or deleted)"
-    if image.sha256 and file_sha256(path) != image.sha256:
+    if image.sha256 and sha256_of(path) != image.sha256:
         return f"{image.name}: {path} has changed since the session was saved (SHA-256 differs)"
     return None

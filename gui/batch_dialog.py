@@ -3,26 +3,22 @@ cancel, and the list of files that could not be explained. Same engine call as `
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDialog,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QListWidget,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
-    QWidget,
 )
 
 from engine import FGVisConfig
 
+from .path_field import PathField
 from .records import next_id
 
 
@@ -35,8 +31,8 @@ class BatchDialog(QDialog):
         self.worker, self.config, self.defense = worker, config, defense
         self.batch_id: int | None = None
         self.summary = None
-        self.input_dir = _FolderField(self, folder)
-        self.out_dir = _FolderField(self, folder)
+        self.input_dir = PathField(self, "Folder of images", folder)
+        self.out_dir = PathField(self, "Folder for the results", folder)
         self.targets = QComboBox()
         self.targets.setEditable(True)
         self.targets.addItems(["top1", "top3"])
@@ -155,25 +151,3 @@ class BatchDialog(QDialog):
         self.batch_id = None
         self.start_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
-
-
-class _FolderField(QWidget):
-    def __init__(self, dialog: QDialog, folder: str) -> None:
-        super().__init__(dialog)
-        self.folder = folder
-        self.edit = QLineEdit()
-        browse = QPushButton("Browse…")
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.edit, 1)
-        layout.addWidget(browse)
-        browse.clicked.connect(self._browse)
-
-    def _browse(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Choose a folder", self.edit.text() or self.folder)
-        if path:
-            self.edit.setText(path)
-
-    def path(self) -> Path | None:
-        text = self.edit.text().strip()
-        return Path(text) if text else None

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
-    QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
-    QLineEdit,
-    QPushButton,
     QRadioButton,
     QSpinBox,
     QVBoxLayout,
-    QWidget,
 )
 
 from engine import DEFAULT_MODEL
 
+from .path_field import PathField
 from .records import ModelSpec
 
 ARCHITECTURES = (
@@ -38,16 +32,15 @@ class ModelDialog(QDialog):
     def __init__(self, parent=None, folder: str = "") -> None:
         super().__init__(parent)
         self.setWindowTitle("Load model")
-        self.folder = folder
         self.torchvision = QRadioButton("Architecture + weights file (state_dict, loaded safely)")
         self.torchvision.setChecked(True)
         self.scripted = QRadioButton("TorchScript file (the defense cannot filter it)")
         self.architecture = QComboBox()
         self.architecture.setEditable(True)
         self.architecture.addItems(ARCHITECTURES)
-        self.weights = _FileField(self, "Weights file", WEIGHT_FILTER)
-        self.script = _FileField(self, "TorchScript file", "TorchScript (*.pt *.pth *.ts);;All files (*)")
-        self.labels = _FileField(self, "Class names (one per line)", "Text (*.txt);;All files (*)")
+        self.weights = PathField(self, "Weights file", folder, WEIGHT_FILTER)
+        self.script = PathField(self, "TorchScript file", folder, "TorchScript (*.pt *.pth *.ts);;All files (*)")
+        self.labels = PathField(self, "Class names (one per line)", folder, "Text (*.txt);;All files (*)")
         self.num_classes = QSpinBox()
         self.num_classes.setRange(0, 100000)
         self.num_classes.setSpecialValueText("from the labels, else 1000")
@@ -84,25 +77,3 @@ class ModelDialog(QDialog):
         if self.scripted.isChecked():
             return ModelSpec(torchscript=self.script.path(), num_classes=count, labels=labels)
         return ModelSpec(self.architecture.currentText().strip(), self.weights.path(), None, count, labels)
-
-
-class _FileField(QWidget):
-    def __init__(self, dialog: ModelDialog, title: str, file_filter: str) -> None:
-        super().__init__(dialog)
-        self.dialog, self.title, self.filter = dialog, title, file_filter
-        self.edit = QLineEdit()
-        browse = QPushButton("Browse…")
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.edit, 1)
-        layout.addWidget(browse)
-        browse.clicked.connect(self._browse)
-
-    def _browse(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, self.title, self.dialog.folder, self.filter)
-        if path:
-            self.edit.setText(path)
-
-    def path(self) -> Path | None:
-        text = self.edit.text().strip()
-        return Path(text) if text else None

@@ -24,7 +24,8 @@ import engine
 from engine import ClassifierModel, FGVisConfig, FGVisError, StepState
 from engine.batch import run_batch
 from engine.export import export_record
-from engine.session import file_sha256, load_session, source_problem
+from engine.models import sha256_of
+from engine.session import load_session, source_problem
 
 from . import __version__
 from .layers import to_argb32
@@ -239,7 +240,7 @@ class Worker(QObject):
             return
         pixels = np.array(image.convert("RGB"), dtype=np.uint8)
         record = ImageRecord(
-            task.image_id, task.path, task.path.name, pixels, display=to_argb32(pixels), sha256=file_sha256(task.path)
+            task.image_id, task.path, task.path.name, pixels, display=to_argb32(pixels), sha256=sha256_of(task.path)
         )
         self.image_loaded.emit(record)
 

@@ -110,9 +110,9 @@ def test_session_round_trip(record, photo, tmp_path):
 
 
 def test_moved_changed_corrupt_and_foreign_sessions(record, photo, tmp_path):
-    from engine.session import file_sha256
+    from engine.models import sha256_of
 
-    image = SessionImage(photo.name, str(photo), file_sha256(photo), "", [record])
+    image = SessionImage(photo.name, str(photo), sha256_of(photo), "", [record])
     assert source_problem(image) is None
     photo.write_bytes(photo.read_bytes() + b"\0")
     assert "changed" in source_problem(image)
