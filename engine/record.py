@@ -110,17 +110,21 @@ class ExplanationRecord:
         input_rgb = np.clip(np.round(pixels), 0, 255).astype(np.uint8)
         deletion = np.clip(np.round((1.0 - mask.transpose(1, 2, 0)) * pixels), 0, 255).astype(np.uint8)
         geometry = result.geometries[index] if index < len(result.geometries) else None
-        probs = model.probabilities(torch.cat([result.input[index : index + 1], result.explanation[index : index + 1]]))
         top1 = int(result.top1_explanation[index])
         explanation_rgb = result.explanation_image(index).copy()
+        # One forward pass ranks the classes on x and e and re-scores e as an 8-bit picture.
+        probs = model.probabilities(torch.cat([
+            result.input[index : index + 1], result.explanation[index : index + 1], _as_input(model, explanation_rgb),
+        ]))  # fmt: skip
+        target = int(result.target[index])
         return cls(
             image_name=image_name, image_path=image_path, image_sha256=image_sha256,
             model_name=model.name, weights_sha256=model.weights_sha256,
-            target=int(result.target[index]), target_label=result.target_labels[index],
+            target=target, target_label=result.target_labels[index],
             game=result.game, defense=result.defense, config=result.config,
             mask=mask, evidence=result.evidence_map(index).copy(),
             explanation_rgb=explanation_rgb, deletion_rgb=deletion, input_rgb=input_rgb,
-            prob_rescored=score_pixels(model, explanation_rgb, int(result.target[index])),
+            prob_rescored=float(probs[2, target]),
             crop_box=tuple(geometry.crop_box) if geometry is not None else None,
             prob_original=float(result.prob_original[index]),
             prob_explanation=float(result.prob_explanation[index]),
@@ -206,8 +210,13 @@ class ExplanationRecord:
 def score_pixels(model: ClassifierModel, pixels: np.ndarray, target: int) -> float:
     """Target probability on an 8-bit picture at the model's input size, ``(h, w, 3)`` uint8: the test
     that the explanation works as an ordinary image file (PNG is lossless, so this is its score)."""
+    return float(model.probabilities(_as_input(model, pixels))[0, target])
+
+
+def _as_input(model: ClassifierModel, pixels: np.ndarray) -> torch.Tensor:
+    """``(h, w, 3)`` uint8 at the model's input size -> its input tensor ``(1, 3, h, w)``."""
     tensor = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)
-    return float(model.probabilities(model.preprocessing.normalize(tensor))[0, target])
+    return model.preprocessing.normalize(tensor)
 
 
 def _top5(probs: torch.Tensor, model: ClassifierModel) -> list[tuple[int, str, float]]:
