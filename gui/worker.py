@@ -131,7 +131,6 @@ class Worker(QObject):
         super().__init__()
         self._model = model
         self._generation = 0 if model is not None else -1
-        self._device = "cpu"
         self._lock = threading.Lock()
         self._light: collections.deque = collections.deque()
         self._heavy: collections.deque = collections.deque()
@@ -204,33 +203,22 @@ class Worker(QObject):
             self._do(task)
 
     def _do(self, task) -> None:
-        handlers = {
-            _LoadImage: self._load_image,
-            _Predict: self._predict,
-            _LoadModel: self._load_model,
-            _SetDevice: self._set_device,
-            _RunJob: self._run_job,
-            _Export: self._export,
-            _Batch: self._batch,
-            _OpenSession: self._open_session,
-        }
+        handler, report_failure = {
+            _LoadImage: (self._load_image, lambda message: self.image_failed.emit(str(task.path), message)),
+            _Predict: (self._predict, None),
+            _LoadModel: (self._load_model, self.model_failed.emit),
+            _SetDevice: (self._set_device, self.model_failed.emit),
+            _RunJob: (self._run_job, lambda message: self.job_failed.emit(task.job.id, message)),
+            _Export: (self._export, self.export_failed.emit),
+            _Batch: (self._batch, lambda message: self.batch_failed.emit(task.batch_id, message)),
+            _OpenSession: (self._open_session, self.session_failed.emit),
+        }[type(task)]
         try:
-            handlers[type(task)](task)
+            handler(task)
         except Exception:  # a bug, not bad input: keep the thread alive and tell the user
             log.exception("worker task %r failed", task)
-            message = f"Internal error while handling {type(task).__name__.lstrip('_')}: see the log file."
-            if isinstance(task, _RunJob):
-                self.job_failed.emit(task.job.id, message)
-            elif isinstance(task, _LoadImage):
-                self.image_failed.emit(str(task.path), message)
-            elif isinstance(task, (_LoadModel, _SetDevice)):
-                self.model_failed.emit(message)
-            elif isinstance(task, _Export):
-                self.export_failed.emit(message)
-            elif isinstance(task, _Batch):
-                self.batch_failed.emit(task.batch_id, message)
-            elif isinstance(task, _OpenSession):
-                self.session_failed.emit(message)
+            if report_failure is not None:
+                report_failure(f"Internal error while handling {type(task).__name__.lstrip('_')}: see the log file.")
 
     def _load_image(self, task: _LoadImage) -> None:
         try:
@@ -263,20 +251,17 @@ class Worker(QObject):
             self.model_failed.emit(str(exc))
             return
         self._model = model
-        self._device = task.device
         self._generation += 1
         self.model_loaded.emit(self._info())
 
     def _set_device(self, task: _SetDevice) -> None:
-        if self._model is None:
-            self._device = task.device
+        if self._model is None:  # the model loaded next is placed by its own request
             return
         try:
             self._model.module.to(_checked_device(task.device))
         except FGVisError as exc:
             self.model_failed.emit(str(exc))
             return
-        self._device = task.device
         self.model_loaded.emit(self._info())
 
     def _info(self) -> ModelInfo:
