@@ -6,42 +6,47 @@ Typical use::
     model = engine.load_model()                       # EfficientNet-Lite0, ImageNet, offline
     result = engine.explain(model, "photo.jpg", game="preserve")
     result.prob_original, result.prob_explanation     # the explanation, tested on the model
+
+The names below are imported on first use (PEP 562), so ``import engine`` -- or a light submodule such
+as ``engine.resources`` -- does not import torch: the desktop app shows its window first.
 """
 
-from .errors import (
-    ConfigError,
-    DefenseError,
-    DeviceError,
-    FGVisError,
-    ImageLoadError,
-    ModelLoadError,
-    TargetError,
-)
-from .fgvis import explain
-from .images import load_image
-from .models import DEFAULT_MODEL, ClassifierModel, Prediction, load_model
-from .preprocess import Geometry, Preprocessing
-from .resources import sample_images
-from .types import Explanation, FGVisConfig, StepState
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "ClassifierModel",
-    "ConfigError",
-    "DefenseError",
-    "DeviceError",
-    "Explanation",
-    "FGVisConfig",
-    "FGVisError",
-    "Geometry",
-    "ImageLoadError",
-    "ModelLoadError",
-    "Prediction",
-    "Preprocessing",
-    "StepState",
-    "TargetError",
-    "explain",
-    "load_image",
-    "load_model",
-    "sample_images",
-]
+import importlib
+
+_EXPORTS = {
+    "ConfigError": ".errors",
+    "DefenseError": ".errors",
+    "DeviceError": ".errors",
+    "FGVisError": ".errors",
+    "ImageLoadError": ".errors",
+    "ModelLoadError": ".errors",
+    "TargetError": ".errors",
+    "explain": ".fgvis",
+    "load_image": ".images",
+    "DEFAULT_MODEL": ".models",
+    "ClassifierModel": ".models",
+    "Prediction": ".models",
+    "load_model": ".models",
+    "Geometry": ".preprocess",
+    "Preprocessing": ".preprocess",
+    "sample_images": ".resources",
+    "Explanation": ".types",
+    "FGVisConfig": ".types",
+    "StepState": ".types",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -19,6 +19,9 @@ from .settings import APP_NAME, log_path, open_settings
 
 log = logging.getLogger(__name__)
 
+#: When this module was imported: before Qt and long before torch (startup times are measured from here).
+STARTED = time.perf_counter()
+STARTED_EPOCH = time.time()
 SELF_TEST_STEPS = 20
 SELF_TEST_TIMEOUT_S = 600.0
 
@@ -29,16 +32,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fgvis-studio {__version__}")
         return 0
     log_file = _setup_logging()
+    if getattr(sys, "frozen", False):
+        _redirect_output(log_file)
     from PySide6.QtWidgets import QApplication
-
-    from .main_window import MainWindow
 
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setApplicationName(APP_NAME)
     app.setApplicationVersion(__version__)
+    icon = _app_icon()
+    if icon is not None:
+        app.setWindowIcon(icon)
+    splash = _show_splash(app)
+    startup = {"splash_shown_s": time.perf_counter() - STARTED}
+    from .main_window import MainWindow  # imports torch: the slow part of starting, behind the splash
+
     window = MainWindow(open_settings(args.settings), log_file=log_file)
     sys.excepthook = _exception_hook(window, log_file)
     window.show()
+    splash.finish(window)
+    startup.update(window_shown_s=time.perf_counter() - STARTED, window_shown_at=time.time(),
+                   started_at=STARTED_EPOCH)  # fmt: skip
+    window.startup_times = startup
+    log.info("splash after %.2f s, main window after %.2f s", startup["splash_shown_s"], startup["window_shown_s"])
     if args.self_test:
         return run_self_test(window, args.self_test)
     if args.images:
@@ -59,6 +74,40 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _app_icon():
+    from PySide6.QtGui import QIcon
+
+    from engine.resources import resource_path
+
+    path = resource_path("icons", "fgvis-studio.png")
+    return QIcon(str(path)) if path.is_file() else None
+
+
+def _show_splash(app):
+    """A window on screen within a second of launch, while torch and the model load."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QColor, QFont, QPainter, QPixmap
+    from PySide6.QtWidgets import QSplashScreen
+
+    pixmap = QPixmap(460, 200)
+    pixmap.fill(QColor(28, 30, 40))
+    painter = QPainter(pixmap)
+    icon = app.windowIcon()
+    if not icon.isNull():
+        painter.drawPixmap(24, 36, icon.pixmap(128, 128))
+    painter.setPen(QColor(240, 240, 240))
+    painter.setFont(QFont(painter.font().family(), 20, QFont.Weight.Bold))
+    painter.drawText(170, 90, APP_NAME)
+    painter.setFont(QFont(painter.font().family(), 10))
+    painter.drawText(170, 120, f"version {__version__}")
+    painter.drawText(170, 150, "Loading PyTorch and the model…")
+    painter.end()
+    splash = QSplashScreen(pixmap, Qt.WindowType.WindowStaysOnTopHint)
+    splash.show()
+    app.processEvents()
+    return splash
+
+
 def _setup_logging() -> Path:
     path = log_path()
     root = logging.getLogger()
@@ -75,6 +124,15 @@ def _setup_logging() -> Path:
     root.addHandler(handler)
     log.info("FGVis Studio %s starting", __version__)
     return path
+
+
+def _redirect_output(log_file: Path) -> None:
+    """A packaged app has no terminal to print to (on Windows none at all): stdout and stderr go to the log."""
+    try:
+        stream = open(log_file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 -- open for the app's lifetime
+    except OSError:
+        return
+    sys.stdout = sys.stderr = stream
 
 
 def _exception_hook(window, log_file: Path) -> Callable:
@@ -141,6 +199,7 @@ def run_self_test(window, outdir: Path, steps: int = SELF_TEST_STEPS) -> int:
             job_time_s=result.wall_time_s,
             elapsed_s=time.perf_counter() - started,
             event_loop_max_stall_ms=window.stall_monitor.max_stall_ms,
+            **getattr(window, "startup_times", {}),
             screenshot=str(screenshot),
         )
     except Exception as exc:  # the self-test reports every failure as a message and an exit code

@@ -20,3 +20,10 @@ def test_gui_package_is_importable():
     import gui
 
     assert gui.__doc__
+
+
+def test_the_app_can_show_a_window_before_torch_is_imported():
+    """gui.app (splash, logging, settings) and the light engine modules must not pull torch in."""
+    code = "import sys, gui.app, engine, engine.resources, engine.errors\nprint('torch' in sys.modules)\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stdout + done.stderr
