@@ -165,7 +165,7 @@ def run_self_test(window, outdir: Path, steps: int = SELF_TEST_STEPS) -> int:
         sample = samples.get("coffee") or next(iter(samples.values()))
         window.resize(1400, 900)
         window.open_paths([sample])
-        if not _wait(lambda: failures or (window.current and window.model_info and window.current.predictions)):
+        if not wait_until(lambda: failures or (window.current and window.model_info and window.current.predictions)):
             raise RuntimeError("the image or the model did not load in time")
         _raise_on(failures)
         window.method.reset()
@@ -176,7 +176,7 @@ def run_self_test(window, outdir: Path, steps: int = SELF_TEST_STEPS) -> int:
         jobs = window.run_jobs()
         if not jobs:
             raise RuntimeError("the job could not be queued")
-        if not _wait(lambda: failures or results):
+        if not wait_until(lambda: failures or results):
             raise RuntimeError("the job did not finish in time")
         _raise_on(failures)
         result = results[0]
@@ -218,7 +218,7 @@ def run_self_test(window, outdir: Path, steps: int = SELF_TEST_STEPS) -> int:
     return 0
 
 
-def _wait(condition: Callable[[], object], timeout_s: float = SELF_TEST_TIMEOUT_S) -> bool:
+def wait_until(condition: Callable[[], object], timeout_s: float = SELF_TEST_TIMEOUT_S) -> bool:
     """Run the event loop until ``condition()`` is true, checking it every 50 ms.
 
     A real ``QEventLoop.exec()`` sleeps between events; spinning ``processEvents()`` instead would hold
