@@ -5,11 +5,8 @@ like ``e`` did."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +15,7 @@ from PIL import Image
 from .colormaps import apply_colormap
 from .errors import FGVisError
 from .models import ClassifierModel
-from .output import FILE_MODE
+from .output import npy_bytes, png_bytes, write_atomic
 from .record import ExplanationRecord, score_pixels
 
 #: File name suffixes of one export, by kind (``STEM + suffix``).
@@ -86,13 +83,13 @@ def export_record(
         overlay = compose_overlay(record.input_rgb, record.evidence, colormap, value_range)
     mean_mask = record.mask.mean(axis=0).astype(np.float32)
     contents = {
-        "mask": _npy(record.mask.astype(np.float32)),
-        "mask_mean": _npy(mean_mask),
-        "mask_png8": _png(np.round(mean_mask * 255).astype(np.uint8)),
-        "mask_png16": _png16(np.round(mean_mask * 65535).astype(np.uint16)),
-        "evidence": _png(heat),
-        "overlay": _png(overlay),
-        "explanation": _png(record.explanation_rgb),
+        "mask": npy_bytes(record.mask.astype(np.float32)),
+        "mask_mean": npy_bytes(mean_mask),
+        "mask_png8": png_bytes(np.round(mean_mask * 255).astype(np.uint8)),
+        "mask_png16": png_bytes(np.round(mean_mask * 65535).astype("<u2")),
+        "evidence": png_bytes(heat),
+        "overlay": png_bytes(overlay),
+        "explanation": png_bytes(record.explanation_rgb),
     }
     if model is not None:
         record.prob_rescored = rescore_png(model, contents["explanation"], record.target)
@@ -129,44 +126,9 @@ def rescore_png(model: ClassifierModel, png: bytes | Path, target: int) -> float
 
 
 def write_all_or_nothing(files: dict[Path, bytes]) -> None:
-    """Write several files so that either all of them end up complete or none of them changes.
-
-    Everything goes to temporary files beside the targets first (this is where a full or read-only disk
-    fails); only then are they renamed into place."""
-    temporaries: dict[Path, str] = {}
+    """:func:`engine.output.write_atomic` with a clear :class:`ExportError`: all files or none of them."""
     try:
-        for path, data in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            temporaries[path] = temporary
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(data)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.chmod(temporary, FILE_MODE)
-        for path, temporary in temporaries.items():
-            os.replace(temporary, path)
+        write_atomic(files)
     except OSError as exc:
-        for temporary in temporaries.values():
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
         where = Path(next(iter(files))).parent if files else "?"
         raise ExportError(f"cannot write to {where}: {exc.strerror or exc}") from exc
-
-
-def _png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _png16(values: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(values.astype("<u2"))).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()

@@ -1,10 +1,10 @@
-"""Writing result files safely: atomic replace, so a crash or a full disk never leaves half a file."""
+"""Writing result files safely, and encoding them: several files land together or not at all, so a
+crash or a full disk never leaves half a result behind."""
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -23,35 +23,39 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def write_atomic(files: dict[Path, bytes]) -> None:
+    """Write several files so that either all of them end up complete or none of them changes.
+
+    Everything goes to temporary files beside the targets first (this is where a full or read-only disk
+    fails); only then are they renamed into place. Raises ``OSError``; no temporary file is left."""
+    temporaries: dict[Path, str] = {}
     try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, FILE_MODE)
-        os.replace(temporary, path)
+        for path, data in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            temporaries[path] = temporary
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.chmod(temporary, FILE_MODE)
+        for path, temporary in temporaries.items():
+            os.replace(temporary, path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
+        for temporary in temporaries.values():
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
         raise
 
 
-def write_png(path: Path, pixels: np.ndarray) -> None:
-    """Save ``uint8`` ``(H, W, 3)`` RGB or ``(H, W)`` grey pixels as a lossless PNG."""
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """Lossless PNG of ``uint8`` ``(H, W, 3)`` RGB, ``(H, W)`` grey or ``uint16`` ``(H, W)`` grey pixels."""
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG")
-    write_bytes_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
-def write_npy(path: Path, array: np.ndarray) -> None:
+def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
-    write_bytes_atomic(path, buffer.getvalue())
-
-
-def write_json(path: Path, data: dict) -> None:
-    write_bytes_atomic(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    return buffer.getvalue()

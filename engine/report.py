@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import io
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,6 +15,7 @@ from PIL import Image, ImageDraw
 
 from .colormaps import lookup_table
 from .export import compose_overlay
+from .output import png_bytes
 from .record import ExplanationRecord
 
 PICTURE_SIZE = 224
@@ -171,9 +171,7 @@ def colour_bar(colormap: str, size: tuple[int, int] = (PICTURE_SIZE, 30)) -> np.
 
 
 def png_data_uri(pixels: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(png_bytes(pixels)).decode("ascii")
 
 
 def _img(pixels: np.ndarray, alt: str, width: int = PICTURE_SIZE) -> str:

@@ -156,3 +156,12 @@ def test_batch_dialog_runs_through_the_worker(window, qtbot, tmp_path, photo):
     assert any("could not explain b.jpg" in dialog.log.item(i).text() for i in range(dialog.log.count()))
     assert planned_paths(tmp_path / "out", "a_0_preserve")["summary"].parent.is_dir()
     assert (tmp_path / "out" / "index.html").is_file()
+
+
+def test_a_report_that_cannot_be_written_leaves_nothing(with_results, qtbot, tmp_path):
+    window = with_results
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with qtbot.waitSignal(window.error_shown, timeout=30_000) as shown:
+        assert window.export_report(blocker / "report.pdf") is None
+    assert shown.args[0] == "Report not written" and "cannot write" in shown.args[1]
