@@ -20,7 +20,7 @@ use. TorchScript models run their operations outside Python and cannot be filter
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -96,6 +96,7 @@ class ActivationFilter(TorchFunctionMode):
         self._phase = "off"
         self._call = 0
         self._allowed: list[torch.Tensor] = []
+        self._buffers: dict[tuple[int, str], torch.Tensor] = {}
 
     @property
     def num_activations(self) -> int:
@@ -106,6 +107,21 @@ class ActivationFilter(TorchFunctionMode):
     def activation_names(self) -> list[str]:
         """Function name of each activation call, in call order."""
         return [bounds.name for bounds in self._bounds]
+
+    @property
+    def settings(self) -> tuple[float, float, bool]:
+        """``(rtol, atol, enabled)``: what the recorded bounds depend on besides the model and image."""
+        return self.rtol, self.atol, self.enabled
+
+    @property
+    def recorded(self) -> tuple[_Bounds, ...]:
+        """The bounds of the last :meth:`recording` (immutable tensors; see :meth:`restore`)."""
+        return tuple(self._bounds)
+
+    def restore(self, bounds: Sequence[_Bounds]) -> None:
+        """Use bounds recorded earlier (by a filter with the same :attr:`settings`, on the same model
+        and image) instead of a new :meth:`recording`."""
+        self._bounds = list(bounds)
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[None]:
@@ -146,14 +162,14 @@ class ActivationFilter(TorchFunctionMode):
             return torch.zeros(0)
         passed = torch.stack([_count_per_item(a) for a in self._allowed]).sum(0)
         units = sum(a[0].numel() for a in self._allowed)
-        return 1.0 - passed.double() / units
+        return 1.0 - passed / units
 
     def layer_blocked_fractions(self) -> torch.Tensor:
         """Per activation call and batch item, the blocked fraction of the last filtered pass:
         shape ``(num_activations, N)``."""
         if not self._allowed:
             return torch.zeros(0, 0)
-        return torch.stack([1.0 - _count_per_item(a).double() / a[0].numel() for a in self._allowed])
+        return torch.stack([1.0 - _count_per_item(a) / a[0].numel() for a in self._allowed])
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -194,18 +210,31 @@ class ActivationFilter(TorchFunctionMode):
         if not output.requires_grad:
             # Inside a custom autograd Function or under no_grad: no gradient flows through it here.
             return
-        # Evaluate now: later in-place ops may change ``output``; the hook needs the value as produced.
+        # Evaluate now (later in-place ops may change ``output``), into a float buffer of the activation's
+        # dtype that is reused every step: on the CPU, ``grad * bool_tensor`` takes a type-promotion path
+        # ~30x slower than a float multiply, and ``le`` into a preallocated float tensor is ~4x faster than
+        # producing a new bool tensor (docs/BENCHMARKS.md).
+        allowed = self._buffer((index, "allowed"), output)
         value = output.detach()
-        allowed = value <= bounds.upper
+        torch.le(value, bounds.upper, out=allowed)
         if bounds.lower is not None:
-            allowed &= value >= bounds.lower
+            allowed.mul_(torch.ge(value, bounds.lower, out=self._buffer((index, "lower"), output)))
         self._allowed.append(allowed)
         output.register_hook(_GradientMask(allowed))
 
+    def _buffer(self, key: tuple[int, str], output: torch.Tensor) -> torch.Tensor:
+        """A buffer reused every step (``key``: activation call and purpose), shaped and typed like
+        ``output``."""
+        buffer = self._buffers.get(key)
+        like = (output.shape, output.dtype, output.device)
+        if buffer is None or (buffer.shape, buffer.dtype, buffer.device) != like:
+            buffer = self._buffers[key] = torch.empty(output.shape, dtype=output.dtype, device=output.device)
+        return buffer
+
 
 class _GradientMask:
-    """Tensor hook: multiply the incoming gradient by ``1[bl <= h(e) <= bu]`` (a bool tensor; measured
-    twice as fast as ``masked_fill``)."""
+    """Tensor hook: multiply the incoming gradient by ``1[bl <= h(e) <= bu]`` (0/1 in the gradient's
+    dtype)."""
 
     __slots__ = ("allowed",)
 
@@ -217,9 +246,9 @@ class _GradientMask:
 
 
 def _count_per_item(flags: torch.Tensor) -> torch.Tensor:
-    """Number of ``True`` per batch item of a bool tensor ``(N, ...)`` -> int32 ``(N,)``. Summing the
-    bytes as uint8 with an int32 accumulator is about 5x faster than summing the bools; reducing over
-    the trailing dims (instead of reshaping) avoids a copy of channels-last activations."""
+    """Number of ones per batch item of a 0/1 float tensor ``(N, ...)`` -> float64 ``(N,)``. Summed in the
+    tensor's own dtype (exact for float32 up to 2**24 units per item; ``dtype=float64`` would first copy
+    the whole tensor), reducing over the trailing dims to avoid a copy of channels-last activations."""
     if flags.dim() == 1:
-        return flags.to(torch.int32)
-    return flags.view(torch.uint8).sum(tuple(range(1, flags.dim())), dtype=torch.int32)
+        return flags.double()
+    return flags.sum(tuple(range(1, flags.dim()))).double()
