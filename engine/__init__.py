@@ -24,6 +24,7 @@ _EXPORTS = {
     "ModelLoadError": ".errors",
     "TargetError": ".errors",
     "explain": ".fgvis",
+    "ReferenceCache": ".fgvis",
     "load_image": ".images",
     "DEFAULT_MODEL": ".models",
     "ClassifierModel": ".models",

@@ -48,6 +48,7 @@ class BatchSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason)
     cancelled: bool = False
     index_files: dict[str, Path] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # e.g. a batch split after CUDA ran out of memory
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -128,6 +129,7 @@ def run_batch(
                     summary.failures.append((path.name, str(exc)))
                     report(item_stem, f"failed: {exc}")
                 continue
+            summary.warnings.extend(result.warnings)
             for index, (path, item_stem, _, _) in enumerate(chunk):
                 record = ExplanationRecord.from_explanation(
                     result, index, model, image_name=path.name, image_path=str(path.resolve()),

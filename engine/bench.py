@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import resource
 import statistics
@@ -150,3 +151,93 @@ def _settings_text(config: FGVisConfig) -> str:
 
 if __name__ == "__main__":
     print(run_speed_benchmark())
+
+
+#: Patience values the early-stopping benchmark replays on the full runs' histories.
+PATIENCE_CANDIDATES = (10, 20, 30, 40, 60)
+
+
+def run_early_stopping_benchmark(config: FGVisConfig | None = None, device: str = "auto") -> str:
+    """Early stopping against the fixed budget, per bundled photo (one photo per run, so each has its own
+    step count), both games with the defense on.
+
+    The full run has ``patience=0`` (all ``config.steps`` steps); the early run uses ``config`` as is.
+    Quality criteria (issue "Fast explanations"): preservation keeps the target probability within 0.05
+    of the full run's, deletion ends no more than 0.01 above it. A second table replays other patience
+    values on the full runs' histories: the best mask that met the goal by the step where that patience
+    would have stopped (exact on the CPU, where the loop is deterministic).
+    """
+    model = load_model()
+    config = config or FGVisConfig()
+    if config.device is None:
+        config = replace(config, device=device)
+    full_config = replace(config, patience=0, stop_when_deleted=False)
+    photos = sample_images()
+    rows, replays = [], []
+    for game in ("preserve", "delete"):
+        for photo in photos:
+            full = explain(model, str(photo), game=game, config=full_config)
+            early = explain(model, str(photo), game=game, config=config)
+            rows.append((game, photo.stem, full, early))
+            replays.append((game, [_replay(full, patience, config.tolerance) for patience in PATIENCE_CANDIDATES]))
+    lines = [
+        f"Default model ({model.name}), one bundled photo per run, defense on, torch {torch.__version__}, "
+        f"device {full.device}. Settings: {_settings_text(config)}; budget {config.steps} steps.",
+        "",
+        "| game | photo | steps full | steps early | p(e) full | p(e) early | mask mean full | mask mean early "
+        "| same quality |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for game, stem, full, early in rows:
+        p_full, p_early = float(full.prob_explanation[0]), float(early.prob_explanation[0])
+        lines.append(
+            f"| {game} | {stem} | {full.steps} | {early.steps} | {p_full:.3f} | {p_early:.3f} | "
+            f"{float(full.mask.mean()):.3f} | {float(early.mask.mean()):.3f} | "
+            f"{'yes' if _same_quality(game, p_full, p_early) else 'no'} |"
+        )
+    for game in ("preserve", "delete"):
+        steps = [early.steps for g, _, _, early in rows if g == game]
+        lines.append(f"\nMedian steps, {game}: {statistics.median(steps):.0f} of {config.steps}.")
+    lines += [
+        "",
+        "Replayed on the full runs: median steps / items of the same quality / mean mask mean.",
+        "",
+        "| game | " + " | ".join(f"patience {p}" for p in PATIENCE_CANDIDATES) + " |",
+        "|---|" + "---:|" * len(PATIENCE_CANDIDATES),
+    ]
+    for game in ("preserve", "delete"):
+        per_patience = list(zip(*[r for g, r in replays if g == game], strict=True))
+        cells = []
+        for outcomes in per_patience:
+            median = statistics.median(o[0] for o in outcomes)
+            same = sum(o[1] for o in outcomes)
+            size = statistics.mean(o[2] for o in outcomes)
+            cells.append(f"{median:.0f} / {same} of {len(outcomes)} / {size:.3f}")
+        lines.append(f"| {game} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _same_quality(game: str, p_full: float, p_early: float) -> bool:
+    if game == "preserve":
+        return abs(p_early - p_full) <= 0.05
+    return p_early <= p_full + 0.01
+
+
+def _replay(full, patience: int, tolerance: float) -> tuple[int, bool, float]:
+    """Where automatic-lambda early stopping with ``patience`` would have stopped the (single-item) run
+    ``full``: ``(steps, same quality as the full run, mask mean)``."""
+    sense = 1.0 if full.game == "preserve" else -1.0
+    best_value, best_prob, best_size, last_improved = math.inf, None, None, 0
+    stopped = len(full.history)
+    for state in full.history:
+        value = sense * float(state.mask_mean[0])
+        if bool(state.goal_met[0]) and value < best_value:
+            if value < best_value - tolerance:
+                last_improved = state.step
+            best_value, best_prob, best_size = value, float(state.target_prob[0]), float(state.mask_mean[0])
+        if best_prob is not None and state.step >= patience and state.step - last_improved >= patience:
+            stopped = state.step
+            break
+    if best_prob is None:
+        return stopped, False, float(full.mask.mean())
+    return stopped, _same_quality(full.game, float(full.prob_explanation[0]), best_prob), best_size

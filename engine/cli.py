@@ -92,6 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     games.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
     games.add_argument("--device", default="auto")
     games.set_defaults(handler=_bench_defaults)
+    early = bench_commands.add_parser("early-stop", help="early stopping vs the fixed step budget, per bundled photo")
+    early.add_argument("--steps", type=int, default=defaults.steps)
+    early.add_argument("--patience", type=int, default=defaults.patience)
+    early.add_argument("--device", default="auto")
+    early.set_defaults(handler=_bench_early_stop)
     return parser
 
 
@@ -216,6 +221,8 @@ def _batch(args) -> int:
           f"index: {summary.index_files.get('html')}")  # fmt: skip
     for name, reason in summary.failures:
         print(f"  could not explain {name}: {reason}", file=sys.stderr)
+    for warning in summary.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if summary.cancelled:
         print("interrupted: finished items are kept; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -283,6 +290,8 @@ class _Progress:
         if self.interactive:
             print(file=sys.stderr)
         print(f"{self.title}: {result.steps} steps in {result.wall_time_s:.1f} s", file=sys.stderr)
+        for warning in result.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
 
 
 def _bench_speed(args) -> int:
@@ -297,6 +306,13 @@ def _bench_defaults(args) -> int:
 
     config = FGVisConfig(steps=args.steps, lr=args.lr, lambda_init=args.lambda_init, optimizer=args.optimizer)
     print(run_defaults_benchmark(config, device=args.device))
+    return 0
+
+
+def _bench_early_stop(args) -> int:
+    from .bench import run_early_stopping_benchmark
+
+    print(run_early_stopping_benchmark(FGVisConfig(steps=args.steps, patience=args.patience), device=args.device))
     return 0
 
 

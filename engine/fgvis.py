@@ -15,10 +15,13 @@ the goal is returned. All items of a batch are optimised together in one batched
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +52,7 @@ def explain(
     config: FGVisConfig | None = None,
     on_step: Callable[[StepState], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    cache: ReferenceCache | None = None,
 ) -> Explanation:
     """Explain the model's decision for ``target`` on ``image`` with FGVis.
 
@@ -75,6 +79,12 @@ def explain(
     should_stop
         Polled before every step; returning ``True`` ends the run and returns the best mask so far,
         marked ``cancelled``.
+    cache
+        Keeps the reference forward pass (the defense's bounds and the logits on ``x``) and the reference
+        image ``r`` between calls on the same image, model and device (the GUI's worker holds one).
+
+    If CUDA runs out of memory, the batch is split in halves and run part by part (recursively), and the
+    result says so in ``warnings``; a single image that does not fit raises :class:`DeviceError`.
 
     Returns
     -------
@@ -87,41 +97,138 @@ def explain(
     classifier = _as_classifier(model, image)
     inputs, geometries, originals = _prepare_inputs(classifier, image)
     device = _resolve_device(config.device, classifier)
-    started = time.perf_counter()
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(config.seed)
-            return _run(
-                classifier, inputs, geometries, originals, target, game, defense, config, device,
-                on_step, should_stop, started,
-            )  # fmt: skip
-    except torch.cuda.OutOfMemoryError as exc:
-        raise DeviceError(
-            f"{device} ran out of memory explaining {inputs.shape[0]} image(s) of "
-            f"{inputs.shape[2]}x{inputs.shape[3]}: use fewer images at once or the CPU"
-        ) from exc
-    finally:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    run = _Run(classifier, game, defense, config, device, on_step, should_stop, cache)
+    return run.explain_splitting(inputs, geometries, originals, target)
+
+
+class _Run:
+    """One :func:`explain` call: runs the batch and, if CUDA runs out of memory, halves it until the
+    parts fit (each part is run in turn; the merged result carries a warning saying so)."""
+
+    def __init__(self, classifier, game, defense, config, device, on_step, should_stop, cache) -> None:
+        self.classifier = classifier
+        self.game = game
+        self.defense = defense
+        self.config = config
+        self.device = device
+        self.on_step = on_step
+        self.should_stop = should_stop
+        self.cache = cache
+
+    def explain_splitting(self, inputs, geometries, originals, target) -> Explanation:
+        started = time.perf_counter()
+        count = max(inputs.shape[0], _target_count(target))
+        try:
+            return self._explain_once(inputs, geometries, originals, target, started)
+        except torch.cuda.OutOfMemoryError:
+            if count < 2:
+                raise DeviceError(
+                    f"{self.device} ran out of memory explaining one image of {inputs.shape[2]}x{inputs.shape[3]} "
+                    "even on its own: free GPU memory (close other programs) or use the CPU"
+                ) from None
+            # Leaving the except block drops the traceback and with it the failed attempt's tensors.
+        torch.cuda.empty_cache()
+        half = count // 2
+        log.warning("%s ran out of memory on a batch of %d: splitting it into %d + %d", self.device, count, half,
+                    count - half)  # fmt: skip
+        parts = []
+        for low, high in ((0, half), (half, count)):
+            if inputs.shape[0] == count:
+                part = (inputs[low:high], geometries[low:high], originals[low:high])
+            else:  # one image, several targets
+                part = (inputs, geometries, originals)
+            parts.append(self.explain_splitting(*part, _slice_target(target, count, low, high)))
+        merged = merge_explanations(parts)
+        merged.wall_time_s = time.perf_counter() - started
+        merged.warnings.insert(
+            0,
+            f"{self.device} ran out of memory on a batch of {count}: it was run as "
+            f"{len(parts)} smaller batches ({half} + {count - half}), one after the other",
+        )
+        return merged
+
+    def _explain_once(self, inputs, geometries, originals, target, started) -> Explanation:
+        device = self.device
+        try:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(self.config.seed)
+                return _run(
+                    self.classifier, inputs, geometries, originals, target, self.game, self.defense, self.config,
+                    device, self.on_step, self.should_stop, started, self.cache,
+                )  # fmt: skip
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
+def _target_count(target: Target) -> int:
+    """How many targets a per-item target list names (1 for a single target or ``None``)."""
+    if isinstance(target, torch.Tensor):
+        return target.numel()
+    if target is None or isinstance(target, int | str):
+        return 1
+    return len(list(target))
+
+
+def _slice_target(target: Target, count: int, low: int, high: int) -> Target:
+    """The targets of items ``low:high`` of a batch of ``count``."""
+    if target is None or isinstance(target, int | str):
+        return target
+    items = target.flatten().tolist() if isinstance(target, torch.Tensor) else list(target)
+    return items[low:high] if len(items) == count else target
+
+
+def merge_explanations(parts: Sequence[Explanation]) -> Explanation:
+    """Concatenate explanations of consecutive parts of one batch (same game, model and settings).
+
+    Parts that stopped earlier than the longest repeat their last :class:`StepState` in the merged
+    history, so every step has a value for every item."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    steps = max(part.steps for part in parts)
+    history = []
+    for index in range(steps):
+        states = [part.history[min(index, len(part.history) - 1)] for part in parts if part.history]
+        history.append(StepState(
+            step=index + 1, total=first.config.steps,
+            **{key: np.concatenate([getattr(state, key) for state in states])
+               for key in ("loss", "target_prob", "mask_mean", "lambda_", "blocked_fraction", "goal_met")},
+        ))  # fmt: skip
+
+    def cat(name: str) -> torch.Tensor:
+        return torch.cat([getattr(part, name) for part in parts])
+
+    def joined(name: str) -> list:
+        return [item for part in parts for item in getattr(part, name)]
+
+    tensors = ("mask", "explanation", "input", "reference", "target", "prob_original", "prob_explanation",
+               "top1_original", "top1_explanation", "lambda_", "goal_met")  # fmt: skip
+    return replace(
+        first, **{name: cat(name) for name in tensors},
+        **{name: joined(name) for name in ("target_labels", "geometries", "originals", "warnings")},
+        steps=steps, history=history, cancelled=any(part.cancelled for part in parts),
+        wall_time_s=sum(part.wall_time_s for part in parts),
+    )  # fmt: skip
 
 
 def _run(classifier, inputs, geometries, originals, target, game, defense, config, device, on_step, should_stop,
-         started) -> Explanation:  # fmt: skip
+         started, cache) -> Explanation:  # fmt: skip
     module = classifier.module
     activation_filter = ActivationFilter(rtol=config.defense_rtol, atol=config.defense_atol, enabled=defense)
+    cache = cache if cache is not None else ReferenceCache(size=0)
     with frozen(module):
         x = inputs.to(device=device, dtype=torch.float32)
-        with torch.no_grad(), activation_filter.recording():
-            logits_x = module(x)
+        logits_x = cache.record(module, inputs, x, activation_filter)
         if not classifier.labels:
             classifier.labels = [f"class {i}" for i in range(logits_x.shape[1])]
         targets = _resolve_targets(classifier, target, logits_x)
         if targets.shape[0] != x.shape[0]:
             # One image, several targets: explain each target on its own copy of the image.
+            inputs = inputs.expand(targets.shape[0], -1, -1, -1)
             x = x.expand(targets.shape[0], -1, -1, -1).contiguous()
             geometries, originals = geometries * targets.shape[0], originals * targets.shape[0]
-            with torch.no_grad(), activation_filter.recording():
-                logits_x = module(x)
+            logits_x = cache.record(module, inputs, x, activation_filter)
         if defense and activation_filter.num_activations == 0:
             raise DefenseError(
                 f"{classifier.name}: no activation function could be intercepted (TorchScript models run "
@@ -131,10 +238,11 @@ def _run(classifier, inputs, geometries, originals, target, game, defense, confi
         probs_x = torch.softmax(logits_x.float(), dim=1)
         prob_original = probs_x.gather(1, targets[:, None])[:, 0]
         top1_original = probs_x.argmax(1)
-        reference = _reference(classifier, x, config)
+        reference = cache.reference(classifier, inputs, x, config)
         loop = _Optimisation(game, config, x, reference, targets, prob_original, top1_original)
         history: list[StepState] = []
         cancelled = False
+        next_preview = 0.0
         for step in range(1, config.steps + 1):
             if should_stop is not None and should_stop():
                 cancelled = True
@@ -142,7 +250,11 @@ def _run(classifier, inputs, geometries, originals, target, game, defense, confi
             state = loop.step(module, activation_filter, step)
             history.append(state)
             if on_step is not None:
-                on_step(_with_preview(state, loop.mask, game, config.preview_size))
+                now = time.perf_counter()
+                if now >= next_preview:
+                    next_preview = now + 1.0 / config.preview_rate_hz
+                    state = _with_preview(state, loop.mask, game, config.preview_size)
+                on_step(state)
             if loop.converged(step):
                 log.debug("converged after %d steps", step)
                 break
@@ -375,6 +487,68 @@ class _Optimisation:
         if not self.auto_lambda:
             return self.lambda_.clone()
         return torch.where(self.found, self.best_lambda, self.lambda_)
+
+
+class ReferenceCache:
+    """The per-image work :func:`explain` does before optimising -- the reference forward pass (the
+    defense's bounds ``h(x)`` and the logits) and the reference image ``r`` -- kept for the ``size`` most
+    recently used (image, model, device, settings); ``size=0`` keeps nothing.
+
+    Keys hold the model object's identity and the image's bytes, so a changed image or a reloaded model
+    is never served stale results; :meth:`clear` frees the memory (e.g. when the model changes).
+    """
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = size
+        self._entries: collections.OrderedDict[tuple, object] = collections.OrderedDict()
+        self.hits = 0
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def record(self, module: nn.Module, inputs: torch.Tensor, x: torch.Tensor, activation_filter) -> torch.Tensor:
+        """Run (or reuse) the reference forward pass on ``x`` (``inputs`` on the CPU, the same values):
+        -> logits ``(N, K)``; ``activation_filter`` holds the bounds afterwards."""
+        key = ("record", id(module), x.device, _digest(inputs), activation_filter.settings)
+        cached = self._get(key)
+        if cached is not None:
+            logits, bounds = cached
+            activation_filter.restore(bounds)
+            return logits
+        with torch.no_grad(), activation_filter.recording():
+            logits = module(x)
+        self._put(key, (logits, activation_filter.recorded))
+        return logits
+
+    def reference(self, classifier: ClassifierModel, inputs: torch.Tensor, x: torch.Tensor, config: FGVisConfig):
+        """The reference ``r`` for ``x`` (see :func:`_reference`), computed or reused."""
+        key = ("reference", x.device, _digest(inputs), config.reference, config.blur_sigma,
+               classifier.preprocessing if config.reference == "black" else None)  # fmt: skip
+        cached = self._get(key)
+        if cached is None:
+            cached = _reference(classifier, x, config)
+            self._put(key, cached)
+        return cached.clone()  # the caller's result must not share memory with the cache
+
+    def _get(self, key: tuple):
+        if key not in self._entries:
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return self._entries[key]
+
+    def _put(self, key: tuple, value) -> None:
+        if self.size <= 0:
+            return
+        self._entries[key] = value
+        while len(self._entries) > 2 * self.size:  # a record and a reference entry per image
+            self._entries.popitem(last=False)
+
+
+def _digest(tensor: torch.Tensor) -> tuple:
+    """Identity of a CPU tensor's values: shape and a BLAKE2 hash of its bytes (~1 ms for a 224x224 image)."""
+    data = tensor.detach().contiguous().numpy().tobytes()
+    return tuple(tensor.shape), hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def _with_preview(state: StepState, mask: torch.Tensor, game: str, size: int) -> StepState:

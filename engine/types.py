@@ -76,6 +76,9 @@ class FGVisConfig:
         Tolerance of the defense's bound comparison (rounding only; see :mod:`engine.defense`).
     preview_size
         Longest side, in pixels, of the evidence preview passed to ``on_step``.
+    preview_rate_hz
+        At most this many previews per second are computed (``on_step`` is still called every step, with
+        ``preview=None`` in between); none at all without ``on_step``.
     """
 
     steps: int = 300
@@ -97,6 +100,7 @@ class FGVisConfig:
     defense_rtol: float = 1e-5
     defense_atol: float = 1e-6
     preview_size: int = 64
+    preview_rate_hz: float = 5.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -113,6 +117,7 @@ class FGVisConfig:
             (self.loss in LOSSES, f"loss must be one of {LOSSES}, not {self.loss!r}"),
             (self.patience >= 0, f"patience must be >= 0, not {self.patience}"),
             (self.preview_size >= 8, f"preview_size must be at least 8, not {self.preview_size}"),
+            (self.preview_rate_hz > 0, f"preview_rate_hz must be positive, not {self.preview_rate_hz}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -148,8 +153,9 @@ class StepState:
     goal_met
         Whether this step's explanation met the game's goal (see :class:`FGVisConfig`).
     preview
-        Only in ``on_step`` calls: evidence maps ``(N, h, w)`` float32 in 0..1, longest side
-        ``preview_size``; ``None`` in the stored history.
+        Only in ``on_step`` calls, at most ``preview_rate_hz`` times a second (always at step 1):
+        evidence maps ``(N, h, w)`` float32 in 0..1, longest side ``preview_size``; otherwise ``None``,
+        and always ``None`` in the stored history.
     """
 
     step: int
@@ -202,6 +208,9 @@ class Explanation:
         One :class:`StepState` per step (without previews).
     defended_activations
         Activation calls per forward pass under the gradient filter (0 with ``defense=False``).
+    warnings
+        What the user should know about how the run went (e.g. a batch split after running out of GPU
+        memory).
     """
 
     mask: torch.Tensor
@@ -229,6 +238,7 @@ class Explanation:
     preprocessing: Preprocessing
     geometries: list[Geometry | None] = field(default_factory=list)
     originals: list[np.ndarray | None] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return self.mask.shape[0]

@@ -137,6 +137,8 @@ class BatchDialog(QDialog):
         self.summary = summary
         for name, reason in summary.failures:
             self.log.addItem(f"could not explain {name}: {reason}")
+        for warning in summary.warnings:
+            self.log.addItem(f"warning: {warning}")
         ended = "Cancelled: finished items are kept; Start again to resume." if summary.cancelled else "Done."
         self.status.setText(f"{ended} {len(summary.written)} written, {len(summary.skipped)} already done, "
                             f"{len(summary.failures)} failed. Index: {summary.index_files.get('html')}")  # fmt: skip

@@ -131,6 +131,8 @@ class Worker(QObject):
         super().__init__()
         self._model = model
         self._generation = 0 if model is not None else -1
+        # Reference passes of the last images explained (jobs on the same image reuse them).
+        self._cache = engine.ReferenceCache(size=2)
         self._lock = threading.Lock()
         self._light: collections.deque = collections.deque()
         self._heavy: collections.deque = collections.deque()
@@ -252,6 +254,7 @@ class Worker(QObject):
             return
         self._model = model
         self._generation += 1
+        self._cache.clear()
         self.model_loaded.emit(self._info())
 
     def _set_device(self, task: _SetDevice) -> None:
@@ -262,6 +265,7 @@ class Worker(QObject):
         except FGVisError as exc:
             self.model_failed.emit(str(exc))
             return
+        self._cache.clear()
         self.model_loaded.emit(self._info())
 
     def _info(self) -> ModelInfo:
@@ -281,17 +285,14 @@ class Worker(QObject):
             return
         self.job_started.emit(job.id)
         started = time.perf_counter()
-        last_report = [0.0]
 
         def on_step(state: StepState) -> None:
-            now = time.perf_counter()
-            final = state.step == state.total
-            if final or now - last_report[0] >= 1.0 / PROGRESS_RATE_HZ:
-                last_report[0] = now
+            # The engine computes a preview at most PROGRESS_RATE_HZ times a second: report those steps.
+            if state.preview is not None or state.step == state.total:
                 preview = state.preview[0].copy() if state.preview is not None else None
                 self.job_progress.emit(JobProgress(
                     job.id, state.step, state.total, float(state.target_prob[0]), float(state.mask_mean[0]),
-                    now - started, preview,
+                    time.perf_counter() - started, preview,
                 ))  # fmt: skip
             self._serve_light()
 
@@ -299,11 +300,11 @@ class Worker(QObject):
             with self._lock:
                 return job.id in self._cancel_ids or self._shutting_down.is_set()
 
-        config = replace(job.config, device=str(self._model.device))
+        config = replace(job.config, device=str(self._model.device), preview_rate_hz=PROGRESS_RATE_HZ)
         try:
             result = engine.explain(
                 self._model, job.pixels, job.target, game=job.game, defense=job.defense, config=config,
-                on_step=on_step, should_stop=should_stop,
+                on_step=on_step, should_stop=should_stop, cache=self._cache,
             )  # fmt: skip
         except FGVisError as exc:
             self.job_failed.emit(job.id, str(exc))

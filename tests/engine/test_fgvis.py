@@ -64,13 +64,73 @@ def test_result_contract_shapes_ranges_and_devices(tiny, inputs):
 
 def test_on_step_receives_every_step_with_a_small_preview(tiny):
     states = []
-    explain(
-        tiny, torch.randn(2, 3, 40, 30), config=FGVisConfig(steps=5, patience=0, preview_size=8), on_step=states.append
-    )
+    config = FGVisConfig(steps=5, patience=0, preview_size=8, preview_rate_hz=1e9)
+    explain(tiny, torch.randn(2, 3, 40, 30), config=config, on_step=states.append)
     assert [s.step for s in states] == [1, 2, 3, 4, 5] and all(s.total == 5 for s in states)
     preview = states[-1].preview
     assert preview.shape == (2, 8, 6) and preview.dtype == np.float32
     assert preview.min() >= 0 and preview.max() <= 1
+
+
+def test_previews_are_throttled_to_the_configured_rate(tiny, inputs):
+    states = []
+    result = explain(tiny, inputs, config=FGVisConfig(steps=6, patience=0, preview_rate_hz=1e-3), on_step=states.append)
+    assert [s.preview is not None for s in states] == [True, False, False, False, False, False]
+    assert all(s.preview is None for s in result.history)
+
+
+def test_a_batch_that_runs_out_of_cuda_memory_is_split_and_says_so(tiny):
+    class FitsTwo(nn.Module):
+        """Raises the exception CUDA raises when more than two images go through at once."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            if x.shape[0] > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return self.inner(x)
+
+    images = torch.randn(5, 3, 16, 16)
+    targets = [1, 2, 3, 4, 5]
+    split = explain(FitsTwo(tiny), images, targets, config=FAST)
+    assert len(split) == 5 and split.target.tolist() == targets
+    assert split.warnings and "out of memory on a batch of 5" in split.warnings[0]
+    assert "2 + 3" in split.warnings[0] and len(split.warnings) == 2  # the 3 were split again (1 + 2)
+    assert len(split.history) == split.steps and split.history[0].target_prob.shape == (5,)
+    for low, high in ((0, 2), (2, 3), (3, 5)):  # each part equals running it on its own
+        alone = explain(tiny, images[low:high], targets[low:high], config=FAST)
+        assert torch.allclose(split.mask[low:high], alone.mask)
+        assert torch.allclose(split.prob_explanation[low:high], alone.prob_explanation)
+        assert not alone.warnings
+
+
+def test_a_single_image_that_does_not_fit_is_a_clear_device_error(tiny):
+    class NeverFits(nn.Module):
+        def forward(self, x):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    with pytest.raises(engine.DeviceError, match="even on its own"):
+        explain(NeverFits(), torch.randn(1, 3, 16, 16), 0, config=FAST)
+
+
+def test_reference_cache_reuses_the_reference_pass_with_identical_results(tiny, inputs):
+    cache = engine.ReferenceCache(size=2)
+    config = FGVisConfig(steps=8, patience=0, reference="blur")
+    first = explain(tiny, inputs, config=config, cache=cache)
+    assert cache.hits == 0
+    again = explain(tiny, inputs, game="delete", config=config, cache=cache)
+    assert cache.hits == 2  # bounds + logits, and the reference image
+    fresh = explain(tiny, inputs, game="delete", config=config)
+    assert torch.equal(again.mask, fresh.mask) and torch.equal(again.reference, fresh.reference)
+    assert np.all(again.history[0].blocked_fraction == 0)  # the restored bounds match the image
+    assert torch.equal(first.reference, fresh.reference)
+    other = explain(tiny, inputs + 0.5, config=config, cache=cache)
+    assert cache.hits == 2  # another image: computed, not served from the cache
+    assert not torch.equal(other.reference, first.reference)
+    first.reference.add_(1.0)  # results never share memory with the cache
+    assert torch.equal(explain(tiny, inputs, config=config, cache=cache).reference, fresh.reference)
 
 
 def test_cancel_returns_partial_result_marked_cancelled(tiny, inputs):
