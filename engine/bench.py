@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
+from torch import nn
 
 from .defense import ActivationFilter
 from .fgvis import _Optimisation, _resolve_device, explain
@@ -34,19 +35,14 @@ def run_speed_benchmark(batch_sizes: Sequence[int] = (1, 4, 16), repeats: int = 
     with frozen(model.module):
         for batch in batch_sizes:
             x = single.repeat(batch, 1, 1, 1).to(device_)
-            if device_.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device_)
+            _reset_peak_memory(device_)
             steps = {
                 "bare": _bare_step(model.module, x),
                 "off": _fgvis_step(model.module, x, defense=False),
                 "on": _fgvis_step(model.module, x, defense=True),
             }
             times = _interleaved_median_times(steps, repeats, device_)
-            if device_.type == "cuda":
-                peak = f"{torch.cuda.max_memory_allocated(device_) / 2**20:.0f} MiB (CUDA)"
-            else:
-                peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (process RSS)"
-            rows.append((batch, times["bare"], times["off"], times["on"], peak))
+            rows.append((batch, times["bare"], times["off"], times["on"], _peak_memory(device_)))
     header = [
         f"Default model ({model.name}) at 224x224 on {_device_name(device_)}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; median of {repeats} interleaved steps.",
@@ -241,3 +237,161 @@ def _replay(full, patience: int, tolerance: float) -> tuple[int, bool, float]:
     if best_prob is None:
         return stopped, False, float(full.mask.mean())
     return stopped, _same_quality(full.game, float(full.prob_explanation[0]), best_prob), best_size
+
+
+#: Models of the throughput benchmark: the default model (its real weights) and two torchvision
+#: architectures with random weights (speed does not depend on the weights).
+THROUGHPUT_MODELS = ("efficientnet_lite0", "resnet50", "vgg16")
+
+
+def run_throughput_benchmark(
+    models: Sequence[str] = THROUGHPUT_MODELS,
+    batch_sizes: Sequence[int] = (1, 4, 16, 64),
+    repeats: int = 10,
+    device: str = "auto",
+    steps: int = 300,
+) -> str:
+    """Explanations per second (images x targets) per model and batch size at 224x224, defense on.
+
+    Throughput is ``batch / (steps * time per defended step)``: every explanation of a batch costs the
+    same number of steps, so the ratio between batch sizes is independent of ``steps``. A batch size
+    that runs out of memory is reported as such (the engine itself would split it)."""
+    lines = [
+        f"Explanations per second at 224x224, defense on, {steps} steps each, torch {torch.__version__}; "
+        f"median of {repeats} steps.",
+        "",
+        "| model | batch | bare fwd+bwd (s) | defended step (s) | on / bare | explanations/s | vs batch 1 "
+        "| peak memory |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in models:
+        model = load_model(name, random_weights=name != "efficientnet_lite0")
+        device_ = _resolve_device(device, model)
+        single = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+        base = None
+        with frozen(model.module):
+            for batch in batch_sizes:
+                x = single.repeat(batch, 1, 1, 1).to(device_)
+                _reset_peak_memory(device_)
+                times = None
+                try:
+                    times = _interleaved_median_times(
+                        {"bare": _bare_step(model.module, x), "on": _fgvis_step(model.module, x, defense=True)},
+                        repeats, device_,
+                    )  # fmt: skip
+                except torch.cuda.OutOfMemoryError:
+                    lines.append(f"| {name} | {batch} | out of memory | | | | | |")
+                if times is None:  # outside the except block, so the failed step's tensors are released
+                    del x
+                    torch.cuda.empty_cache()
+                    continue
+                rate = batch / (steps * times["on"])
+                base = base or rate
+                lines.append(
+                    f"| {name} | {batch} | {times['bare']:.4f} | {times['on']:.4f} | {times['on'] / times['bare']:.2f} "
+                    f"| {rate:.3g} | {rate / base:.1f}x | {_peak_memory(device_)} |"
+                )
+                del x
+        model.module.cpu()
+        del model
+        if device_.type == "cuda":
+            torch.cuda.empty_cache()
+    lines.insert(0, f"Device: {_device_name(device_)}, {torch.get_num_threads()} CPU threads.\n")
+    return "\n".join(lines)
+
+
+def _reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_memory(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB (CUDA)"
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (process RSS)"
+
+
+class AutocastModule(nn.Module):
+    """Runs ``inner`` under ``torch.autocast`` with ``dtype`` (bf16 or fp16); logits come back as float32."""
+
+    def __init__(self, inner: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.inner = inner
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, dtype=self.dtype):
+            return self.inner(x).float()
+
+
+def run_precision_benchmark(device: str = "auto", steps: int = 100, dtypes: Sequence[str] = ("bf16", "fp16")) -> str:
+    """Mixed precision (autocast) against float32 for the default model on the bundled photos, defense
+    on, preservation, one batch:
+
+    * filter decisions: with the bounds recorded on ``x`` and the float32 run's explanation ``e``, the
+      fraction of activation units whose pass/block decision differs from float32;
+    * explanations: a full run under autocast against the float32 run -- mean |mask difference|, and the
+      target probability of the autocast explanation re-scored by the float32 model;
+    * time per defended step."""
+    model = load_model()
+    device_ = _resolve_device(device, model)
+    photos = [str(p) for p in sample_images()]
+    config = FGVisConfig(steps=steps, patience=0, device=str(device_))
+    reference = explain(model, photos, game="preserve", config=config)
+    x = reference.input.to(device_)
+    e = reference.explanation.to(device_)
+    targets = reference.target.to(device_)
+    decisions = {"fp32": _filter_decisions(model.module, x, e)}
+    lines = [
+        f"Mixed precision vs float32: default model ({model.name}), {len(photos)} bundled photos in one batch, "
+        f"preserve, defense on, {steps} steps, {_device_name(device_)}, torch {torch.__version__}.",
+        "",
+        "| precision | filter decisions changed | blocked units (fp32: {:.2%}) | mean abs mask difference "
+        "| p(e) float32 run | p(e) of this run, re-scored in float32 | defended step (s) |".format(
+            _blocked(decisions["fp32"])
+        ),
+        "|---|---:|---:|---:|---|---|---:|",
+    ]
+    with frozen(model.module):
+        fp32_step = _interleaved_median_times({"on": _fgvis_step(model.module, x, defense=True)}, 10, device_)["on"]
+    p32 = ", ".join(f"{p:.3f}" for p in reference.prob_explanation.tolist())
+    lines.append(f"| fp32 | - | {_blocked(decisions['fp32']):.2%} | - | {p32} | {p32} | {fp32_step:.4f} |")
+    for name in dtypes:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
+        wrapped = AutocastModule(model.module, dtype)
+        try:
+            decisions[name] = _filter_decisions(wrapped, x, e)
+            mixed_model = replace(model, module=wrapped)
+            result = explain(mixed_model, photos, game="preserve", config=config)
+        except RuntimeError as exc:  # e.g. a dtype the device cannot autocast to
+            lines.append(f"| {name} | not supported here: {str(exc).splitlines()[0]} | | | | | |")
+            continue
+        changed = sum(int((a != b).sum()) for a, b in zip(decisions["fp32"], decisions[name], strict=True))
+        units = sum(a.numel() for a in decisions["fp32"])
+        with torch.no_grad(), frozen(model.module):
+            rescored = torch.softmax(model.module(result.explanation.to(device_)), 1)
+        p_rescored = rescored.gather(1, targets[:, None])[:, 0].tolist()
+        with frozen(model.module):
+            step = _interleaved_median_times({"on": _fgvis_step(wrapped, x, defense=True)}, 10, device_)["on"]
+        lines.append(
+            f"| {name} | {changed / units:.3%} | {_blocked(decisions[name]):.2%} | "
+            f"{float((result.mask - reference.mask).abs().mean()):.4f} | {p32} | "
+            f"{', '.join(f'{p:.3f}' for p in p_rescored)} | {step:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def _filter_decisions(module: nn.Module, x: torch.Tensor, e: torch.Tensor) -> list[torch.Tensor]:
+    """Per activation call, the defense's pass (1) / block (0) decision for every unit of ``e`` given
+    the bounds recorded on ``x`` (copies: the filter reuses its buffers)."""
+    activation_filter = ActivationFilter()
+    with frozen(module):
+        with torch.no_grad(), activation_filter.recording():
+            module(x)
+        with activation_filter.filtering():
+            module(e.clone().requires_grad_(True))
+    return activation_filter.decisions()
+
+
+def _blocked(decisions: list[torch.Tensor]) -> float:
+    return 1.0 - sum(int(d.sum()) for d in decisions) / sum(d.numel() for d in decisions)

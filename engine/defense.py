@@ -171,6 +171,11 @@ class ActivationFilter(TorchFunctionMode):
             return torch.zeros(0, 0)
         return torch.stack([1.0 - _count_per_item(a) / a[0].numel() for a in self._allowed])
 
+    def decisions(self) -> list[torch.Tensor]:
+        """Per activation call of the last filtered pass, the pass (``True``) / block decision of every
+        unit: bool copies on the CPU, shaped like the activation."""
+        return [allowed.bool().cpu() for allowed in self._allowed]
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         output = func(*args, **kwargs)

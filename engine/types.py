@@ -92,7 +92,7 @@ class FGVisConfig:
     reference: str = "zero"
     blur_sigma: float = 10.0
     loss: str = "prob"
-    patience: int = 60
+    patience: int = 40
     tolerance: float = 1e-3
     stop_when_deleted: bool = False
     seed: int = 0

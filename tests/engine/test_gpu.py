@@ -25,3 +25,31 @@ def test_cuda_deletion(real_model, samples):
     result = explain(real_model, samples["coffee"], game="delete", config=FGVisConfig(device="cuda"))
     assert result.prob_explanation[0] < 0.1 * result.prob_original[0]
     real_model.module.to("cpu")
+
+
+def test_a_real_cuda_out_of_memory_splits_the_batch(real_model, samples):
+    """Cap this process's CUDA memory so that 16 images do not fit but 4 do: a real OOM, handled."""
+    real_model.module.to("cuda")
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(0).total_memory
+    allowed = torch.cuda.memory_allocated() + 900 * 2**20  # measured: batch 4 ~0.6 GiB, batch 16 ~2 GiB
+    torch.cuda.set_per_process_memory_fraction(allowed / total)
+    try:
+        result = explain(real_model, [samples["coffee"]] * 16, config=FGVisConfig(device="cuda", steps=3, patience=0))
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        real_model.module.to("cpu")
+    assert len(result) == 16 and torch.isfinite(result.prob_explanation).all()
+    assert result.warnings and "ran out of memory on a batch of 16" in result.warnings[0]
+
+
+def test_reference_cache_on_cuda(real_model, samples):
+    from engine import ReferenceCache
+
+    cache = ReferenceCache()
+    config = FGVisConfig(device="cuda", steps=5, patience=0)
+    first = explain(real_model, samples["coffee"], config=config, cache=cache)
+    second = explain(real_model, samples["coffee"], config=config, cache=cache)
+    real_model.module.to("cpu")
+    assert cache.hits == 2 and second.history[0].blocked_fraction.max() == 0
+    assert torch.allclose(first.prob_explanation, second.prob_explanation, atol=1e-4)
