@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .baselines import METHODS
 from .batch import unique_stems
 from .errors import FGVisError
 from .export import ExportError, existing_files, export_record
@@ -97,6 +98,33 @@ def _parser() -> argparse.ArgumentParser:
     early.add_argument("--patience", type=int, default=defaults.patience)
     early.add_argument("--device", default="auto")
     early.set_defaults(handler=_bench_early_stop)
+    throughput = bench_commands.add_parser("throughput", help="explanations per second per model and batch size")
+    throughput.add_argument("--models", nargs="+", default=["efficientnet_lite0", "resnet50", "vgg16"])
+    throughput.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16, 64])
+    throughput.add_argument("--repeats", type=int, default=10, help="timed steps per measurement")
+    throughput.add_argument("--device", default="auto")
+    throughput.set_defaults(handler=_bench_throughput)
+    precision = bench_commands.add_parser("precision", help="mixed precision (autocast) against float32")
+    precision.add_argument("--steps", type=int, default=100)
+    precision.add_argument("--dtypes", nargs="+", choices=["bf16", "fp16"], default=["bf16", "fp16"])
+    precision.add_argument("--device", default="auto")
+    precision.set_defaults(handler=_bench_precision)
+    quality = bench_commands.add_parser(
+        "quality", help="faithfulness, localisation, sanity and sparsity of FGVis and the baseline methods"
+    )
+    quality.add_argument(
+        "--model", default="synthetic_shapes",
+        help="synthetic_shapes (ground-truth evidence; default) or a model name such as efficientnet_lite0",
+    )  # fmt: skip
+    quality.add_argument("--images", type=Path, help="folder of images (default: generated shapes / bundled photos)")
+    quality.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    quality.add_argument("--out", type=Path, help="folder for quality.md/.csv/.json and the curve plots")
+    quality.add_argument("--count", type=int, default=32, help="images to use (default 32)")
+    quality.add_argument("--randomisation-items", type=int, default=4)
+    quality.add_argument("--steps", type=int, default=defaults.steps, help="FGVis step budget")
+    quality.add_argument("--mp-steps", type=int, default=300, help="Meaningful Perturbation iterations")
+    quality.add_argument("--reference", choices=["blur", "zero"], default="blur")
+    quality.set_defaults(handler=_bench_quality)
     return parser
 
 
@@ -313,6 +341,35 @@ def _bench_early_stop(args) -> int:
     from .bench import run_early_stopping_benchmark
 
     print(run_early_stopping_benchmark(FGVisConfig(steps=args.steps, patience=args.patience), device=args.device))
+    return 0
+
+
+def _bench_throughput(args) -> int:
+    from .bench import run_throughput_benchmark
+
+    print(run_throughput_benchmark(args.models, args.batch_sizes, args.repeats, device=args.device))
+    return 0
+
+
+def _bench_precision(args) -> int:
+    from .bench import run_precision_benchmark
+
+    print(run_precision_benchmark(device=args.device, steps=args.steps, dtypes=args.dtypes))
+    return 0
+
+
+def _bench_quality(args) -> int:
+    from .evaluation import run_quality_benchmark
+
+    report = run_quality_benchmark(
+        args.model, images=args.images, methods=args.methods, out_dir=args.out, count=args.count,
+        reference=args.reference, randomisation_items=args.randomisation_items,
+        config=FGVisConfig(steps=args.steps), mp_steps=args.mp_steps,
+        log=lambda message: print(message, file=sys.stderr),
+    )  # fmt: skip
+    print(report.markdown)
+    if report.files:
+        print(f"\nwritten: {', '.join(str(p) for p in report.files.values())}", file=sys.stderr)
     return 0
 
 

@@ -230,6 +230,10 @@ def load_model(
         model = _load_torchscript(Path(torchscript), preprocessing)
     elif name == DEFAULT_MODEL:
         model = _load_efficientnet_lite0(weights, num_classes, preprocessing, random_weights)
+    elif name == "synthetic_shapes" and weights is None and not random_weights:
+        from .synthetic import load_shapes_model  # the evaluation suite's model (resources/models/)
+
+        return load_shapes_model()
     else:
         model = _load_torchvision(name, weights, num_classes, preprocessing, allow_pickle, random_weights)
     classes = _count_classes(model)
