@@ -21,7 +21,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +107,7 @@ def run_quality_benchmark(
     methods: Sequence[str] = METHODS,
     out_dir: Path | None = None,
     count: int = 32,
-    reference: str = "blur",
+    reference: str = "blur",  # what removed pixels become, for the metrics and for FGVis alike
     randomisation_items: int = 4,
     randomisation_methods: Sequence[str] = RANDOMISATION_METHODS,
     config: FGVisConfig | None = None,
@@ -122,7 +122,9 @@ def run_quality_benchmark(
     device = model.device
     x, targets = data.x.to(device), data.targets.to(device)
     removed = make_reference(x, reference)
-    config = config or FGVisConfig()
+    # FGVis optimises towards the same reference the metrics remove pixels to (as Meaningful
+    # Perturbation does with its blur), so that its deletion is scored on the change it was asked for.
+    config = replace(config or FGVisConfig(), reference=reference)
     with torch.no_grad(), frozen(module):
         p_x = torch.softmax(module(x), 1).gather(1, targets[:, None])[:, 0].cpu().numpy()
     attributions: dict[str, Attribution] = {}

@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -101,19 +101,19 @@ def explain(
     return run.explain_splitting(inputs, geometries, originals, target)
 
 
+@dataclass
 class _Run:
     """One :func:`explain` call: runs the batch and, if CUDA runs out of memory, halves it until the
     parts fit (each part is run in turn; the merged result carries a warning saying so)."""
 
-    def __init__(self, classifier, game, defense, config, device, on_step, should_stop, cache) -> None:
-        self.classifier = classifier
-        self.game = game
-        self.defense = defense
-        self.config = config
-        self.device = device
-        self.on_step = on_step
-        self.should_stop = should_stop
-        self.cache = cache
+    classifier: ClassifierModel
+    game: str
+    defense: bool
+    config: FGVisConfig
+    device: torch.device
+    on_step: Callable[[StepState], None] | None
+    should_stop: Callable[[], bool] | None
+    cache: ReferenceCache | None
 
     def explain_splitting(self, inputs, geometries, originals, target) -> Explanation:
         started = time.perf_counter()

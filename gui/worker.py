@@ -132,7 +132,7 @@ class Worker(QObject):
         self._model = model
         self._generation = 0 if model is not None else -1
         # Reference passes of the last images explained (jobs on the same image reuse them).
-        self._cache = engine.ReferenceCache(size=2)
+        self.reference_cache = engine.ReferenceCache(size=2)
         self._lock = threading.Lock()
         self._light: collections.deque = collections.deque()
         self._heavy: collections.deque = collections.deque()
@@ -254,7 +254,7 @@ class Worker(QObject):
             return
         self._model = model
         self._generation += 1
-        self._cache.clear()
+        self.reference_cache.clear()
         self.model_loaded.emit(self._info())
 
     def _set_device(self, task: _SetDevice) -> None:
@@ -265,7 +265,7 @@ class Worker(QObject):
         except FGVisError as exc:
             self.model_failed.emit(str(exc))
             return
-        self._cache.clear()
+        self.reference_cache.clear()
         self.model_loaded.emit(self._info())
 
     def _info(self) -> ModelInfo:
@@ -304,7 +304,7 @@ class Worker(QObject):
         try:
             result = engine.explain(
                 self._model, job.pixels, job.target, game=job.game, defense=job.defense, config=config,
-                on_step=on_step, should_stop=should_stop, cache=self._cache,
+                on_step=on_step, should_stop=should_stop, cache=self.reference_cache,
             )  # fmt: skip
         except FGVisError as exc:
             self.job_failed.emit(job.id, str(exc))
