@@ -24,7 +24,8 @@ part() {  # part NAME SECONDS COMMAND...: run, tee to $OUT/NAME, time it
 }
 part gpu_tests.txt 90 python3 -m pytest -p no:cacheprovider -m gpu tests/engine/test_gpu.py -q
 part speed_cuda.md 70 python3 -m engine bench speed --device cuda --batch-sizes 1 4 16 64 --repeats 20
-part throughput_cuda.md 150 python3 -m engine bench throughput --device cuda --batch-sizes 1 4 16 64
+part throughput_cuda.md 100 python3 -m engine bench throughput --device cuda --batch-sizes 1 4 16 64
+part throughput_eager_cuda.md 60 python3 -m engine bench throughput --device cuda --batch-sizes 1 4 16 64 --no-cuda-graph
 part precision_cuda.md 60 python3 -m engine bench precision --device cuda
 part early_stop_cuda.md 120 python3 -m engine bench early-stop --device cuda
 part defaults_cuda.md 45 python3 -m engine bench defaults --device cuda

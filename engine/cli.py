@@ -103,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     throughput.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16, 64])
     throughput.add_argument("--repeats", type=int, default=10, help="timed steps per measurement")
     throughput.add_argument("--device", default="auto")
+    throughput.add_argument("--no-cuda-graph", action="store_true", help="time the eager step (CUDA)")
     throughput.set_defaults(handler=_bench_throughput)
     precision = bench_commands.add_parser("precision", help="mixed precision (autocast) against float32")
     precision.add_argument("--steps", type=int, default=100)
@@ -347,7 +348,9 @@ def _bench_early_stop(args) -> int:
 def _bench_throughput(args) -> int:
     from .bench import run_throughput_benchmark
 
-    print(run_throughput_benchmark(args.models, args.batch_sizes, args.repeats, device=args.device))
+    print(run_throughput_benchmark(
+        args.models, args.batch_sizes, args.repeats, device=args.device, cuda_graph=not args.no_cuda_graph
+    ))  # fmt: skip
     return 0
 
 

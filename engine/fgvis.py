@@ -291,6 +291,7 @@ def _run(classifier, inputs, geometries, originals, target, game, defense, confi
         preprocessing=classifier.preprocessing,
         geometries=list(geometries),
         originals=list(originals),
+        warnings=list(loop.notes),
     )
     log.info(
         "%s (%s, defense %s): %d steps in %.1f s, p %s -> %s, mask mean %s",
@@ -384,6 +385,10 @@ class _Optimisation:
         self.closest = torch.full((count,), math.inf, device=x.device)
         self.last_improved = torch.zeros(count, dtype=torch.long, device=x.device)
         self.all_goal_met = False
+        self.use_graph = config.cuda_graph and x.device.type == "cuda"
+        self.graph = None
+        self.graph_outputs = None
+        self.notes: list[str] = []  # for the user (Explanation.warnings)
 
     def goal(self, prob: torch.Tensor, top1: torch.Tensor) -> torch.Tensor:
         """``(N,)`` bool: the game's goal (see :class:`FGVisConfig`) is met."""
@@ -392,19 +397,54 @@ class _Optimisation:
             return (prob >= self.config.preserve_ratio * self.prob_original) & kept_top1
         return prob <= self.config.delete_ratio * self.prob_original
 
-    def step(self, module: nn.Module, activation_filter: ActivationFilter, step: int) -> StepState:
-        mask = self.mask
-        explanation = mask * self.x + (1 - mask) * self.reference
+    def _forward_backward(self, module: nn.Module, activation_filter: ActivationFilter):
+        """The model's part of a step: -> logits ``(N, K)``, log p(target) ``(N,)`` and the gradient of the
+        score term w.r.t. the mask ``(N, C, H, W)``. Only the score is back-propagated (and filtered); the
+        sparsity term is applied as a separate proximal step."""
+        explanation = self.mask * self.x + (1 - self.mask) * self.reference
         with activation_filter.filtering():
             logits = module(explanation)
         log_probs = torch.log_softmax(logits.float(), dim=1).gather(1, self.targets[:, None])[:, 0]
+        score = log_probs.exp() if self.config.loss == "prob" else log_probs
+        (grad,) = torch.autograd.grad((-self.sense * score).sum(), self.mask)
+        return logits.detach(), log_probs.detach(), grad
+
+    def _record_graph(self, module: nn.Module, activation_filter: ActivationFilter) -> None:
+        """Record :meth:`_forward_backward` as a CUDA graph (after warm-up passes on a side stream, as
+        PyTorch requires). It reads the mask, image and reference in place and writes its outputs and the
+        defense's decision buffers to fixed addresses, so a replay is a whole pass with one launch. Any
+        failure leaves the run on the eager path."""
+        device = self.x.device
+        try:
+            side = torch.cuda.Stream(device=device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self._forward_backward(module, activation_filter)
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                outputs = self._forward_backward(module, activation_filter)
+        except Exception as exc:  # an optimisation only: never fail the run for it
+            message = f"could not record the optimisation step as a CUDA graph ({exc}); ran without it"
+            log.warning("%s", message)
+            self.notes.append(message)
+            self.use_graph = False
+            return
+        self.graph, self.graph_outputs = graph, outputs
+
+    def step(self, module: nn.Module, activation_filter: ActivationFilter, step: int) -> StepState:
+        mask = self.mask
+        if self.graph is not None:
+            self.graph.replay()
+            logits, log_probs, grad = self.graph_outputs
+        else:
+            logits, log_probs, grad = self._forward_backward(module, activation_filter)
         probs = log_probs.exp()
         score = probs if self.config.loss == "prob" else log_probs
-        size = mask.flatten(1).mean(1)
-        # preserve: -s + lambda*|m| ; delete: s - lambda*|m|. Only the score term is back-propagated (and
-        # filtered); the sparsity term is applied as a separate proximal step below.
+        size = mask.detach().flatten(1).mean(1)
+        # preserve: -s + lambda*|m| ; delete: s - lambda*|m|.
         loss = self.sense * (self.lambda_ * size - score)
-        (grad,) = torch.autograd.grad((-self.sense * score).sum(), mask)
         with torch.no_grad():
             met = self.goal(probs, logits.argmax(1))
             lambda_used = self.lambda_.clone()
@@ -419,6 +459,8 @@ class _Optimisation:
             mask.clamp_(0.0, 1.0)
             self.all_goal_met = bool(met.all())
             blocked = activation_filter.blocked_fraction()
+        if self.use_graph and self.graph is None:
+            self._record_graph(module, activation_filter)  # after the first (eager) step
         return StepState(
             step=step,
             total=self.config.steps,

@@ -76,6 +76,11 @@ class FGVisConfig:
         Tolerance of the defense's bound comparison (rounding only; see :mod:`engine.defense`).
     preview_size
         Longest side, in pixels, of the evidence preview passed to ``on_step``.
+    cuda_graph
+        CUDA only: after the first step, record the step's forward and backward pass once as a CUDA
+        graph and replay it (the GPU is otherwise bound by kernel launches); if recording fails the run
+        continues without. Needs a model whose forward pass does the same operations for every input
+        (which the defense requires anyway).
     preview_rate_hz
         At most this many previews per second are computed (``on_step`` is still called every step, with
         ``preview=None`` in between); none at all without ``on_step``.
@@ -101,6 +106,7 @@ class FGVisConfig:
     defense_atol: float = 1e-6
     preview_size: int = 64
     preview_rate_hz: float = 5.0
+    cuda_graph: bool = True
 
     def __post_init__(self) -> None:
         checks = [
