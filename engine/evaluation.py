@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .baselines import METHODS, Attribution, attribute
+from .errors import ConfigError
 from .fgvis import explain
 from .metrics import (
     delete_top,
@@ -85,10 +86,11 @@ def load_quality_data(model: ClassifierModel, images: Path | None, count: int) -
     from .batch import image_files
     from .images import load_image
 
-    paths = image_files(images) if images is not None else sample_images()
-    paths = paths[:count]
+    if images is not None and not images.is_dir():
+        raise ConfigError(f"{images} is not a folder")
+    paths = (image_files(images) if images is not None else sample_images())[:count]
     if not paths:
-        raise FileNotFoundError(f"no images in {images}")
+        raise ConfigError(f"no images in {images}")
     x = torch.cat([model.preprocessing(load_image(path))[0] for path in paths])
     with torch.no_grad(), frozen(model.module):
         targets = model.module(x.to(model.device)).argmax(1).cpu()

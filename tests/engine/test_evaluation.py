@@ -40,3 +40,10 @@ def test_full_quality_benchmark_on_the_synthetic_model(tmp_path):
     monitor = report.details["monitor"]
     # The defense's purpose: less activation mass above h(x) in the preserved explanation.
     assert np.mean(monitor["on"]["mass_above"]) < np.mean(monitor["off"]["mass_above"])
+
+
+def test_quality_benchmark_reports_a_missing_or_empty_folder(tmp_path, capsys):
+    assert main(["bench", "quality", "--model", "synthetic_shapes", "--images", str(tmp_path / "missing")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert main(["bench", "quality", "--images", str(tmp_path)]) == 2
+    assert "no images" in capsys.readouterr().err
