@@ -4,6 +4,11 @@
   bare forward+backward pass.
 * ``fgvis bench defaults``: both games on the bundled photos with the default model -- the runs that
   chose the defaults in docs/DEFAULTS.md; settings can be overridden to compare.
+* ``fgvis bench early-stop``: early stopping against the fixed step budget, per photo.
+* ``fgvis bench throughput``: explanations per second per model and batch size, with peak memory.
+* ``fgvis bench precision``: bf16 / fp16 autocast against float32 (decisions, masks, time).
+
+The evaluation suite (``fgvis bench quality``) is :mod:`engine.evaluation`.
 """
 
 from __future__ import annotations

@@ -256,4 +256,6 @@ def _count_per_item(flags: torch.Tensor) -> torch.Tensor:
     the whole tensor), reducing over the trailing dims to avoid a copy of channels-last activations."""
     if flags.dim() == 1:
         return flags.double()
-    return flags.sum(tuple(range(1, flags.dim()))).double()
+    # Half-precision sums are not exact beyond 256 (bf16) / 2048 (fp16) ones: accumulate those in float32.
+    exact = torch.float32 if flags.dtype in (torch.float16, torch.bfloat16) else None
+    return flags.sum(tuple(range(1, flags.dim())), dtype=exact).double()

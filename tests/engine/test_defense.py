@@ -144,3 +144,11 @@ def test_filter_changes_no_forward_value():
     with activation_filter.filtering():
         filtered = model(e)
     assert torch.equal(filtered, model(x * 0.3))
+
+
+def test_blocked_units_are_counted_exactly_in_half_precision():
+    from engine.defense import _count_per_item
+
+    flags = torch.ones(2, 3000, dtype=torch.bfloat16)  # bf16 cannot hold 3000 exactly
+    flags[1, :1000] = 0
+    assert _count_per_item(flags).tolist() == [3000.0, 2000.0]
