@@ -51,7 +51,7 @@ def run_speed_benchmark(batch_sizes: Sequence[int] = (1, 4, 16), repeats: int = 
             times = _interleaved_median_times(steps, repeats, device_)
             rows.append((batch, times, _peak_memory(device_)))
     header = [
-        f"Default model ({model.name}) at 224x224 on {_device_name(device_)}, torch {torch.__version__}, "
+        f"Default model ({model.name}) at 224x224 on {device_name(device_)}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; median of {repeats} interleaved steps. The bare pass is eager;"
         " on CUDA the FGVis steps replay a CUDA graph, 'eager' is the defended step without one.",
         "",
@@ -117,9 +117,10 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or ``CPU (<processor>)``: how benchmark tables name the machine."""
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+        return torch.cuda.getdevice_name(device)
     return f"CPU ({platform.processor() or platform.machine()})"
 
 
@@ -314,7 +315,7 @@ def run_throughput_benchmark(
         del model
         if device_.type == "cuda":
             torch.cuda.empty_cache()
-    lines.insert(0, f"Device: {_device_name(device_)}, {torch.get_num_threads()} CPU threads.\n")
+    lines.insert(0, f"Device: {device_name(device_)}, {torch.get_num_threads()} CPU threads.\n")
     return "\n".join(lines)
 
 
@@ -364,7 +365,7 @@ def run_precision_benchmark(device: str = "auto", steps: int = 100, dtypes: Sequ
     decisions = {"fp32": _filter_decisions(model.module, x, e)}
     lines = [
         f"Mixed precision vs float32: default model ({model.name}), {len(photos)} bundled photos in one batch, "
-        f"preserve, defense on, {steps} steps, {_device_name(device_)}, torch {torch.__version__}.",
+        f"preserve, defense on, {steps} steps, {device_name(device_)}, torch {torch.__version__}.",
         "",
         "| precision | filter decisions changed | blocked units (fp32: {:.2%}) | mean abs mask difference "
         "| p(e) float32 run | p(e) of this run, re-scored in float32 | defended step (s) |".format(

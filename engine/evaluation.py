@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from .baselines import METHODS, Attribution, attribute
+from .bench import device_name
 from .errors import ConfigError
 from .fgvis import explain
 from .metrics import (
@@ -118,7 +118,7 @@ def run_quality_benchmark(
 ) -> QualityReport:
     """Run the benchmark and (with ``out_dir``) write its files; see the module docstring."""
     started = time.perf_counter()
-    model = _load(model_name)
+    model = load_model(model_name)  # "synthetic_shapes" is one of its names
     data = load_quality_data(model, images, count)
     module = model.module
     device = model.device
@@ -182,14 +182,6 @@ def run_quality_benchmark(
     if out_dir is not None:
         report.files = _write(out_dir, report, curves)
     return report
-
-
-def _load(name: str) -> ClassifierModel:
-    if name == SYNTHETIC:
-        from .synthetic import load_shapes_model
-
-        return load_shapes_model()
-    return load_model(name)
 
 
 def _monitor(model: ClassifierModel, x: torch.Tensor, targets: torch.Tensor, config: FGVisConfig) -> dict:
@@ -290,8 +282,7 @@ def _markdown(details: dict, data: QualityData) -> str:
 
 
 def _machine(device: torch.device) -> str:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.machine()})"
-    return f"{name}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return f"{device_name(device)}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def _write(out_dir: Path, report: QualityReport, curves: dict) -> dict[str, Path]:

@@ -551,19 +551,22 @@ class ReferenceCache:
     def record(self, module: nn.Module, inputs: torch.Tensor, x: torch.Tensor, activation_filter) -> torch.Tensor:
         """Run (or reuse) the reference forward pass on ``x`` (``inputs`` on the CPU, the same values):
         -> logits ``(N, K)``; ``activation_filter`` holds the bounds afterwards."""
+        if self.size <= 0:  # nothing is kept: no key to compute
+            return _record(module, x, activation_filter)
         key = ("record", id(module), x.device, _digest(inputs), activation_filter.settings)
         cached = self._get(key)
         if cached is not None:
             logits, bounds = cached
             activation_filter.restore(bounds)
             return logits
-        with torch.no_grad(), activation_filter.recording():
-            logits = module(x)
+        logits = _record(module, x, activation_filter)
         self._put(key, (logits, activation_filter.recorded))
         return logits
 
     def reference(self, classifier: ClassifierModel, inputs: torch.Tensor, x: torch.Tensor, config: FGVisConfig):
         """The reference ``r`` for ``x`` (see :func:`_reference`), computed or reused."""
+        if self.size <= 0:
+            return _reference(classifier, x, config)
         key = ("reference", x.device, _digest(inputs), config.reference, config.blur_sigma,
                classifier.preprocessing if config.reference == "black" else None)  # fmt: skip
         cached = self._get(key)
@@ -580,8 +583,6 @@ class ReferenceCache:
         return self._entries[key]
 
     def _put(self, key: tuple, value) -> None:
-        if self.size <= 0:
-            return
         self._entries[key] = value
         while len(self._entries) > 2 * self.size:  # a record and a reference entry per image
             self._entries.popitem(last=False)
@@ -591,6 +592,12 @@ def _digest(tensor: torch.Tensor) -> tuple:
     """Identity of a CPU tensor's values: shape and a BLAKE2 hash of its bytes (~1 ms for a 224x224 image)."""
     data = tensor.detach().contiguous().numpy().tobytes()
     return tuple(tensor.shape), hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _record(module: nn.Module, x: torch.Tensor, activation_filter: ActivationFilter) -> torch.Tensor:
+    """The reference forward pass on ``x``: -> logits; ``activation_filter`` holds the bounds afterwards."""
+    with torch.no_grad(), activation_filter.recording():
+        return module(x)
 
 
 def _with_preview(state: StepState, mask: torch.Tensor, game: str, size: int) -> StepState:
