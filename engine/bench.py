@@ -84,7 +84,7 @@ def _fgvis_step(
     module: torch.nn.Module, x: torch.Tensor, *, defense: bool, cuda_graph: bool = True
 ) -> Callable[[int], None]:
     activation_filter = ActivationFilter(enabled=defense)
-    with torch.no_grad(), activation_filter.recording():
+    with torch.no_grad(), activation_filter.recording(module):
         logits = module(x)
     targets = logits.argmax(1)
     probs = torch.softmax(logits, 1)
@@ -413,9 +413,9 @@ def _filter_decisions(module: nn.Module, x: torch.Tensor, e: torch.Tensor) -> li
     the bounds recorded on ``x`` (copies: the filter reuses its buffers)."""
     activation_filter = ActivationFilter()
     with frozen(module):
-        with torch.no_grad(), activation_filter.recording():
+        with torch.no_grad(), activation_filter.recording(module):
             module(x)
-        with activation_filter.filtering():
+        with activation_filter.filtering(module):
             module(e.clone().requires_grad_(True))
     return activation_filter.decisions()
 

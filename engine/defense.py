@@ -15,16 +15,34 @@ call ``F.relu``/``F.hardtanh``/...), functional ``F.relu``/``torch.relu``, tenso
 in-place variants alike -- and nothing outside this thread or outside the ``with`` block. Bounds are
 keyed by **call order** within a forward pass, so a module used several times gets one set of bounds per
 use. TorchScript models run their operations outside Python and cannot be filtered.
+
+Two measured speed-ups (docs/BENCHMARKS.md) keep the result identical:
+
+* **Scope.** The mode costs ~25 us of Python per operation it sees (~200 per EfficientNet pass). When the
+  model is given (``recording(model)`` / ``filtering(model)``) and the reference pass shows that every
+  activation call happens inside an activation *module* (``nn.ReLU``, ``nn.ReLU6``, ``nn.GELU``...), the
+  filtered passes push the mode only inside those modules' ``forward``; otherwise around the whole pass.
+* **Fused clamp filter.** For activations of the form ``clamp(x, 0, c)`` -- ReLU (``c`` infinite), ReLU6,
+  ``hardtanh(x, 0, c)`` -- the upper bound is stored as ``min(bu, c)`` and the filter replaces the
+  activation's own backward: the forward pass writes ``ratio = h(e) / bu`` into a reused buffer (as a
+  multiplication by a stored ``1 / bu`` in float32/64: half the cost of a division on the CPU), and the
+  backward passes the gradient where ``0 < ratio < 1`` (one kernel, ``hardtanh_backward``), which is
+  exactly "the activation's derivative is 1 and ``h(e) <= bu``". Every other activation keeps the
+  general path: a 0/1 decision buffer in the forward pass and a gradient hook that multiplies by it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import math
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .errors import DefenseError
@@ -53,23 +71,73 @@ NONNEGATIVE_FUNCTIONS = _functions_named("relu", "relu_", "relu6", "sigmoid", "s
 _HARDTANH = _functions_named("hardtanh", "hardtanh_")
 
 
+_RELU = _functions_named("relu", "relu_")
+_RELU6 = _functions_named("relu6")
+
+#: Activation modules whose ``forward`` is the activation call: the mode can be scoped to them.
+ACTIVATION_MODULES = tuple(
+    getattr(nn, name)
+    for name in (
+        "ReLU", "ReLU6", "Hardtanh", "LeakyReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish", "Hardswish",
+        "Hardsigmoid", "Softplus", "Sigmoid", "Tanh", "RReLU", "PReLU", "LogSigmoid", "Softsign", "Tanhshrink",
+        "Threshold",
+    )
+    if hasattr(nn, name)
+)  # fmt: skip
+
+
+def _hardtanh_range(args, kwargs) -> tuple[float, float]:
+    min_val = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
+    max_val = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
+    return float(min_val), float(max_val)
+
+
 def _is_nonnegative(func, args, kwargs) -> bool:
     if func in NONNEGATIVE_FUNCTIONS:
         return True
     if func in _HARDTANH:  # nn.ReLU6 is hardtanh(x, 0, 6)
-        min_val = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
-        return min_val >= 0
+        return _hardtanh_range(args, kwargs)[0] >= 0
     return False
+
+
+def _clamp_ceiling(func, args, kwargs) -> float | None:
+    """``c`` for activations that compute ``clamp(x, 0, c)`` (ReLU: ``inf``; ReLU6: 6; ``hardtanh(x, 0,
+    c)``), which the fused filter handles; ``None`` for every other activation call."""
+    if "out" in kwargs or not args or not isinstance(args[0], torch.Tensor):
+        return None
+    if func in _RELU:
+        return math.inf
+    if func in _RELU6:
+        return 6.0
+    if func in _HARDTANH:
+        low, high = _hardtanh_range(args, kwargs)
+        return high if low == 0 and high > 0 else None
+    return None
 
 
 @dataclass
 class _Bounds:
     """Bounds of one activation call, tolerance already applied: ``lower <= h(e) <= upper`` passes.
-    ``lower`` is ``None`` for activations that cannot go negative."""
+    ``lower`` is ``None`` for activations that cannot go negative. ``fused``: a ``clamp(x, 0, c)``
+    activation whose upper bound is ``min(bu, c)`` (the same test, as ``h(e) <= c`` always), filtered by
+    :class:`_FusedClampFilter`; in float32/64 only its reciprocal ``inverse_upper`` is kept (``upper`` is
+    then ``None``; :meth:`upper_bound` computes it). ``in_module``: the call happened inside an activation
+    module's forward (see :data:`ACTIVATION_MODULES`)."""
 
     name: str
     lower: torch.Tensor | None
-    upper: torch.Tensor
+    upper: torch.Tensor | None
+    fused: bool = False
+    in_module: bool = False
+    inverse_upper: torch.Tensor | None = None
+
+    @property
+    def shape(self) -> torch.Size:
+        return (self.upper if self.upper is not None else self.inverse_upper).shape
+
+    def upper_bound(self) -> torch.Tensor:
+        """The upper bound ``bu`` (for fused bounds ``min(bu, c)``), shaped like the activation."""
+        return self.upper if self.upper is not None else self.inverse_upper.reciprocal()
 
 
 class ActivationFilter(TorchFunctionMode):
@@ -77,6 +145,8 @@ class ActivationFilter(TorchFunctionMode):
 
     Use :meth:`recording` around the forward pass on the image ``x`` and :meth:`filtering` around each
     forward pass on an explanation ``e`` (same batch shape). Outside those blocks the mode is not active.
+    Passing the model to both lets the filter scope itself to the model's activation modules (faster; the
+    same result). While a block with a model is open, those modules' ``forward`` is wrapped.
 
     Parameters
     ----------
@@ -95,8 +165,15 @@ class ActivationFilter(TorchFunctionMode):
         self._bounds: list[_Bounds] = []
         self._phase = "off"
         self._call = 0
-        self._allowed: list[torch.Tensor] = []
+        self._module_depth = 0  # > 0 while inside a wrapped activation module's forward
+        # Per activation call of the last filtered pass: (tensor, fused). Not fused: the 0/1 pass decision;
+        # fused: the ratio h(e) / upper (see _FusedClampFilter).
+        self._decided: list[tuple[torch.Tensor, bool]] = []
+        self._blocked: list[torch.Tensor] = []  # per call, blocked units per batch item (N,)
+        self._counting = True
+        self._owner: int | None = None  # the thread whose passes the wrapped modules take part in
         self._buffers: dict[tuple[int, str], torch.Tensor] = {}
+        self._modules_of: tuple[weakref.ref, list[nn.Module]] | None = None
 
     @property
     def num_activations(self) -> int:
@@ -107,6 +184,12 @@ class ActivationFilter(TorchFunctionMode):
     def activation_names(self) -> list[str]:
         """Function name of each activation call, in call order."""
         return [bounds.name for bounds in self._bounds]
+
+    @property
+    def scoped(self) -> bool:
+        """Whether :meth:`filtering` with the model can push the mode only inside its activation modules:
+        the recorded pass made every activation call inside one."""
+        return bool(self._bounds) and all(bounds.in_module for bounds in self._bounds)
 
     @property
     def settings(self) -> tuple[float, float, bool]:
@@ -124,17 +207,25 @@ class ActivationFilter(TorchFunctionMode):
         self._bounds = list(bounds)
 
     @contextlib.contextmanager
-    def recording(self) -> Iterator[None]:
-        """Forward pass on the image ``x``: store the bounds of every activation call."""
+    def recording(self, model: nn.Module | None = None) -> Iterator[None]:
+        """Forward pass on the image ``x``: store the bounds of every activation call. With ``model``,
+        also note which calls happen inside its activation modules (see :attr:`scoped`)."""
         self._bounds = []
-        with self._active("record"):
+        self._modules_of = None  # list the modules afresh for each recorded pass
+        with self._wrapped(model, push=False), self._active("record"):
             yield
 
     @contextlib.contextmanager
-    def filtering(self) -> Iterator[None]:
-        """Forward pass on ``e``: attach the gradient filter to every activation call."""
-        self._allowed = []
-        with self._active("filter"):
+    def filtering(self, model: nn.Module | None = None, *, count: bool = True) -> Iterator[None]:
+        """Forward pass on ``e``: attach the gradient filter to every activation call. With the
+        ``model`` the bounds were recorded with and :attr:`scoped`, the mode is active only inside the
+        model's activation modules; otherwise around the whole block. ``count=False`` skips counting the
+        blocked units (~8 % of a CPU step): :meth:`blocked_fraction` is NaN for that pass."""
+        self._decided = []
+        self._blocked = []
+        self._counting = count
+        scoped = model is not None and self.enabled and self.scoped
+        with self._wrapped(model if scoped else None, push=True), self._active("filter", push=not scoped):
             yield
         if self.enabled and self._call != len(self._bounds):
             raise DefenseError(
@@ -143,98 +234,243 @@ class ActivationFilter(TorchFunctionMode):
             )
 
     @contextlib.contextmanager
-    def _active(self, phase: str) -> Iterator[None]:
+    def _active(self, phase: str, *, push: bool = True) -> Iterator[None]:
         if not self.enabled:
             yield
             return
         self._phase = phase
         self._call = 0
         try:
-            with self:
+            if push:
+                with self:
+                    yield
+            else:
                 yield
         finally:
             self._phase = "off"
 
+    @contextlib.contextmanager
+    def _wrapped(self, model: nn.Module | None, *, push: bool) -> Iterator[None]:
+        """Wrap the ``forward`` of ``model``'s activation modules for the block: they count their depth
+        and, with ``push``, run under this mode. Restored afterwards, also on errors."""
+        if model is None or not self.enabled:
+            yield
+            return
+        wrapped = []
+        try:
+            for module in self._activation_modules(model):
+                own = module.__dict__.get("forward")
+                object.__setattr__(module, "forward", self._scoped_forward(module.forward, push))
+                wrapped.append((module, own))
+            self._owner = threading.get_ident()
+            yield
+        finally:
+            self._owner = None
+            for module, own in wrapped:
+                if own is None:
+                    object.__delattr__(module, "forward")
+                else:
+                    object.__setattr__(module, "forward", own)
+
+    def _activation_modules(self, model: nn.Module) -> list[nn.Module]:
+        """``model``'s activation modules (listing ~250 modules costs ~0.3 ms: kept from the last recording
+        for the filtered passes)."""
+        cached = self._modules_of
+        if cached is None or cached[0]() is not model:
+            modules = [
+                module
+                for module in model.modules()
+                if isinstance(module, ACTIVATION_MODULES) and not isinstance(module, torch.jit.ScriptModule)
+            ]
+            self._modules_of = cached = (weakref.ref(model), modules)
+        return cached[1]
+
+    def _scoped_forward(self, forward: Callable, push: bool) -> Callable:
+        def scoped(*args, **kwargs):
+            # Another thread using the model meanwhile, or a nested activation module: a plain call.
+            if self._module_depth or threading.get_ident() != self._owner:
+                return forward(*args, **kwargs)
+            self._module_depth += 1
+            try:
+                if push and self._phase == "filter":
+                    with self:
+                        return forward(*args, **kwargs)
+                return forward(*args, **kwargs)
+            finally:
+                self._module_depth -= 1
+
+        return scoped
+
     def blocked_fraction(self) -> torch.Tensor:
         """Per batch item, the fraction of activation units whose gradient was blocked in the last
-        filtered pass, i.e. that left their bounds (``h(e) > h(x)`` for ReLUs): shape ``(N,)``."""
-        if not self._allowed:
+        filtered pass, i.e. that left their bounds (``h(e) > h(x)`` for ReLUs): shape ``(N,)``; NaN if
+        that pass did not count (``filtering(count=False)``), empty if it filtered nothing."""
+        if not self._decided:
             return torch.zeros(0)
-        passed = torch.stack([_count_per_item(a) for a in self._allowed]).sum(0)
-        units = sum(a[0].numel() for a in self._allowed)
-        return 1.0 - passed / units
+        if not self._counting:
+            return torch.full((self._decided[0][0].shape[0],), math.nan, dtype=torch.float64)
+        blocked = torch.stack(self._blocked).sum(0, dtype=torch.float64)
+        units = sum(tensor[0].numel() for tensor, _ in self._decided)
+        return blocked / units
 
     def layer_blocked_fractions(self) -> torch.Tensor:
         """Per activation call and batch item, the blocked fraction of the last filtered pass:
         shape ``(num_activations, N)``."""
-        if not self._allowed:
+        if not self._decided:
             return torch.zeros(0, 0)
-        return torch.stack([1.0 - _count_per_item(a) / a[0].numel() for a in self._allowed])
+        if not self._counting:
+            return torch.full((len(self._decided), self._decided[0][0].shape[0]), math.nan, dtype=torch.float64)
+        return torch.stack(
+            [
+                count.double() / tensor[0].numel()
+                for count, (tensor, _) in zip(self._blocked, self._decided, strict=True)
+            ]
+        )
 
     def decisions(self) -> list[torch.Tensor]:
         """Per activation call of the last filtered pass, the pass (``True``) / block decision of every
         unit: bool copies on the CPU, shaped like the activation."""
-        return [allowed.bool().cpu() for allowed in self._allowed]
+        return [(~(tensor > 1) if fused else tensor.bool()).cpu() for tensor, fused in self._decided]
+
+    def _count_blocked(self, index: int, tensor: torch.Tensor, fused: bool) -> None:
+        """Keep the decision tensor of activation call ``index`` and count its blocked units per batch item
+        into a reused ``(N,)`` buffer, right after the decision is made: the map is still in the CPU's
+        cache then, and on CUDA the count is part of the recorded graph."""
+        tensor = tensor.reshape(1) if tensor.dim() == 0 else tensor
+        self._decided.append((tensor, fused))
+        if not self._counting:
+            return
+        per_item = tensor[(slice(None),) + (0,) * (tensor.dim() - 1)]  # shaped (N,)
+        count = self._buffer((index, "blocked"), per_item, _count_dtype(tensor))
+        if fused:  # blocked where ratio > 1, via a float buffer (comparing into bool and summing bools is slow)
+            _count_per_item(torch.gt(tensor, 1, out=self._scratch(tensor)), out=count)
+        else:  # ``tensor`` holds 1 where the unit passed
+            _count_per_item(tensor, out=count).neg_().add_(tensor[0].numel())
+        self._blocked.append(count)
+
+    def _scratch(self, like: torch.Tensor) -> torch.Tensor:
+        """A float buffer shaped like ``like``, shared by all activation calls (used one at a time)."""
+        flat = self._buffers.get((-1, "scratch"))
+        if flat is None or flat.numel() < like.numel() or (flat.dtype, flat.device) != (like.dtype, like.device):
+            flat = self._buffers[(-1, "scratch")] = torch.empty(like.numel(), dtype=like.dtype, device=like.device)
+        return flat[: like.numel()].view(like.shape)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func not in ACTIVATION_FUNCTIONS:
+            return func(*args, **kwargs)
+        if self._phase == "filter":
+            return self._filter(func, args, kwargs)
         output = func(*args, **kwargs)
-        if func not in ACTIVATION_FUNCTIONS or not isinstance(output, torch.Tensor):
-            return output
-        index = self._call
-        self._call += 1
-        if self._phase == "record":
-            name = getattr(func, "__name__", str(func))
-            self._bounds.append(self._make_bounds(name, output, _is_nonnegative(func, args, kwargs)))
-        elif self._phase == "filter":
-            self._attach_filter(index, output)
+        if self._phase == "record" and isinstance(output, torch.Tensor):
+            self._call += 1
+            self._bounds.append(self._make_bounds(func, args, kwargs, output))
         return output
 
-    def _make_bounds(self, name: str, reference: torch.Tensor, nonnegative: bool) -> _Bounds:
+    def _make_bounds(self, func, args, kwargs, reference: torch.Tensor) -> _Bounds:
         # New tensors (not views), so later in-place ops on the activation cannot change the bounds.
+        name = getattr(func, "__name__", str(func))
+        in_module = self._module_depth > 0
         value = reference.detach()
         upper = value.clamp(min=0)
         upper = upper + (self.atol + self.rtol * upper)
-        if nonnegative:
-            return _Bounds(name=name, lower=None, upper=upper)
+        ceiling = _clamp_ceiling(func, args, kwargs)
+        if ceiling is not None:
+            if math.isfinite(ceiling):
+                upper = upper.clamp_(max=ceiling)
+            if upper.dtype in (torch.float32, torch.float64):  # 1 / bu >= 1 / atol: no overflow
+                return _Bounds(name, None, None, fused=True, in_module=in_module, inverse_upper=upper.reciprocal_())
+            # float16 cannot hold 1 / atol (> 65504): keep bu and divide.
+            return _Bounds(name=name, lower=None, upper=upper, fused=True, in_module=in_module)
+        if _is_nonnegative(func, args, kwargs):
+            return _Bounds(name=name, lower=None, upper=upper, in_module=in_module)
         lower = value.clamp(max=0)
-        return _Bounds(name=name, lower=lower - (self.atol + self.rtol * lower.abs()), upper=upper)
+        lower = lower - (self.atol + self.rtol * lower.abs())
+        return _Bounds(name=name, lower=lower, upper=upper, in_module=in_module)
 
-    def _attach_filter(self, index: int, output: torch.Tensor) -> None:
+    def _filter(self, func, args, kwargs):
+        """One activation call on the explanation: run it with the gradient filter attached."""
+        index = self._call
+        self._call += 1
         if index >= len(self._bounds):
             raise DefenseError(
                 f"activation call {index + 1} on the explanation has no counterpart on the image: the "
                 "model's forward pass depends on the input"
             )
         bounds = self._bounds[index]
-        if output.shape != bounds.upper.shape:
-            raise DefenseError(
-                f"activation call {index + 1} ({bounds.name}) has shape {tuple(output.shape)} on the "
-                f"explanation but {tuple(bounds.upper.shape)} on the image"
-            )
+        grad_flows = torch.is_grad_enabled() and any(
+            isinstance(a, torch.Tensor) and a.requires_grad for a in (*args, *kwargs.values())
+        )
+        fused = bounds.fused and grad_flows and _clamp_ceiling(func, args, kwargs) is not None
+        if fused:
+            self._check_shape(index, bounds, args[0])
+            ratio = self._buffer((index, "ratio"), args[0])
+            output = _FusedClampFilter.apply(args[0], ratio, bounds, func, args[1:], kwargs)
+            self._count_blocked(index, ratio, fused=True)
+            return output
+        output = func(*args, **kwargs)
+        if not isinstance(output, torch.Tensor):
+            return output
+        self._check_shape(index, bounds, output)
         if not output.requires_grad:
             # Inside a custom autograd Function or under no_grad: no gradient flows through it here.
-            return
+            return output
         # Evaluate now (later in-place ops may change ``output``), into a float buffer of the activation's
         # dtype that is reused every step: on the CPU, ``grad * bool_tensor`` takes a type-promotion path
         # ~30x slower than a float multiply, and ``le`` into a preallocated float tensor is ~4x faster than
         # producing a new bool tensor (docs/BENCHMARKS.md).
         allowed = self._buffer((index, "allowed"), output)
         value = output.detach()
-        torch.le(value, bounds.upper, out=allowed)
+        torch.le(value, bounds.upper_bound(), out=allowed)
         if bounds.lower is not None:
             allowed.mul_(torch.ge(value, bounds.lower, out=self._buffer((index, "lower"), output)))
-        self._allowed.append(allowed)
+        self._count_blocked(index, allowed, fused=False)
         output.register_hook(_GradientMask(allowed))
+        return output
 
-    def _buffer(self, key: tuple[int, str], output: torch.Tensor) -> torch.Tensor:
-        """A buffer reused every step (``key``: activation call and purpose), shaped and typed like
-        ``output``."""
+    @staticmethod
+    def _check_shape(index: int, bounds: _Bounds, output: torch.Tensor) -> None:
+        if output.shape != bounds.shape:
+            raise DefenseError(
+                f"activation call {index + 1} ({bounds.name}) has shape {tuple(output.shape)} on the "
+                f"explanation but {tuple(bounds.shape)} on the image"
+            )
+
+    def _buffer(self, key: tuple[int, str], output: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A buffer reused every step (``key``: activation call and purpose), shaped like ``output`` and
+        typed like it or as ``dtype``."""
         buffer = self._buffers.get(key)
-        like = (output.shape, output.dtype, output.device)
+        like = (output.shape, dtype or output.dtype, output.device)
         if buffer is None or (buffer.shape, buffer.dtype, buffer.device) != like:
-            buffer = self._buffers[key] = torch.empty(output.shape, dtype=output.dtype, device=output.device)
+            buffer = self._buffers[key] = torch.empty(like[0], dtype=like[1], device=like[2])
         return buffer
+
+
+class _FusedClampFilter(torch.autograd.Function):
+    """A ``clamp(x, 0, c)`` activation (``func``) whose backward is its derivative times the filter, in one
+    kernel. Forward: ``h = func(x, *args)`` unchanged, and ``ratio = h / upper`` into the reused buffer
+    ``ratio`` (``upper = min(bu, c) > 0``; ``bounds`` holds it or its reciprocal). Backward: the gradient
+    passes where ``0 < ratio < 1``, i.e. where ``0 < h < c`` (the derivative is 1) and ``h < bu`` (the
+    filter), and is 0 elsewhere. A ratio of exactly 1 (``h`` equal to the tolerance-widened bound) counts
+    as blocked, and within ~1e-7 (relative) of the bound the multiplication by the reciprocal may round a
+    ratio across 1: both far inside the tolerance (1e-5)."""
+
+    @staticmethod
+    def forward(ctx, x, ratio, bounds, func, args, kwargs):
+        output = func(x, *args, **kwargs)
+        if output is x:  # in-place activation
+            ctx.mark_dirty(x)
+        if bounds.inverse_upper is not None:
+            torch.mul(output, bounds.inverse_upper, out=ratio)
+        else:
+            torch.div(output, bounds.upper, out=ratio)
+        ctx.save_for_backward(ratio)
+        return output
+
+    @staticmethod
+    def backward(ctx, grad):
+        (ratio,) = ctx.saved_tensors
+        return torch.ops.aten.hardtanh_backward(grad, ratio, 0.0, 1.0), None, None, None, None, None
 
 
 class _GradientMask:
@@ -250,12 +486,19 @@ class _GradientMask:
         return grad * self.allowed
 
 
-def _count_per_item(flags: torch.Tensor) -> torch.Tensor:
-    """Number of ones per batch item of a 0/1 float tensor ``(N, ...)`` -> float64 ``(N,)``. Summed in the
-    tensor's own dtype (exact for float32 up to 2**24 units per item; ``dtype=float64`` would first copy
-    the whole tensor), reducing over the trailing dims to avoid a copy of channels-last activations."""
-    if flags.dim() == 1:
-        return flags.double()
+def _count_dtype(flags: torch.Tensor) -> torch.dtype:
     # Half-precision sums are not exact beyond 256 (bf16) / 2048 (fp16) ones: accumulate those in float32.
-    exact = torch.float32 if flags.dtype in (torch.float16, torch.bfloat16) else None
-    return flags.sum(tuple(range(1, flags.dim())), dtype=exact).double()
+    return torch.float32 if flags.dtype in (torch.float16, torch.bfloat16) else flags.dtype
+
+
+def _count_per_item(flags: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Number of ones per batch item of a 0/1 float tensor ``(N, ...)`` -> ``(N,)`` (float32 for half
+    precision, else the tensor's dtype; into ``out`` if given). Summed in that dtype (exact for float32 up
+    to 2**24 units per item; ``dtype=float64`` would first copy the whole tensor), reducing over the
+    trailing dims to avoid a copy of channels-last activations."""
+    if flags.dim() == 1:
+        return flags.to(_count_dtype(flags)) if out is None else out.copy_(flags)
+    dims = tuple(range(1, flags.dim()))
+    if out is None:
+        return flags.sum(dims, dtype=_count_dtype(flags))
+    return torch.sum(flags, dims, dtype=_count_dtype(flags), out=out)

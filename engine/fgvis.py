@@ -397,12 +397,13 @@ class _Optimisation:
             return (prob >= self.config.preserve_ratio * self.prob_original) & kept_top1
         return prob <= self.config.delete_ratio * self.prob_original
 
-    def _forward_backward(self, module: nn.Module, activation_filter: ActivationFilter):
+    def _forward_backward(self, module: nn.Module, activation_filter: ActivationFilter, count: bool = True):
         """The model's part of a step: -> logits ``(N, K)``, log p(target) ``(N,)`` and the gradient of the
         score term w.r.t. the mask ``(N, C, H, W)``. Only the score is back-propagated (and filtered); the
-        sparsity term is applied as a separate proximal step."""
+        sparsity term is applied as a separate proximal step. ``count``: let the defense count blocked
+        units (its monitor)."""
         explanation = self.mask * self.x + (1 - self.mask) * self.reference
-        with activation_filter.filtering():
+        with activation_filter.filtering(module, count=count):
             logits = module(explanation)
         log_probs = torch.log_softmax(logits.float(), dim=1).gather(1, self.targets[:, None])[:, 0]
         score = log_probs.exp() if self.config.loss == "prob" else log_probs
@@ -435,11 +436,12 @@ class _Optimisation:
 
     def step(self, module: nn.Module, activation_filter: ActivationFilter, step: int) -> StepState:
         mask = self.mask
-        if self.graph is not None:
+        if self.graph is not None:  # recorded with the monitor's counts: they cost next to nothing there
             self.graph.replay()
             logits, log_probs, grad = self.graph_outputs
         else:
-            logits, log_probs, grad = self._forward_backward(module, activation_filter)
+            counted = step == 1 or step % self.config.monitor_every == 0
+            logits, log_probs, grad = self._forward_backward(module, activation_filter, count=counted)
         probs = log_probs.exp()
         score = probs if self.config.loss == "prob" else log_probs
         size = mask.detach().flatten(1).mean(1)
@@ -596,7 +598,7 @@ def _digest(tensor: torch.Tensor) -> tuple:
 
 def _record(module: nn.Module, x: torch.Tensor, activation_filter: ActivationFilter) -> torch.Tensor:
     """The reference forward pass on ``x``: -> logits; ``activation_filter`` holds the bounds afterwards."""
-    with torch.no_grad(), activation_filter.recording():
+    with torch.no_grad(), activation_filter.recording(module):
         return module(x)
 
 

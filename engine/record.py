@@ -142,7 +142,7 @@ class ExplanationRecord:
 
     def metadata(self) -> dict:
         """JSON-ready facts (everything except the arrays)."""
-        blocked = self.history.get("blocked_fraction", np.zeros(0))
+        blocked_last, blocked_max = monitor_summary(self.history.get("blocked_fraction", np.zeros(0)))
         return {
             "image": self.image_name,
             "image_path": self.image_path,
@@ -170,8 +170,8 @@ class ExplanationRecord:
             "wall_time_s": self.wall_time_s,
             "device": self.device,
             "crop_box": list(self.crop_box) if self.crop_box is not None else None,
-            "blocked_fraction_last": float(blocked[-1]) if blocked.size else 0.0,
-            "blocked_fraction_max": float(blocked.max()) if blocked.size else 0.0,
+            "blocked_fraction_last": blocked_last,
+            "blocked_fraction_max": blocked_max,
             "score_inflation": self.prob_explanation - self.prob_original if self.game == "preserve" else None,
             "created": self.created,
             "notes": self.notes,
@@ -222,3 +222,11 @@ def _as_input(model: ClassifierModel, pixels: np.ndarray) -> torch.Tensor:
 def _top5(probs: torch.Tensor, model: ClassifierModel) -> list[tuple[int, str, float]]:
     values, indices = probs.topk(min(5, probs.numel()))
     return [(int(i), model.label(int(i)), float(v)) for v, i in zip(values, indices, strict=True)]
+
+
+def monitor_summary(blocked: np.ndarray) -> tuple[float, float]:
+    """``(last, max)`` of a ``blocked_fraction`` history over the steps the monitor counted (the others
+    are NaN; see ``FGVisConfig.monitor_every``); ``(0, 0)`` when none did."""
+    counted = np.asarray(blocked, dtype=np.float64)
+    counted = counted[np.isfinite(counted)]
+    return (float(counted[-1]), float(counted.max())) if counted.size else (0.0, 0.0)

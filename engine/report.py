@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from .colormaps import lookup_table
 from .export import compose_overlay
 from .output import png_bytes
-from .record import ExplanationRecord
+from .record import ExplanationRecord, monitor_summary
 
 PICTURE_SIZE = 224
 
@@ -76,7 +76,7 @@ def _result_section(number: int, record: ExplanationRecord, colormap: str) -> st
         "</tr></table>"
     )
     config = record.config
-    blocked = record.history.get("blocked_fraction", np.zeros(1))
+    blocked_last, blocked_max = monitor_summary(record.history.get("blocked_fraction", np.zeros(0)))
     facts = [
         ("model", record.model_name),
         ("weights SHA-256", record.weights_sha256 or "-"),
@@ -99,7 +99,7 @@ def _result_section(number: int, record: ExplanationRecord, colormap: str) -> st
         ("time", f"{record.wall_time_s:.1f} s"),
         (
             "adversarial-evidence monitor",
-            f"units blocked: last step {float(blocked[-1]):.3f}, max {float(blocked.max()):.3f}",
+            f"units blocked: last counted step {blocked_last:.3f}, max {blocked_max:.3f}",
         ),
     ]
     if record.game == "preserve":

@@ -84,6 +84,10 @@ class FGVisConfig:
     preview_rate_hz
         At most this many previews per second are computed (``on_step`` is still called every step, with
         ``preview=None`` in between); none at all without ``on_step``.
+    monitor_every
+        The defense's monitor (:attr:`StepState.blocked_fraction`) counts blocked units on step 1 and every
+        ``monitor_every``-th step (NaN in between); counting costs ~8 % of a step on the CPU
+        (docs/BENCHMARKS.md). 1 counts every step. Replayed CUDA graphs count every step (nearly free).
     """
 
     steps: int = 300
@@ -107,6 +111,7 @@ class FGVisConfig:
     preview_size: int = 64
     preview_rate_hz: float = 5.0
     cuda_graph: bool = True
+    monitor_every: int = 10
 
     def __post_init__(self) -> None:
         checks = [
@@ -124,6 +129,7 @@ class FGVisConfig:
             (self.patience >= 0, f"patience must be >= 0, not {self.patience}"),
             (self.preview_size >= 8, f"preview_size must be at least 8, not {self.preview_size}"),
             (self.preview_rate_hz > 0, f"preview_rate_hz must be positive, not {self.preview_rate_hz}"),
+            (self.monitor_every >= 1, f"monitor_every must be at least 1, not {self.monitor_every}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -155,7 +161,8 @@ class StepState:
         Sparsity weight used at this step.
     blocked_fraction
         Fraction of activation units whose gradient the defense blocked (they left their bounds:
-        adversarial evidence); 0 without the defense.
+        adversarial evidence); 0 without the defense; NaN on steps the monitor did not count (see
+        ``FGVisConfig.monitor_every``).
     goal_met
         Whether this step's explanation met the game's goal (see :class:`FGVisConfig`).
     preview

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,7 +65,7 @@ def test_reused_module_gets_bounds_per_call_not_per_module():
         b = torch.relu(model.conv2(a))
         c = torch.relu(b + a)
     for bounds, reference in zip(recorder._bounds, (a, b, c), strict=True):
-        assert torch.allclose(bounds.upper, reference, atol=1e-4)
+        assert torch.allclose(bounds.upper_bound(), reference, atol=1e-4)
         assert bounds.lower is None  # ReLU outputs cannot go below the lower bound 0
 
 
@@ -77,8 +79,8 @@ def test_functional_and_inplace_relus_are_covered_and_references_are_copies():
         c = model.conv3(torch.relu(model.conv2(a))).relu()
         d = F.relu(c + a)
     # The in-place activation of `c + a` must not leak into the stored reference of `c`.
-    assert torch.allclose(recorder._bounds[2].upper, c, atol=1e-4)
-    assert torch.allclose(recorder._bounds[3].upper, d, atol=1e-4)
+    assert torch.allclose(recorder._bounds[2].upper_bound(), c, atol=1e-4)
+    assert torch.allclose(recorder._bounds[3].upper_bound(), d, atol=1e-4)
 
 
 def test_inplace_relu_gradient_is_filtered_against_its_own_value():
@@ -152,3 +154,155 @@ def test_blocked_units_are_counted_exactly_in_half_precision():
     flags = torch.ones(2, 3000, dtype=torch.bfloat16)  # bf16 cannot hold 3000 exactly
     flags[1, :1000] = 0
     assert _count_per_item(flags).tolist() == [3000.0, 2000.0]
+
+
+class _ClampNet(nn.Module):
+    """Every activation the fused filter handles: ReLU / ReLU6 modules (in place and not), functional
+    ``F.relu``, ``Tensor.relu_`` and ``F.hardtanh(x, 0, c)``, beside a GELU it does not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(6, 6, 3, padding=1)
+        self.relu6 = nn.ReLU6()
+        self.conv3 = nn.Conv2d(6, 6, 3, padding=1)
+        self.gelu = nn.GELU()
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x):
+        a = self.relu(self.conv1(x) * 3)  # scaled so that some ReLU6 units saturate
+        b = self.relu6(self.conv2(a) * 3)
+        c = F.hardtanh(self.conv3(b), 0.0, 0.5) + F.relu(b) + self.conv3(a).relu_()
+        return self.fc(self.gelu(c).mean((2, 3)))
+
+
+def _filtered_pass(model, x, e, *, model_arg=None, generic=False, monkeypatch=None):
+    """Record on ``x``, filter a pass on ``e``: -> (input gradient, blocked fraction, decisions)."""
+    if generic:  # every activation through the general path: the reference for the fused one
+        monkeypatch.setattr("engine.defense._clamp_ceiling", lambda *args: None)
+    activation_filter = ActivationFilter()
+    with torch.no_grad(), activation_filter.recording(model_arg):
+        model(x)
+    e = e.clone().requires_grad_(True)
+    with activation_filter.filtering(model_arg):
+        out = model(e)
+    out[:, 1].sum().backward()
+    if generic:
+        monkeypatch.undo()
+    return e.grad, activation_filter.blocked_fraction(), activation_filter.decisions(), activation_filter
+
+
+def test_fused_clamp_filter_matches_the_general_filter(monkeypatch):
+    torch.manual_seed(0)
+    model = _ClampNet().eval()
+    x = torch.randn(2, 3, 8, 8)
+    e = x * 0.5 + 0.5 * torch.randn(2, 3, 8, 8)
+    grad, blocked, decisions, fused_filter = _filtered_pass(model, x, e)
+    assert [b.fused for b in fused_filter.recorded] == [True, True, True, True, True, False]
+    grad_ref, blocked_ref, decisions_ref, _ = _filtered_pass(model, x, e, generic=True, monkeypatch=monkeypatch)
+    assert float(blocked.min()) > 0 and float(blocked.max()) < 1
+    assert torch.equal(grad, grad_ref)
+    assert torch.equal(blocked, blocked_ref)
+    assert all(torch.equal(a, b) for a, b in zip(decisions, decisions_ref, strict=True))
+
+
+def test_fused_relu6_blocks_nothing_at_saturation_and_keeps_its_zero_derivative():
+    activation_filter = ActivationFilter()
+    x = torch.tensor([[7.0, 7.0, 2.0]])  # h(x) = 6, 6, 2
+    with torch.no_grad(), activation_filter.recording():
+        F.relu6(x)
+    e = torch.tensor([[8.0, 5.0, 2.5]], requires_grad=True)  # h(e) = 6 (saturated), 5, 2.5 (> h(x))
+    with activation_filter.filtering():
+        F.relu6(e).sum().backward()
+    assert e.grad.tolist() == [[0.0, 1.0, 0.0]]
+    assert activation_filter.decisions()[0].tolist() == [[True, True, False]]
+    assert activation_filter.blocked_fraction().tolist() == [1 / 3]
+
+
+def test_scoped_filtering_matches_the_model_wide_mode_and_restores_the_modules():
+    torch.manual_seed(1)
+    model = SignedNet().eval()
+    x = torch.randn(2, 3, 6, 6)
+    e = x * 0.3 + 0.7 * torch.randn(2, 3, 6, 6)
+    grad, blocked, _, scoped_filter = _filtered_pass(model, x, e, model_arg=model)
+    assert scoped_filter.scoped
+    grad_ref, blocked_ref, _, _ = _filtered_pass(model, x, e)
+    assert torch.equal(grad, grad_ref) and torch.equal(blocked, blocked_ref)
+    assert not any("forward" in vars(module) for module in model.modules())
+
+
+def test_scoped_filtering_is_active_only_inside_activation_modules():
+    model = SignedNet().eval()
+    x = torch.randn(1, 3, 6, 6)
+    activation_filter = ActivationFilter()
+    with torch.no_grad(), activation_filter.recording(model):
+        model(x)
+    modes_seen = []
+    handle = model.conv2.register_forward_hook(
+        lambda *args: modes_seen.append(len(torch.overrides._get_current_function_mode_stack()))
+    )
+    with activation_filter.filtering(model):
+        model(x.clone().requires_grad_(True))
+    handle.remove()
+    assert modes_seen == [0]
+
+
+def test_models_with_functional_activations_keep_the_model_wide_mode():
+    model = FunctionalNet().eval()
+    x = torch.randn(1, 3, 6, 6)
+    grad, _, _, activation_filter = _filtered_pass(model, x, x * 0.5, model_arg=model)
+    assert not activation_filter.scoped
+    grad_ref, _, _, _ = _filtered_pass(model, x, x * 0.5)
+    assert torch.equal(grad, grad_ref)
+
+
+def test_wrapped_modules_are_restored_after_an_error():
+    model = SignedNet().eval()
+    activation_filter = ActivationFilter()
+    with torch.no_grad(), activation_filter.recording(model):
+        model(torch.randn(1, 3, 6, 6))
+    try:
+        with activation_filter.filtering(model):
+            model(torch.randn(1, 3, 6, 6))
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    assert not any("forward" in vars(module) for module in model.modules())
+
+
+def test_another_thread_using_the_model_during_a_filtered_pass_is_not_filtered():
+    model = SignedNet().eval()
+    x = torch.randn(1, 3, 6, 6)
+    activation_filter = ActivationFilter()
+    with torch.no_grad(), activation_filter.recording(model):
+        model(x)
+
+    def use_the_model_elsewhere(*args):
+        worker = threading.Thread(target=lambda: model.act1(torch.randn(1, 4, 6, 6)))
+        worker.start()
+        worker.join()
+
+    handle = model.conv2.register_forward_hook(use_the_model_elsewhere)
+    with activation_filter.filtering(model):  # would raise DefenseError if the other call were counted
+        model(x.clone().requires_grad_(True))
+    handle.remove()
+    assert activation_filter.blocked_fraction().tolist() == [0.0]
+
+
+def test_uncounted_passes_filter_the_same_and_report_nan():
+    model = _ClampNet().eval()
+    x = torch.randn(1, 3, 8, 8)
+    e = x * 0.5
+    counted_filter = ActivationFilter()
+    with torch.no_grad(), counted_filter.recording(model):
+        model(x)
+    grads = []
+    for count in (True, False):
+        inputs = e.clone().requires_grad_(True)
+        with counted_filter.filtering(model, count=count):
+            model(inputs)[:, 0].sum().backward()
+        grads.append(inputs.grad)
+    assert torch.equal(grads[0], grads[1])
+    assert torch.isnan(counted_filter.blocked_fraction()).all()
+    assert len(counted_filter.decisions()) == counted_filter.num_activations

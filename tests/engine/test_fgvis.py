@@ -211,8 +211,19 @@ def test_defense_off_runs_the_same_loop_unfiltered(tiny, inputs):
 
 
 def test_defense_blocks_units_that_exceed_their_reference(tiny, inputs):
-    result = explain(tiny, inputs, config=FGVisConfig(steps=30, patience=0))
+    result = explain(tiny, inputs, config=FGVisConfig(steps=30, patience=0, monitor_every=1))
     assert max(float(s.blocked_fraction.max()) for s in result.history[1:]) > 0
+
+
+def test_monitor_counts_every_nth_step_without_changing_the_run(tiny, inputs):
+    every_step = explain(tiny, inputs, config=FGVisConfig(steps=30, patience=0, monitor_every=1))
+    sampled = explain(tiny, inputs, config=FGVisConfig(steps=30, patience=0, monitor_every=10))
+    assert torch.equal(every_step.mask, sampled.mask)
+    counted = [s.step for s in sampled.history if np.all(np.isfinite(s.blocked_fraction))]
+    assert counted == [1, 10, 20, 30]
+    assert all(np.all(np.isnan(s.blocked_fraction)) for s in sampled.history if s.step not in counted)
+    for step in counted:
+        assert np.array_equal(sampled.history[step - 1].blocked_fraction, every_step.history[step - 1].blocked_fraction)
 
 
 def test_games_move_the_mask_in_opposite_directions(tiny, inputs):

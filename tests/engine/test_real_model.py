@@ -51,7 +51,7 @@ def test_without_defense_the_decision_survives_on_almost_no_pixels(preserved, pr
     assert preserved_undefended.goal_met.all()
     assert torch.all(undefended < 0.02), undefended
     assert torch.all(defended > 5 * undefended.max()), (defended, undefended)
-    blocked = np.mean([s.blocked_fraction.mean() for s in preserved.history[1:]])
+    blocked = np.nanmean([s.blocked_fraction.mean() for s in preserved.history[1:]])  # NaN: steps not counted
     assert blocked > 0.01  # the filter really acted on the real model
 
 
