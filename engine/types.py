@@ -188,7 +188,8 @@ class StepState:
             "target_prob": self.target_prob.tolist(),
             "mask_mean": self.mask_mean.tolist(),
             "lambda": self.lambda_.tolist(),
-            "blocked_fraction": self.blocked_fraction.tolist(),
+            # None where the monitor did not count (NaN is not JSON)
+            "blocked_fraction": [None if np.isnan(v) else float(v) for v in self.blocked_fraction],
             "goal_met": self.goal_met.tolist(),
         }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -224,6 +226,7 @@ def test_monitor_counts_every_nth_step_without_changing_the_run(tiny, inputs):
     assert all(np.all(np.isnan(s.blocked_fraction)) for s in sampled.history if s.step not in counted)
     for step in counted:
         assert np.array_equal(sampled.history[step - 1].blocked_fraction, every_step.history[step - 1].blocked_fraction)
+    json.dumps([s.to_dict() for s in sampled.history], allow_nan=False)  # uncounted steps are null, not NaN
 
 
 def test_games_move_the_mask_in_opposite_directions(tiny, inputs):
