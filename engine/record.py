@@ -39,7 +39,11 @@ class ExplanationRecord:
         when exported.
     history
         Per step: ``target_prob``, ``mask_mean``, ``blocked_fraction`` (the adversarial-evidence
-        monitor: units whose gradient the defense blocked) and ``lambda``; ``(steps,)`` float32 each.
+        monitor: units whose gradient the defense blocked; NaN on steps it did not count) and ``lambda``;
+        ``(steps,)`` float32 each.
+    warnings
+        What the engine had to do differently (``Explanation.warnings``: e.g. split the batch after a GPU
+        out-of-memory, or run without the CUDA graph).
     """
 
     image_name: str
@@ -74,6 +78,7 @@ class ExplanationRecord:
     created: str = field(default_factory=lambda: _dt.datetime.now().astimezone().isoformat(timespec="seconds"))
     prob_rescored: float | None = None
     notes: str = ""
+    warnings: list = field(default_factory=list)
 
     @property
     def mask_mean(self) -> float:
@@ -137,6 +142,7 @@ class ExplanationRecord:
                 for key, attr in zip(HISTORY_KEYS, ("target_prob", "mask_mean", "blocked_fraction", "lambda_"),
                                      strict=True)
             },
+            warnings=list(result.warnings),
             **extra,
         )  # fmt: skip
 
@@ -175,6 +181,7 @@ class ExplanationRecord:
             "score_inflation": self.prob_explanation - self.prob_original if self.game == "preserve" else None,
             "created": self.created,
             "notes": self.notes,
+            "warnings": list(self.warnings),
             "config": self.config.to_dict(),
         }
 
@@ -203,7 +210,7 @@ class ExplanationRecord:
             goal_met=bool(meta["goal_met"]), lambda_=float(meta["lambda"]), steps=int(meta["steps"]),
             cancelled=bool(meta["cancelled"]), wall_time_s=float(meta["wall_time_s"]), device=meta["device"],
             history=history, created=meta.get("created", ""), prob_rescored=meta.get("prob_rescored"),
-            notes=meta.get("notes", ""), **extra,
+            notes=meta.get("notes", ""), warnings=[str(w) for w in meta.get("warnings", [])], **extra,
         )  # fmt: skip
 
 

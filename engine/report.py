@@ -102,6 +102,7 @@ def _result_section(number: int, record: ExplanationRecord, colormap: str) -> st
             f"units blocked: last counted step {blocked_last:.3f}, max {blocked_max:.3f}",
         ),
     ]
+    facts.extend(("warning", warning) for warning in record.warnings)
     if record.game == "preserve":
         facts.append(("score inflation p(e) - p(x)", f"{record.prob_explanation - record.prob_original:+.4f}"))
     fact_rows = "".join(f"<tr><td><b>{_e(k)}</b></td><td>{_e(v)}</td></tr>" for k, v in facts)

@@ -454,7 +454,10 @@ class MainWindow(QMainWindow):
             if image is self.current:
                 self.results.show_image(image, select=result)
                 self.docks["results"].raise_()
-        self.statusBar().showMessage(f"{result.title()}: {result.status}, p(e) = {result.prob_explanation:.3f}", 8000)
+        warned = f" (warning: {'; '.join(result.warnings)})" if result.warnings else ""
+        self.statusBar().showMessage(
+            f"{result.title()}: {result.status}, p(e) = {result.prob_explanation:.3f}{warned}", 8000
+        )
         self.schedule_autosave()
         self._job_done(result.job.id, "cancelled (partial result)" if result.cancelled else "done", result.steps)
         self.result_added.emit(result)

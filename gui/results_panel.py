@@ -3,6 +3,8 @@ probability on the original against the explanation, and the model's top-1 on th
 
 from __future__ import annotations
 
+import html
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -133,15 +135,16 @@ def _cells(result: ResultRecord) -> list[str]:
 def _details(result: ResultRecord) -> str:
     job = result  # the record carries the job's class, game, defense and settings
     kept = result.top1_explanation == job.target
+    label, top1 = html.escape(job.target_label), html.escape(result.top1_explanation_label)
     verdict = (
-        f"The explanation alone scores <b>{result.prob_explanation:.3f}</b> for “{job.target_label}” "
-        f"(the photo: {result.prob_original:.3f}); the model's top-1 on it is “{result.top1_explanation_label}”"
+        f"The explanation alone scores <b>{result.prob_explanation:.3f}</b> for “{label}” "
+        f"(the photo: {result.prob_original:.3f}); the model's top-1 on it is “{top1}”"
         f"{' — the decision is kept' if kept else ''}."
     )
     if job.game == "delete":
         verdict = (
-            f"With the evidence deleted the model gives “{job.target_label}” <b>{result.prob_explanation:.3f}</b> "
-            f"(the photo: {result.prob_original:.3f}); its top-1 becomes “{result.top1_explanation_label}”."
+            f"With the evidence deleted the model gives “{label}” <b>{result.prob_explanation:.3f}</b> "
+            f"(the photo: {result.prob_original:.3f}); its top-1 becomes “{top1}”."
         )
     policy = "automatic" if job.config.lambda_ is None else "fixed"
     partial = " <b>Cancelled: partial result.</b>" if result.cancelled else ""
@@ -149,7 +152,9 @@ def _details(result: ResultRecord) -> str:
         partial += f" As an 8-bit PNG file it re-scores {result.prob_rescored:.3f}."
         if not result.survives_8bit:
             partial += " <b>It does not survive 8-bit quantisation: do not rely on it.</b>"
+    warnings = "".join(f"<br><b>Warning:</b> {html.escape(warning)}" for warning in result.warnings)
     return (
         f"{verdict}{partial}<br>Mask mean {result.mask_mean:.3f}, λ {result.lambda_:.3g} ({policy}), "
         f"{result.steps} steps in {result.wall_time_s:.1f} s on {result.device}, reference {job.config.reference}."
+        f"{warnings}"
     )

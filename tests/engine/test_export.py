@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import zipfile
@@ -95,8 +96,19 @@ def test_html_report_embeds_every_picture_and_fact(record):
     assert plot.shape == (160, 360, 3) and (plot != 255).any()
 
 
+def test_engine_warnings_reach_the_record_its_json_and_the_report(toy_model, photo):
+    result = explain(toy_model, photo, config=FGVisConfig(steps=3))
+    warned = dataclasses.replace(result, warnings=["ran out of memory on a batch of 2 <GPU>: split it"])
+    record = ExplanationRecord.from_explanation(warned, 0, toy_model, image_name=photo.name)
+    assert record.warnings == warned.warnings
+    assert json.loads(json.dumps(record.metadata()))["warnings"] == warned.warnings
+    report = image_report(photo.name, [record])
+    assert "split it" in report and "<GPU>" not in report
+
+
 def test_session_round_trip(record, photo, tmp_path):
     record.notes = "result note"
+    record.warnings = ["ran without the CUDA graph"]
     path = tmp_path / "review.fgvis"
     save_session(path, Session([SessionImage(photo.name, str(photo), "abc", "image note", [record])], {"k": 1}, "1"))
     session = load_session(path)

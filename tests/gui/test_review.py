@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -165,3 +166,12 @@ def test_a_report_that_cannot_be_written_leaves_nothing(with_results, qtbot, tmp
     with qtbot.waitSignal(window.error_shown, timeout=30_000) as shown:
         assert window.export_report(blocker / "report.pdf") is None
     assert shown.args[0] == "Report not written" and "cannot write" in shown.args[1]
+
+
+def test_engine_warnings_are_shown_with_the_result(with_results):
+    from gui.results_panel import _details
+
+    result = dataclasses.replace(with_results.results.current_result(), warnings=["ran without the <CUDA> graph"])
+    details = _details(result)
+    assert "<b>Warning:</b> ran without the &lt;CUDA&gt; graph" in details
+    assert "Warning" not in _details(with_results.results.current_result())
