@@ -24,8 +24,7 @@ Two measured speed-ups (docs/BENCHMARKS.md) keep the result identical:
   filtered passes push the mode only inside those modules' ``forward``; otherwise around the whole pass.
 * **Fused clamp filter.** For activations of the form ``clamp(x, 0, c)`` -- ReLU (``c`` infinite), ReLU6,
   ``hardtanh(x, 0, c)`` -- the upper bound is stored as ``min(bu, c)`` and the filter replaces the
-  activation's own backward: the forward pass writes ``ratio = h(e) / bu`` into a reused buffer (as a
-  multiplication by a stored ``1 / bu`` in float32/64: half the cost of a division on the CPU), and the
+  activation's own backward: the forward pass writes ``ratio = h(e) / bu`` into a reused buffer, and the
   backward passes the gradient where ``0 < ratio < 1`` (one kernel, ``hardtanh_backward``), which is
   exactly "the activation's derivative is 1 and ``h(e) <= bu``". Every other activation keeps the
   general path: a 0/1 decision buffer in the forward pass and a gradient hook that multiplies by it.
@@ -119,25 +118,15 @@ def _clamp_ceiling(func, args, kwargs) -> float | None:
 class _Bounds:
     """Bounds of one activation call, tolerance already applied: ``lower <= h(e) <= upper`` passes.
     ``lower`` is ``None`` for activations that cannot go negative. ``fused``: a ``clamp(x, 0, c)``
-    activation whose upper bound is ``min(bu, c)`` (the same test, as ``h(e) <= c`` always), filtered by
-    :class:`_FusedClampFilter`; in float32/64 only its reciprocal ``inverse_upper`` is kept (``upper`` is
-    then ``None``; :meth:`upper_bound` computes it). ``in_module``: the call happened inside an activation
-    module's forward (see :data:`ACTIVATION_MODULES`)."""
+    activation whose ``upper`` is stored as ``min(bu, c)`` (the same test, as ``h(e) <= c`` always),
+    filtered by :class:`_FusedClampFilter`. ``in_module``: the call happened inside an activation module's
+    forward (see :data:`ACTIVATION_MODULES`)."""
 
     name: str
     lower: torch.Tensor | None
-    upper: torch.Tensor | None
+    upper: torch.Tensor
     fused: bool = False
     in_module: bool = False
-    inverse_upper: torch.Tensor | None = None
-
-    @property
-    def shape(self) -> torch.Size:
-        return (self.upper if self.upper is not None else self.inverse_upper).shape
-
-    def upper_bound(self) -> torch.Tensor:
-        """The upper bound ``bu`` (for fused bounds ``min(bu, c)``), shaped like the activation."""
-        return self.upper if self.upper is not None else self.inverse_upper.reciprocal()
 
 
 class ActivationFilter(TorchFunctionMode):
@@ -378,9 +367,6 @@ class ActivationFilter(TorchFunctionMode):
         if ceiling is not None:
             if math.isfinite(ceiling):
                 upper = upper.clamp_(max=ceiling)
-            if upper.dtype in (torch.float32, torch.float64):  # 1 / bu >= 1 / atol: no overflow
-                return _Bounds(name, None, None, fused=True, in_module=in_module, inverse_upper=upper.reciprocal_())
-            # float16 cannot hold 1 / atol (> 65504): keep bu and divide.
             return _Bounds(name=name, lower=None, upper=upper, fused=True, in_module=in_module)
         if _is_nonnegative(func, args, kwargs):
             return _Bounds(name=name, lower=None, upper=upper, in_module=in_module)
@@ -390,28 +376,19 @@ class ActivationFilter(TorchFunctionMode):
 
     def _filter(self, func, args, kwargs):
         """One activation call on the explanation: run it with the gradient filter attached."""
-        index = self._call
-        self._call += 1
-        if index >= len(self._bounds):
-            raise DefenseError(
-                f"activation call {index + 1} on the explanation has no counterpart on the image: the "
-                "model's forward pass depends on the input"
-            )
-        bounds = self._bounds[index]
-        grad_flows = torch.is_grad_enabled() and any(
-            isinstance(a, torch.Tensor) and a.requires_grad for a in (*args, *kwargs.values())
-        )
-        fused = bounds.fused and grad_flows and _clamp_ceiling(func, args, kwargs) is not None
-        if fused:
-            self._check_shape(index, bounds, args[0])
-            ratio = self._buffer((index, "ratio"), args[0])
-            output = _FusedClampFilter.apply(args[0], ratio, bounds, func, args[1:], kwargs)
-            self._count_blocked(index, ratio, fused=True)
-            return output
-        output = func(*args, **kwargs)
-        if not isinstance(output, torch.Tensor):
-            return output
-        self._check_shape(index, bounds, output)
+        if _clamp_ceiling(func, args, kwargs) is None:
+            output = func(*args, **kwargs)
+            if not isinstance(output, torch.Tensor):
+                return output  # not counted as an activation call (as in the recording)
+            index, bounds = self._next_bounds(output)
+        else:
+            index, bounds = self._next_bounds(args[0])
+            if bounds.fused and torch.is_grad_enabled() and args[0].requires_grad:
+                ratio = self._buffer((index, "ratio"), args[0])
+                output = _FusedClampFilter.apply(args[0], ratio, bounds.upper, func, args[1:], kwargs)
+                self._count_blocked(index, ratio, fused=True)
+                return output
+            output = func(*args, **kwargs)
         if not output.requires_grad:
             # Inside a custom autograd Function or under no_grad: no gradient flows through it here.
             return output
@@ -421,20 +398,29 @@ class ActivationFilter(TorchFunctionMode):
         # producing a new bool tensor (docs/BENCHMARKS.md).
         allowed = self._buffer((index, "allowed"), output)
         value = output.detach()
-        torch.le(value, bounds.upper_bound(), out=allowed)
+        torch.le(value, bounds.upper, out=allowed)
         if bounds.lower is not None:
             allowed.mul_(torch.ge(value, bounds.lower, out=self._buffer((index, "lower"), output)))
         self._count_blocked(index, allowed, fused=False)
         output.register_hook(_GradientMask(allowed))
         return output
 
-    @staticmethod
-    def _check_shape(index: int, bounds: _Bounds, output: torch.Tensor) -> None:
-        if output.shape != bounds.shape:
+    def _next_bounds(self, output: torch.Tensor) -> tuple[int, _Bounds]:
+        """Index and bounds of the next activation call, whose output has ``output``'s shape."""
+        index = self._call
+        self._call += 1
+        if index >= len(self._bounds):
+            raise DefenseError(
+                f"activation call {index + 1} on the explanation has no counterpart on the image: the "
+                "model's forward pass depends on the input"
+            )
+        bounds = self._bounds[index]
+        if output.shape != bounds.upper.shape:
             raise DefenseError(
                 f"activation call {index + 1} ({bounds.name}) has shape {tuple(output.shape)} on the "
-                f"explanation but {tuple(bounds.shape)} on the image"
+                f"explanation but {tuple(bounds.upper.shape)} on the image"
             )
+        return index, bounds
 
     def _buffer(self, key: tuple[int, str], output: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """A buffer reused every step (``key``: activation call and purpose), shaped like ``output`` and
@@ -449,21 +435,17 @@ class ActivationFilter(TorchFunctionMode):
 class _FusedClampFilter(torch.autograd.Function):
     """A ``clamp(x, 0, c)`` activation (``func``) whose backward is its derivative times the filter, in one
     kernel. Forward: ``h = func(x, *args)`` unchanged, and ``ratio = h / upper`` into the reused buffer
-    ``ratio`` (``upper = min(bu, c) > 0``; ``bounds`` holds it or its reciprocal). Backward: the gradient
-    passes where ``0 < ratio < 1``, i.e. where ``0 < h < c`` (the derivative is 1) and ``h < bu`` (the
-    filter), and is 0 elsewhere. A ratio of exactly 1 (``h`` equal to the tolerance-widened bound) counts
-    as blocked, and within ~1e-7 (relative) of the bound the multiplication by the reciprocal may round a
-    ratio across 1: both far inside the tolerance (1e-5)."""
+    ``ratio`` (``upper = min(bu, c) > 0``). Backward: the gradient passes where ``0 < ratio < 1``, i.e.
+    where ``0 < h < c`` (the derivative is 1) and ``h < bu`` (the filter), and is 0 elsewhere. A ratio of
+    exactly 1 (``h`` equal to the tolerance-widened bound) counts as blocked, and a ratio within one
+    rounding step of 1 may round across it: both far inside the tolerance (1e-5)."""
 
     @staticmethod
-    def forward(ctx, x, ratio, bounds, func, args, kwargs):
+    def forward(ctx, x, ratio, upper, func, args, kwargs):
         output = func(x, *args, **kwargs)
         if output is x:  # in-place activation
             ctx.mark_dirty(x)
-        if bounds.inverse_upper is not None:
-            torch.mul(output, bounds.inverse_upper, out=ratio)
-        else:
-            torch.div(output, bounds.upper, out=ratio)
+        torch.div(output, upper, out=ratio)
         ctx.save_for_backward(ratio)
         return output
 

@@ -65,7 +65,7 @@ def test_reused_module_gets_bounds_per_call_not_per_module():
         b = torch.relu(model.conv2(a))
         c = torch.relu(b + a)
     for bounds, reference in zip(recorder._bounds, (a, b, c), strict=True):
-        assert torch.allclose(bounds.upper_bound(), reference, atol=1e-4)
+        assert torch.allclose(bounds.upper, reference, atol=1e-4)
         assert bounds.lower is None  # ReLU outputs cannot go below the lower bound 0
 
 
@@ -79,8 +79,8 @@ def test_functional_and_inplace_relus_are_covered_and_references_are_copies():
         c = model.conv3(torch.relu(model.conv2(a))).relu()
         d = F.relu(c + a)
     # The in-place activation of `c + a` must not leak into the stored reference of `c`.
-    assert torch.allclose(recorder._bounds[2].upper_bound(), c, atol=1e-4)
-    assert torch.allclose(recorder._bounds[3].upper_bound(), d, atol=1e-4)
+    assert torch.allclose(recorder._bounds[2].upper, c, atol=1e-4)
+    assert torch.allclose(recorder._bounds[3].upper, d, atol=1e-4)
 
 
 def test_inplace_relu_gradient_is_filtered_against_its_own_value():
