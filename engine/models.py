@@ -20,7 +20,7 @@ import io
 import os
 import pickle
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -275,6 +275,19 @@ def _count_classes(model: ClassifierModel) -> int:
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         raise ModelLoadError(f"{model.name}: not a classifier (output {shape}, expected logits of shape (1, K))")
     return int(output.shape[1])
+
+
+def classifier_with_weights(
+    module: nn.Module, weights: str | os.PathLike, preprocessing: Preprocessing, name: str, labels: Sequence[str] = ()
+) -> ClassifierModel:
+    """``module`` with the state_dict stored in ``weights`` (read with ``weights_only``; every key and
+    shape checked, a clear :class:`ModelLoadError` otherwise), frozen in eval mode: for code that builds
+    its own architecture, like :mod:`engine.synthetic`."""
+    path = Path(weights)
+    _load_state_dict_into(module, _read_state_dict(path), path)
+    model = _finish(module, preprocessing, name, path)
+    model.labels = list(labels)
+    return model
 
 
 def _load_efficientnet_lite0(weights, num_classes, preprocessing, random_weights) -> ClassifierModel:

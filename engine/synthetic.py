@@ -227,15 +227,12 @@ def evaluate(model: nn.Module, data: ShapesData) -> float:
 
 def load_shapes_model():
     """The trained model shipped in ``resources/`` as a :class:`~engine.models.ClassifierModel`."""
-    from .models import _finish, _load_state_dict_into, _read_state_dict
+    from .models import classifier_with_weights
     from .resources import required_resource
 
-    path = required_resource(WEIGHTS_NAME)
-    module = ShapesCNN()
-    _load_state_dict_into(module, _read_state_dict(path), path)
-    model = _finish(module, preprocessing(), "synthetic_shapes", path)
-    model.labels = list(CLASSES)
-    return model
+    return classifier_with_weights(
+        ShapesCNN(), required_resource(WEIGHTS_NAME), preprocessing(), "synthetic_shapes", list(CLASSES)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

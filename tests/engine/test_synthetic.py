@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from engine import load_model
 from engine.resources import resource_path
@@ -29,3 +30,15 @@ def test_shipped_model_classifies_unseen_shapes_and_matches_its_card():
     assert card["test_accuracy"] >= 0.95
     accuracy = evaluate(model.module, generate(200, TEST_SEED + 10))  # images neither trained nor tested on
     assert accuracy >= 0.95
+
+
+def test_weights_for_another_architecture_are_a_clear_error():
+    from torch import nn
+
+    from engine.errors import ModelLoadError
+    from engine.models import classifier_with_weights
+    from engine.synthetic import WEIGHTS_NAME, preprocessing
+
+    weights = resource_path(WEIGHTS_NAME)
+    with pytest.raises(ModelLoadError, match=r"weights do not fit Sequential: .*missing keys"):
+        classifier_with_weights(nn.Sequential(nn.Conv2d(3, 4, 3)), weights, preprocessing(), "wrong")
