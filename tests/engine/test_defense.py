@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,10 +14,11 @@ from engine.defense import ActivationFilter
 from .toy_models import FunctionalNet, ReusedReLUNet, SignedNet
 
 
-def _activation_capture(model, x):
-    """Reference activations per call, via a TorchFunctionMode that only records (test oracle)."""
+def _activation_capture(model, x, *, scoped=False):
+    """Reference activations per call, via a TorchFunctionMode that only records (test oracle); with
+    ``scoped``, recorded with the model (so that later passes may scope the mode to its modules)."""
     recorder = ActivationFilter()
-    with torch.no_grad(), recorder.recording():
+    with torch.no_grad(), recorder.recording(model if scoped else None):
         model(x)
     return recorder
 
@@ -235,9 +237,7 @@ def test_scoped_filtering_matches_the_model_wide_mode_and_restores_the_modules()
 def test_scoped_filtering_is_active_only_inside_activation_modules():
     model = SignedNet().eval()
     x = torch.randn(1, 3, 6, 6)
-    activation_filter = ActivationFilter()
-    with torch.no_grad(), activation_filter.recording(model):
-        model(x)
+    activation_filter = _activation_capture(model, x, scoped=True)
     modes_seen = []
     handle = model.conv2.register_forward_hook(
         lambda *args: modes_seen.append(len(torch.overrides._get_current_function_mode_stack()))
@@ -259,24 +259,17 @@ def test_models_with_functional_activations_keep_the_model_wide_mode():
 
 def test_wrapped_modules_are_restored_after_an_error():
     model = SignedNet().eval()
-    activation_filter = ActivationFilter()
-    with torch.no_grad(), activation_filter.recording(model):
+    activation_filter = _activation_capture(model, torch.randn(1, 3, 6, 6), scoped=True)
+    with pytest.raises(KeyboardInterrupt), activation_filter.filtering(model):
         model(torch.randn(1, 3, 6, 6))
-    try:
-        with activation_filter.filtering(model):
-            model(torch.randn(1, 3, 6, 6))
-            raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        pass
+        raise KeyboardInterrupt
     assert not any("forward" in vars(module) for module in model.modules())
 
 
 def test_another_thread_using_the_model_during_a_filtered_pass_is_not_filtered():
     model = SignedNet().eval()
     x = torch.randn(1, 3, 6, 6)
-    activation_filter = ActivationFilter()
-    with torch.no_grad(), activation_filter.recording(model):
-        model(x)
+    activation_filter = _activation_capture(model, x, scoped=True)
 
     def use_the_model_elsewhere(*args):
         worker = threading.Thread(target=lambda: model.act1(torch.randn(1, 4, 6, 6)))
