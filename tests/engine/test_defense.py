@@ -299,3 +299,22 @@ def test_uncounted_passes_filter_the_same_and_report_nan():
     assert torch.equal(grads[0], grads[1])
     assert torch.isnan(counted_filter.blocked_fraction()).all()
     assert len(counted_filter.decisions()) == counted_filter.num_activations
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "googlenet", "efficientnet_b0"])
+def test_fast_paths_match_the_general_filter_on_torchvision_architectures(name, monkeypatch):
+    """ReLU6 modules (fused, scoped), functional ReLUs (fused, model-wide mode) and SiLU/sigmoid modules
+    (general path, scoped): the same gradients and counts as the general filter with the model-wide mode."""
+    import torchvision
+
+    torch.manual_seed(0)
+    options = {"aux_logits": False, "init_weights": False} if name == "googlenet" else {}
+    model = getattr(torchvision.models, name)(weights=None, **options).eval()
+    x = torch.randn(2, 3, 64, 64)
+    e = x * 0.5 + 0.3 * torch.randn(2, 3, 64, 64)
+    grad, blocked, _, fast = _filtered_pass(model, x, e, model_arg=model)
+    grad_ref, blocked_ref, _, _ = _filtered_pass(model, x, e, generic=True, monkeypatch=monkeypatch)
+    assert fast.scoped == (name != "googlenet")
+    assert any(b.fused for b in fast.recorded) == (name != "efficientnet_b0")
+    assert float(blocked.min()) > 0
+    assert torch.equal(grad, grad_ref) and torch.equal(blocked, blocked_ref)
