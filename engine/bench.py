@@ -133,7 +133,7 @@ def _synchronize(device: torch.device) -> None:
 def device_name(device: torch.device) -> str:
     """The GPU's name, or ``CPU (<processor>)``: how benchmark tables name the machine."""
     if device.type == "cuda":
-        return torch.cuda.getdevice_name(device)
+        return torch.cuda.get_device_name(device)
     return f"CPU ({platform.processor() or platform.machine()})"
 
 
