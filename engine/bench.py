@@ -173,10 +173,6 @@ def _settings_text(config: FGVisConfig) -> str:
     return ", ".join(f"{k}={v}" for k, v in changed.items()) or "defaults"
 
 
-if __name__ == "__main__":
-    print(run_speed_benchmark())
-
-
 #: Patience values the early-stopping benchmark replays on the full runs' histories.
 PATIENCE_CANDIDATES = (10, 20, 30, 40, 60)
 
@@ -435,3 +431,7 @@ def _filter_decisions(module: nn.Module, x: torch.Tensor, e: torch.Tensor) -> li
 
 def _blocked(decisions: list[torch.Tensor]) -> float:
     return 1.0 - sum(int(d.sum()) for d in decisions) / sum(d.numel() for d in decisions)
+
+
+if __name__ == "__main__":
+    print(run_speed_benchmark())

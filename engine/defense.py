@@ -201,7 +201,7 @@ class ActivationFilter(TorchFunctionMode):
         also note which calls happen inside its activation modules (see :attr:`scoped`)."""
         self._bounds = []
         self._modules_of = None  # list the modules afresh for each recorded pass
-        with self._wrapped(model, push=False), self._active("record"):
+        with self._wrapped(model), self._active("record"):
             yield
 
     @contextlib.contextmanager
@@ -214,7 +214,7 @@ class ActivationFilter(TorchFunctionMode):
         self._blocked = []
         self._counting = count
         scoped = model is not None and self.enabled and self.scoped
-        with self._wrapped(model if scoped else None, push=True), self._active("filter", push=not scoped):
+        with self._wrapped(model if scoped else None), self._active("filter", push=not scoped):
             yield
         if self.enabled and self._call != len(self._bounds):
             raise DefenseError(
@@ -239,9 +239,10 @@ class ActivationFilter(TorchFunctionMode):
             self._phase = "off"
 
     @contextlib.contextmanager
-    def _wrapped(self, model: nn.Module | None, *, push: bool) -> Iterator[None]:
+    def _wrapped(self, model: nn.Module | None) -> Iterator[None]:
         """Wrap the ``forward`` of ``model``'s activation modules for the block: they count their depth
-        and, with ``push``, run under this mode. Restored afterwards, also on errors."""
+        (what the recording notes as ``in_module``) and, in a filtered pass, run under this mode.
+        Restored afterwards, also on errors."""
         if model is None or not self.enabled:
             yield
             return
@@ -249,7 +250,7 @@ class ActivationFilter(TorchFunctionMode):
         try:
             for module in self._activation_modules(model):
                 own = module.__dict__.get("forward")
-                object.__setattr__(module, "forward", self._scoped_forward(module.forward, push))
+                object.__setattr__(module, "forward", self._scoped_forward(module.forward))
                 wrapped.append((module, own))
             self._owner = threading.get_ident()
             yield
@@ -274,14 +275,14 @@ class ActivationFilter(TorchFunctionMode):
             self._modules_of = cached = (weakref.ref(model), modules)
         return cached[1]
 
-    def _scoped_forward(self, forward: Callable, push: bool) -> Callable:
+    def _scoped_forward(self, forward: Callable) -> Callable:
         def scoped(*args, **kwargs):
             # Another thread using the model meanwhile, or a nested activation module: a plain call.
             if self._module_depth or threading.get_ident() != self._owner:
                 return forward(*args, **kwargs)
             self._module_depth += 1
             try:
-                if push and self._phase == "filter":
+                if self._phase == "filter":
                     with self:
                         return forward(*args, **kwargs)
                 return forward(*args, **kwargs)
@@ -321,10 +322,10 @@ class ActivationFilter(TorchFunctionMode):
         unit: bool copies on the CPU, shaped like the activation."""
         return [(~(tensor > 1) if fused else tensor.bool()).cpu() for tensor, fused in self._decided]
 
-    def _count_blocked(self, index: int, tensor: torch.Tensor, fused: bool) -> None:
-        """Keep the decision tensor of activation call ``index`` and count its blocked units per batch item
-        into a reused ``(N,)`` buffer, right after the decision is made: the map is still in the CPU's
-        cache then, and on CUDA the count is part of the recorded graph."""
+    def _keep_decision(self, index: int, tensor: torch.Tensor, fused: bool) -> None:
+        """Keep the decision tensor of activation call ``index`` and, if this pass counts, its blocked units
+        per batch item in a reused ``(N,)`` buffer. Counted inside the pass, so that on CUDA the count is
+        part of the recorded graph."""
         tensor = tensor.reshape(1) if tensor.dim() == 0 else tensor
         self._decided.append((tensor, fused))
         if not self._counting:
@@ -386,7 +387,7 @@ class ActivationFilter(TorchFunctionMode):
             if bounds.fused and torch.is_grad_enabled() and args[0].requires_grad:
                 ratio = self._buffer((index, "ratio"), args[0])
                 output = _FusedClampFilter.apply(args[0], ratio, bounds.upper, func, args[1:], kwargs)
-                self._count_blocked(index, ratio, fused=True)
+                self._keep_decision(index, ratio, fused=True)
                 return output
             output = func(*args, **kwargs)
         if not output.requires_grad:
@@ -401,7 +402,7 @@ class ActivationFilter(TorchFunctionMode):
         torch.le(value, bounds.upper, out=allowed)
         if bounds.lower is not None:
             allowed.mul_(torch.ge(value, bounds.lower, out=self._buffer((index, "lower"), output)))
-        self._count_blocked(index, allowed, fused=False)
+        self._keep_decision(index, allowed, fused=False)
         output.register_hook(_GradientMask(allowed))
         return output
 
