@@ -219,16 +219,17 @@ def _run(classifier, inputs, geometries, originals, target, game, defense, confi
     cache = cache if cache is not None else ReferenceCache(size=0)
     with frozen(module):
         x = inputs.to(device=device, dtype=torch.float32)
-        logits_x = cache.record(module, inputs, x, activation_filter)
+        image = cache.image_key(inputs)
+        logits_x = cache.record(module, image, x, activation_filter)
         if not classifier.labels:
             classifier.labels = [f"class {i}" for i in range(logits_x.shape[1])]
         targets = _resolve_targets(classifier, target, logits_x)
         if targets.shape[0] != x.shape[0]:
             # One image, several targets: explain each target on its own copy of the image.
-            inputs = inputs.expand(targets.shape[0], -1, -1, -1)
             x = x.expand(targets.shape[0], -1, -1, -1).contiguous()
             geometries, originals = geometries * targets.shape[0], originals * targets.shape[0]
-            logits_x = cache.record(module, inputs, x, activation_filter)
+            image = None if image is None else (image, targets.shape[0])
+            logits_x = cache.record(module, image, x, activation_filter)
         if defense and activation_filter.num_activations == 0:
             raise DefenseError(
                 f"{classifier.name}: no activation function could be intercepted (TorchScript models run "
@@ -238,7 +239,7 @@ def _run(classifier, inputs, geometries, originals, target, game, defense, confi
         probs_x = torch.softmax(logits_x.float(), dim=1)
         prob_original = probs_x.gather(1, targets[:, None])[:, 0]
         top1_original = probs_x.argmax(1)
-        reference = cache.reference(classifier, inputs, x, config)
+        reference = cache.reference(classifier, image, x, config)
         loop = _Optimisation(game, config, x, reference, targets, prob_original, top1_original)
         history: list[StepState] = []
         cancelled = False
@@ -550,12 +551,17 @@ class ReferenceCache:
     def clear(self) -> None:
         self._entries.clear()
 
-    def record(self, module: nn.Module, inputs: torch.Tensor, x: torch.Tensor, activation_filter) -> torch.Tensor:
-        """Run (or reuse) the reference forward pass on ``x`` (``inputs`` on the CPU, the same values):
-        -> logits ``(N, K)``; ``activation_filter`` holds the bounds afterwards."""
-        if self.size <= 0:  # nothing is kept: no key to compute
+    def image_key(self, inputs: torch.Tensor) -> tuple | None:
+        """What identifies the model input ``inputs`` (on the CPU) here: its shape and a hash of its bytes
+        (~1 ms for 224x224), computed once per run; ``None`` when nothing is kept."""
+        return _digest(inputs) if self.size > 0 else None
+
+    def record(self, module: nn.Module, image: tuple | None, x: torch.Tensor, activation_filter) -> torch.Tensor:
+        """Run (or reuse) the reference forward pass on ``x`` (``image``: its :meth:`image_key`) -> logits
+        ``(N, K)``; ``activation_filter`` holds the bounds afterwards."""
+        if image is None:  # nothing is kept
             return _record(module, x, activation_filter)
-        key = ("record", id(module), x.device, _digest(inputs), activation_filter.settings)
+        key = ("record", id(module), x.device, image, activation_filter.settings)
         cached = self._get(key)
         if cached is not None:
             logits, bounds = cached
@@ -565,11 +571,12 @@ class ReferenceCache:
         self._put(key, (logits, activation_filter.recorded))
         return logits
 
-    def reference(self, classifier: ClassifierModel, inputs: torch.Tensor, x: torch.Tensor, config: FGVisConfig):
-        """The reference ``r`` for ``x`` (see :func:`_reference`), computed or reused."""
-        if self.size <= 0:
+    def reference(self, classifier: ClassifierModel, image: tuple | None, x: torch.Tensor, config: FGVisConfig):
+        """The reference ``r`` for ``x`` (``image``: its :meth:`image_key`; see :func:`_reference`),
+        computed or reused."""
+        if image is None:
             return _reference(classifier, x, config)
-        key = ("reference", x.device, _digest(inputs), config.reference, config.blur_sigma,
+        key = ("reference", x.device, image, config.reference, config.blur_sigma,
                classifier.preprocessing if config.reference == "black" else None)  # fmt: skip
         cached = self._get(key)
         if cached is None:

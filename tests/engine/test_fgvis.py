@@ -135,6 +135,20 @@ def test_reference_cache_reuses_the_reference_pass_with_identical_results(tiny, 
     assert torch.equal(explain(tiny, inputs, config=config, cache=cache).reference, fresh.reference)
 
 
+def test_reference_cache_serves_one_image_with_several_targets(tiny, inputs):
+    cache = engine.ReferenceCache(size=2)
+    config = FGVisConfig(steps=8, patience=0, reference="blur")
+    image = inputs[:1]
+    explain(tiny, image, [1, 2], config=config, cache=cache)
+    assert cache.hits == 0
+    again = explain(tiny, image, [1, 2], config=config, cache=cache)
+    assert cache.hits == 3  # the image's pass, the pass on its two copies, and the reference image
+    fresh = explain(tiny, image, [1, 2], config=config)
+    assert torch.equal(again.mask, fresh.mask) and torch.equal(again.prob_original, fresh.prob_original)
+    explain(tiny, image, [1, 2, 3], config=config, cache=cache)
+    assert cache.hits == 4  # three copies: only the image's own pass is reused
+
+
 def test_cancel_returns_partial_result_marked_cancelled(tiny, inputs):
     calls = []
 
