@@ -65,8 +65,9 @@ def test_cuda_graph_replay_computes_what_the_eager_step_computes(real_model, sam
     module = real_model.module.cuda()
     with frozen(module):
         activation_filter = ActivationFilter()
-        with torch.no_grad(), activation_filter.recording():
+        with torch.no_grad(), activation_filter.recording(module):  # as explain() does: scoped, fused
             targets = module(x).argmax(1)
+        assert activation_filter.scoped
         p = torch.ones(2, device="cuda")
         loop = _Optimisation("preserve", FGVisConfig(), x, torch.zeros_like(x), targets, p, targets)
         loop.step(module, activation_filter, 1)  # eager, then records the graph
