@@ -26,6 +26,7 @@ from torch import nn
 
 from .defense import ActivationFilter
 from .fgvis import _Optimisation, _resolve_device, explain
+from .model_pass import CALLS_BEFORE_SETTLED
 from .models import frozen, load_model
 from .resources import sample_images
 from .types import FGVisConfig
@@ -44,35 +45,36 @@ def run_speed_benchmark(batch_sizes: Sequence[int] = (1, 4, 16), repeats: int = 
             _reset_peak_memory(device_)
             steps = {
                 "bare": _bare_step(model.module, x),
-                "off": _fgvis_step(model.module, x, defense=False),
-                "on": _fgvis_step(model.module, x, defense=True),
-                "counted": _fgvis_step(model.module, x, defense=True, monitor_every=1),
+                "off": _FGVisStep(model.module, x, defense=False),
+                "on": _FGVisStep(model.module, x, defense=True),
+                "counted": _FGVisStep(model.module, x, defense=True, monitor_every=1),
             }
             if device_.type == "cuda":  # the FGVis steps replay a CUDA graph; also time them without
-                steps["eager"] = _fgvis_step(model.module, x, defense=True, cuda_graph=False)
+                steps["eager"] = _FGVisStep(model.module, x, defense=True, cuda_graph=False)
             times = _interleaved_median_times(steps, repeats, device_)
             # The default step counts the monitor on every `every`-th step: charge that share of its cost.
             times["on"] += max(times["counted"] - times["on"], 0.0) / every
-            rows.append((batch, times, _peak_memory(device_)))
+            rows.append((batch, times, _peak_memory(device_), steps["on"].path))
     header = [
         f"Default model ({model.name}) at 224x224 on {device_name(device_)}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; median of {repeats} interleaved steps. The bare pass is eager;"
         " on CUDA the FGVis steps replay a CUDA graph, 'eager' is the defended step without one. 'Defense "
         f"on' includes 1/{every} of the cost of counting blocked units (the monitor counts every {every}th "
-        "step); 'monitor every step' counts on every step.",
+        "step); 'monitor every step' counts on every step. 'Path': what the engine's graph trial kept for "
+        "the defended step (replay / eager ms per pass in the trial).",
         "",
         "| batch | bare fwd+bwd (s) | FGVis step, defense off (s) | FGVis step, defense on (s) "
         "| on / bare | off / bare | defense on, monitor every step (s) | that / bare | per image, defense on (s) "
-        "| defense on, eager (s) | eager / bare | peak memory |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| defense on, eager (s) | eager / bare | peak memory | path |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     lines = []
-    for b, t, peak in rows:
+    for b, t, peak, path in rows:
         eager = f"{t['eager']:.4f} | {t['eager'] / t['bare']:.2f}" if "eager" in t else "- | -"
         lines.append(
             f"| {b} | {t['bare']:.4f} | {t['off']:.4f} | {t['on']:.4f} | {t['on'] / t['bare']:.2f} | "
             f"{t['off'] / t['bare']:.2f} | {t['counted']:.4f} | {t['counted'] / t['bare']:.2f} | "
-            f"{t['on'] / b:.4f} | {eager} | {peak} |"
+            f"{t['on'] / b:.4f} | {eager} | {peak} | {path} |"
         )
     return "\n".join(header + lines)
 
@@ -88,39 +90,58 @@ def _bare_step(module: torch.nn.Module, x: torch.Tensor) -> Callable[[int], None
     return step
 
 
-def _fgvis_step(
-    module: torch.nn.Module,
-    x: torch.Tensor,
-    *,
-    defense: bool,
-    cuda_graph: bool = True,
-    monitor_every: int = FGVisConfig.monitor_every,
-) -> Callable[[int], None]:
-    activation_filter = ActivationFilter(enabled=defense)
-    with torch.no_grad(), activation_filter.recording(module):
-        logits = module(x)
-    targets = logits.argmax(1)
-    probs = torch.softmax(logits, 1)
-    config = FGVisConfig(cuda_graph=cuda_graph, monitor_every=monitor_every)
-    loop = _Optimisation(
-        "preserve", config, x, torch.zeros_like(x), targets, probs.gather(1, targets[:, None])[:, 0], targets
-    )
-    return lambda step: loop.step(module, activation_filter, step)
+class _FGVisStep:
+    """One defended (or undefended) FGVis optimisation step of a preservation, callable once per step
+    with the step's number, as :func:`explain` runs it."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        x: torch.Tensor,
+        *,
+        defense: bool,
+        cuda_graph: bool = True,
+        monitor_every: int = FGVisConfig.monitor_every,
+    ) -> None:
+        self.module = module
+        self.filter = ActivationFilter(enabled=defense)
+        with torch.no_grad(), self.filter.recording(module):
+            logits = module(x)
+        targets = logits.argmax(1)
+        probs = torch.softmax(logits, 1)
+        config = FGVisConfig(cuda_graph=cuda_graph, monitor_every=monitor_every)
+        self.loop = _Optimisation(
+            "preserve", config, x, torch.zeros_like(x), targets, probs.gather(1, targets[:, None])[:, 0], targets
+        )
+
+    def __call__(self, step: int) -> None:
+        self.loop.step(self.module, self.filter, step)
+
+    @property
+    def path(self) -> str:
+        """What ran once settled: ``eager``, or ``graph`` with the trial's times per pass."""
+        model_pass = self.loop.model_pass
+        if model_pass is None or not model_pass.timings["graph"]:
+            return (model_pass and model_pass.path) or "eager"
+        best = {name: min(times) * 1e3 for name, times in model_pass.timings.items()}
+        return f"{model_pass.path} ({best['graph']:.1f} / {best['eager']:.1f} ms)"
 
 
 def _interleaved_median_times(
     steps: dict[str, Callable[[int], None]], repeats: int, device: torch.device
 ) -> dict[str, float]:
     """Median seconds per call of each step function. The functions take turns, so that slow drifts of
-    the machine (other load, clock changes) affect all of them alike; two warm-up rounds are dropped."""
+    the machine (other load, clock changes) affect all of them alike. Two warm-up rounds are dropped; on
+    CUDA also the engine's graph trial (until the step's path is settled)."""
+    warmup = max(2, CALLS_BEFORE_SETTLED) if device.type == "cuda" else 2
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for index in range(repeats + 2):
+    for index in range(repeats + warmup):
         for name, step in steps.items():
             _synchronize(device)
             started = time.perf_counter()
             step(index + 1)
             _synchronize(device)
-            if index >= 2:
+            if index >= warmup:
                 times[name].append(time.perf_counter() - started)
     return {name: statistics.median(values) for name, values in times.items()}
 
@@ -283,11 +304,12 @@ def run_throughput_benchmark(
     that runs out of memory is reported as such (the engine itself would split it)."""
     lines = [
         f"Explanations per second at 224x224, defense on, {steps} steps each, torch {torch.__version__}; "
-        f"median of {repeats} steps; CUDA graph {'on' if cuda_graph else 'off'} (CUDA only).",
+        f"median of {repeats} steps; CUDA graph {'on' if cuda_graph else 'off'} (CUDA only). 'Path': what the "
+        "engine's graph trial kept (replay / eager ms per pass in the trial).",
         "",
         "| model | batch | bare fwd+bwd (s) | defended step (s) | on / bare | explanations/s | vs batch 1 "
-        "| peak memory |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| peak memory | path |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name in models:
         model = load_model(name, random_weights=name != "efficientnet_lite0")
@@ -298,28 +320,25 @@ def run_throughput_benchmark(
             for batch in batch_sizes:
                 x = single.repeat(batch, 1, 1, 1).to(device_)
                 _reset_peak_memory(device_)
-                times = None
+                times = defended = None
                 try:
+                    defended = _FGVisStep(model.module, x, defense=True, cuda_graph=cuda_graph)
                     times = _interleaved_median_times(
-                        {
-                            "bare": _bare_step(model.module, x),
-                            "on": _fgvis_step(model.module, x, defense=True, cuda_graph=cuda_graph),
-                        },
-                        repeats, device_,
-                    )  # fmt: skip
+                        {"bare": _bare_step(model.module, x), "on": defended}, repeats, device_
+                    )
                 except torch.cuda.OutOfMemoryError:
-                    lines.append(f"| {name} | {batch} | out of memory | | | | | |")
+                    lines.append(f"| {name} | {batch} | out of memory | | | | | | |")
                 if times is None:  # outside the except block, so the failed step's tensors are released
-                    del x
+                    del x, defended
                     torch.cuda.empty_cache()
                     continue
                 rate = batch / (steps * times["on"])
                 base = base or rate
                 lines.append(
                     f"| {name} | {batch} | {times['bare']:.4f} | {times['on']:.4f} | {times['on'] / times['bare']:.2f} "
-                    f"| {rate:.3g} | {rate / base:.1f}x | {_peak_memory(device_)} |"
+                    f"| {rate:.3g} | {rate / base:.1f}x | {_peak_memory(device_)} | {defended.path} |"
                 )
-                del x
+                del x, defended
         model.module.cpu()
         del model
         if device_.type == "cuda":
@@ -413,7 +432,7 @@ def run_precision_benchmark(device: str = "auto", steps: int = 100, dtypes: Sequ
 
 def _eager_step_time(module: nn.Module, x: torch.Tensor, device: torch.device) -> float:
     """Median seconds of a defended FGVis step without a CUDA graph."""
-    step = _fgvis_step(module, x, defense=True, cuda_graph=False)
+    step = _FGVisStep(module, x, defense=True, cuda_graph=False)
     return _interleaved_median_times({"on": step}, 10, device)["on"]
 
 

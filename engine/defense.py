@@ -291,6 +291,17 @@ class ActivationFilter(TorchFunctionMode):
 
         return scoped
 
+    def last_pass(self) -> tuple:
+        """What the last filtered pass left for :meth:`blocked_fraction` and :meth:`decisions` (references
+        to its reused buffers). A CUDA graph recorded from that pass rewrites the same buffers on each
+        replay without running this Python code: :meth:`replayed` makes them current again."""
+        return list(self._decided), list(self._blocked), self._counting
+
+    def replayed(self, last_pass: tuple) -> None:
+        """A recorded graph of the pass whose :meth:`last_pass` this is has just been replayed."""
+        decided, blocked, self._counting = last_pass
+        self._decided, self._blocked = list(decided), list(blocked)
+
     def blocked_fraction(self) -> torch.Tensor:
         """Per batch item, the fraction of activation units whose gradient was blocked in the last
         filtered pass, i.e. that left their bounds (``h(e) > h(x)`` for ReLUs): shape ``(N,)``; NaN if

@@ -33,6 +33,7 @@ from torch import nn
 from .defense import ActivationFilter
 from .errors import ConfigError, DefenseError, DeviceError, TargetError
 from .images import load_image
+from .model_pass import TRIAL_ROUNDS, ModelPass, record_cuda_graph
 from .models import ClassifierModel, frozen
 from .preprocess import Geometry
 from .types import GAMES, Explanation, FGVisConfig, StepState
@@ -359,7 +360,10 @@ class _Optimisation:
     the target (see docs/DEFAULTS.md).
     """
 
-    def __init__(self, game, config: FGVisConfig, x, reference, targets, prob_original, top1_original):
+    def __init__(
+        self, game, config: FGVisConfig, x, reference, targets, prob_original, top1_original,
+        *, graph_trial_rounds: int = TRIAL_ROUNDS,
+    ):  # fmt: skip
         self.game = game
         self.config = config
         self.x = x
@@ -387,9 +391,13 @@ class _Optimisation:
         self.last_improved = torch.zeros(count, dtype=torch.long, device=x.device)
         self.all_goal_met = False
         self.use_graph = config.cuda_graph and x.device.type == "cuda"
-        self.graph = None
-        self.graph_outputs = None
-        self.notes: list[str] = []  # for the user (Explanation.warnings)
+        self.graph_trial_rounds = graph_trial_rounds
+        self.model_pass: ModelPass | None = None  # created with the first step
+
+    @property
+    def notes(self) -> list[str]:
+        """For the user (``Explanation.warnings``)."""
+        return list(self.model_pass.notes) if self.model_pass is not None else []
 
     def goal(self, prob: torch.Tensor, top1: torch.Tensor) -> torch.Tensor:
         """``(N,)`` bool: the game's goal (see :class:`FGVisConfig`) is met."""
@@ -411,38 +419,38 @@ class _Optimisation:
         (grad,) = torch.autograd.grad((-self.sense * score).sum(), self.mask)
         return logits.detach(), log_probs.detach(), grad
 
-    def _record_graph(self, module: nn.Module, activation_filter: ActivationFilter) -> None:
-        """Record :meth:`_forward_backward` as a CUDA graph (after warm-up passes on a side stream, as
-        PyTorch requires). It reads the mask, image and reference in place and writes its outputs and the
-        defense's decision buffers to fixed addresses, so a replay is a whole pass with one launch. Any
-        failure leaves the run on the eager path."""
-        device = self.x.device
-        try:
-            side = torch.cuda.Stream(device=device)
-            side.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(side):
-                for _ in range(2):
-                    self._forward_backward(module, activation_filter)
-            torch.cuda.current_stream(device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                outputs = self._forward_backward(module, activation_filter)
-        except Exception as exc:  # an optimisation only: never fail the run for it
-            message = f"could not record the optimisation step as a CUDA graph ({exc}); ran without it"
-            log.warning("%s", message)
-            self.notes.append(message)
-            self.use_graph = False
-            return
-        self.graph, self.graph_outputs = graph, outputs
+    def _model_pass(self, module: nn.Module, activation_filter: ActivationFilter) -> ModelPass:
+        """The model's part of each step: eager, or on CUDA a replayed graph where that is faster
+        (:mod:`engine.model_pass`)."""
+        if self.model_pass is None:
+            device = self.x.device
+
+            def run(count: bool):
+                return self._forward_backward(module, activation_filter, count)
+
+            def record():
+                # Recorded counting: on a GPU the count costs next to nothing inside the graph.
+                replay, outputs = record_cuda_graph(lambda: run(True), device)
+                recorded = activation_filter.last_pass()
+
+                def replay_pass() -> None:
+                    replay()
+                    activation_filter.replayed(recorded)
+
+                return replay_pass, outputs
+
+            self.model_pass = ModelPass(
+                run,
+                record if self.use_graph else None,
+                rounds=self.graph_trial_rounds,
+                synchronize=lambda: torch.cuda.synchronize(device) if device.type == "cuda" else None,
+            )
+        return self.model_pass
 
     def step(self, module: nn.Module, activation_filter: ActivationFilter, step: int) -> StepState:
         mask = self.mask
-        if self.graph is not None:  # recorded with the monitor's counts: they cost next to nothing there
-            self.graph.replay()
-            logits, log_probs, grad = self.graph_outputs
-        else:
-            counted = step == 1 or step % self.config.monitor_every == 0
-            logits, log_probs, grad = self._forward_backward(module, activation_filter, count=counted)
+        counted = step == 1 or step % self.config.monitor_every == 0
+        logits, log_probs, grad = self._model_pass(module, activation_filter)(counted)
         probs = log_probs.exp()
         score = probs if self.config.loss == "prob" else log_probs
         size = mask.detach().flatten(1).mean(1)
@@ -462,8 +470,6 @@ class _Optimisation:
             mask.clamp_(0.0, 1.0)
             self.all_goal_met = bool(met.all())
             blocked = activation_filter.blocked_fraction()
-        if self.use_graph and self.graph is None:
-            self._record_graph(module, activation_filter)  # after the first (eager) step
         return StepState(
             step=step,
             total=self.config.steps,

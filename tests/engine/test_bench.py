@@ -21,3 +21,4 @@ def test_speed_benchmark_prints_a_row_per_batch_size():
     assert min(bare, off, on, counted) > 0
     assert abs(on_ratio - on / bare) < 0.01 and abs(counted_ratio - counted / bare) < 0.01
     assert cells[9:11] == ["-", "-"]  # no eager column on the CPU
+    assert cells[12] == "eager"  # no CUDA graph on the CPU

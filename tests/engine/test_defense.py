@@ -301,6 +301,32 @@ def test_uncounted_passes_filter_the_same_and_report_nan():
     assert len(counted_filter.decisions()) == counted_filter.num_activations
 
 
+def test_eager_passes_reuse_the_buffers_a_replayed_graph_writes():
+    """A CUDA graph recorded from a counted pass rewrites that pass's buffers; eager passes in between
+    (the graph trial, engine.model_pass) must keep writing the same ones, and after a replay the
+    filter reports the recorded pass again."""
+    model = _ClampNet().eval()
+    x = torch.randn(2, 3, 8, 8)
+    activation_filter = ActivationFilter()
+    with torch.no_grad(), activation_filter.recording(model):
+        model(x)
+
+    def filtered_pass(e, count):
+        with activation_filter.filtering(model, count=count):
+            model(e.clone().requires_grad_(True))[:, 0].sum().backward()
+
+    filtered_pass(x * 1.5, count=True)
+    recorded = activation_filter.last_pass()
+    counted = activation_filter.blocked_fraction()
+    assert float(counted.min()) > 0
+    filtered_pass(x * 0.5, count=False)
+    decided, _, _ = activation_filter.last_pass()
+    assert [t.data_ptr() for t, _ in decided] == [t.data_ptr() for t, _ in recorded[0]]
+    assert torch.isnan(activation_filter.blocked_fraction()).all()
+    activation_filter.replayed(recorded)
+    assert torch.equal(activation_filter.blocked_fraction(), counted)
+
+
 @pytest.mark.parametrize("name", ["mobilenet_v2", "googlenet", "efficientnet_b0"])
 def test_fast_paths_match_the_general_filter_on_torchvision_architectures(name, monkeypatch):
     """ReLU6 modules (fused, scoped), functional ReLUs (fused, model-wide mode) and SiLU/sigmoid modules

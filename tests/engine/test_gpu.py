@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -55,26 +56,34 @@ def test_reference_cache_on_cuda(real_model, samples):
     assert torch.allclose(first.prob_explanation, second.prob_explanation, atol=1e-4)
 
 
-def test_cuda_graph_replay_computes_what_the_eager_step_computes(real_model, samples):
+def _graph_loop(real_model, samples, **kwargs):
+    """An optimisation of two photos on CUDA, set up as explain() does (scoped mode, fused filter)."""
     from engine.defense import ActivationFilter
     from engine.fgvis import _Optimisation
-    from engine.models import frozen
 
     x, _ = real_model.preprocess(samples["coffee"])
     x = x.repeat(2, 1, 1, 1).cuda()
     module = real_model.module.cuda()
+    activation_filter = ActivationFilter()
+    with torch.no_grad(), activation_filter.recording(module):
+        targets = module(x).argmax(1)
+    assert activation_filter.scoped
+    p = torch.ones(2, device="cuda")
+    loop = _Optimisation("preserve", FGVisConfig(), x, torch.zeros_like(x), targets, p, targets, **kwargs)
+    return loop, module, activation_filter
+
+
+def test_cuda_graph_replay_computes_what_the_eager_step_computes(real_model, samples):
+    from engine.models import frozen
+
+    loop, module, activation_filter = _graph_loop(real_model, samples, graph_trial_rounds=0)
     with frozen(module):
-        activation_filter = ActivationFilter()
-        with torch.no_grad(), activation_filter.recording(module):  # as explain() does: scoped, fused
-            targets = module(x).argmax(1)
-        assert activation_filter.scoped
-        p = torch.ones(2, device="cuda")
-        loop = _Optimisation("preserve", FGVisConfig(), x, torch.zeros_like(x), targets, p, targets)
-        loop.step(module, activation_filter, 1)  # eager, then records the graph
-        assert loop.graph is not None and not loop.notes
-        loop.graph.replay()
-        replayed = [t.clone() for t in loop.graph_outputs]
+        loop.step(module, activation_filter, 1)  # eager
+        loop.step(module, activation_filter, 2)  # records the graph and replays it
+        assert loop.model_pass.path == "graph" and not loop.notes
+        replayed = [t.clone() for t in loop.model_pass(False)]
         replayed_decisions = activation_filter.decisions()
+        assert torch.isfinite(activation_filter.blocked_fraction()).all()  # a replay counts
         eager = loop._forward_backward(module, activation_filter)
         eager_decisions = activation_filter.decisions()
     module.cpu()
@@ -82,6 +91,39 @@ def test_cuda_graph_replay_computes_what_the_eager_step_computes(real_model, sam
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-5)
     changed = sum(int((a != b).sum()) for a, b in zip(replayed_decisions, eager_decisions, strict=True))
     assert changed <= 1e-4 * sum(a.numel() for a in eager_decisions)
+
+
+def test_the_graph_trial_settles_on_a_path_and_the_run_goes_on_with_it(real_model, samples):
+    from engine.models import frozen
+
+    loop, module, activation_filter = _graph_loop(real_model, samples)
+    with frozen(module):
+        states = [loop.step(module, activation_filter, step) for step in range(1, 12)]
+    module.cpu()
+    model_pass = loop.model_pass
+    assert model_pass.path in ("graph", "eager") and model_pass.summary and not loop.notes
+    assert len(model_pass.timings["graph"]) == len(model_pass.timings["eager"]) == 2
+    assert all(float(t) > 0 for t in model_pass.timings["graph"] + model_pass.timings["eager"])
+    assert all(np.isfinite(s.target_prob).all() and np.isfinite(s.mask_mean).all() for s in states)
+    # replays count every step; eager steps every 10th
+    counted = [bool(np.isfinite(s.blocked_fraction).all()) for s in states]
+    assert counted[0] and counted[9]
+    assert all(counted[6:]) == (model_pass.path == "graph")
+
+
+def test_a_dropped_graph_leaves_a_working_eager_run(real_model, samples):
+    """Force the trial's other outcome (the graph must beat an eager pass taking no time)."""
+    from engine.models import frozen
+
+    loop, module, activation_filter = _graph_loop(real_model, samples)
+    with frozen(module):
+        loop.step(module, activation_filter, 1)
+        loop.model_pass.margin = -1.0
+        states = [loop.step(module, activation_filter, step) for step in range(2, 12)]
+    module.cpu()
+    assert loop.model_pass.path == "eager" and "dropped" in loop.model_pass.summary
+    assert all(np.isfinite(s.target_prob).all() for s in states)
+    assert np.isfinite(states[-2].blocked_fraction).all()  # step 10 counted eagerly
 
 
 def test_cuda_graph_run_matches_the_eager_run(real_model, samples):
