@@ -34,6 +34,7 @@ part() {  # part NAME SECONDS COMMAND...: run under min(SECONDS, budget left), t
 }
 part gpu_tests.txt 90 python3 -m pytest -p no:cacheprovider -m gpu tests/engine/test_gpu.py -q
 part throughput_cuda.md 100 python3 -m engine bench throughput --device cuda --batch-sizes 1 4 16 64
+part profile_vgg16_cuda.md 60 python3 -m engine bench profile --device cuda --model vgg16 --batch-sizes 1 16
 part speed_cuda.md 70 python3 -m engine bench speed --device cuda --batch-sizes 1 4 16 64 --repeats 20
 part throughput_eager_cuda.md 60 python3 -m engine bench throughput --device cuda --batch-sizes 1 4 16 64 --no-cuda-graph
 part early_stop_cuda.md 120 python3 -m engine bench early-stop --device cuda

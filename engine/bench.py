@@ -7,6 +7,7 @@
 * ``fgvis bench early-stop``: early stopping against the fixed step budget, per photo.
 * ``fgvis bench throughput``: explanations per second per model and batch size, with peak memory.
 * ``fgvis bench precision``: bf16 / fp16 autocast against float32 (decisions, masks, time).
+* ``fgvis bench profile``: where one model's defended step spends its time (variants, top operators).
 
 The evaluation suite (``fgvis bench quality``) is :mod:`engine.evaluation`.
 """
@@ -26,7 +27,7 @@ from torch import nn
 
 from .defense import ActivationFilter
 from .fgvis import _Optimisation, _resolve_device, explain
-from .model_pass import CALLS_BEFORE_SETTLED
+from .model_pass import CALLS_BEFORE_SETTLED, TRIAL_ROUNDS
 from .models import frozen, load_model
 from .resources import sample_images
 from .types import FGVisConfig
@@ -102,6 +103,7 @@ class _FGVisStep:
         defense: bool,
         cuda_graph: bool = True,
         monitor_every: int = FGVisConfig.monitor_every,
+        graph_trial_rounds: int = TRIAL_ROUNDS,
     ) -> None:
         self.module = module
         self.filter = ActivationFilter(enabled=defense)
@@ -110,8 +112,9 @@ class _FGVisStep:
         targets = logits.argmax(1)
         probs = torch.softmax(logits, 1)
         config = FGVisConfig(cuda_graph=cuda_graph, monitor_every=monitor_every)
+        p = probs.gather(1, targets[:, None])[:, 0]
         self.loop = _Optimisation(
-            "preserve", config, x, torch.zeros_like(x), targets, probs.gather(1, targets[:, None])[:, 0], targets
+            "preserve", config, x, torch.zeros_like(x), targets, p, targets, graph_trial_rounds=graph_trial_rounds
         )
 
     def __call__(self, step: int) -> None:
@@ -345,6 +348,93 @@ def run_throughput_benchmark(
             torch.cuda.empty_cache()
     lines.insert(0, f"Device: {device_name(device_)}, {torch.get_num_threads()} CPU threads.\n")
     return "\n".join(lines)
+
+
+def run_profile_benchmark(
+    model_name: str = "vgg16",
+    batch_sizes: Sequence[int] = (1, 16),
+    repeats: int = 10,
+    device: str = "auto",
+    top: int = 12,
+) -> str:
+    """Where a defended step's time goes, for one model (random weights except the default model):
+
+    * per batch size, the median step time of the bare forward+backward, the defended step eager, as a
+      replayed CUDA graph (kept without a trial) and as the engine runs it (after its graph trial); on
+      CUDA each once with cuDNN's heuristics and once with ``torch.backends.cudnn.benchmark`` (the
+      fastest algorithms, timed per shape) -- a setting the engine does not change;
+    * the operators that take the most time in two eager defended steps (one uncounted, one counting
+      the monitor) and two bare steps at the largest batch size, from ``torch.profiler``."""
+    model = load_model(model_name, random_weights=model_name != "efficientnet_lite0")
+    device_ = _resolve_device(device, model)
+    single = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    cuda = device_.type == "cuda"
+    lines = [
+        f"{model_name} at 224x224 on {device_name(device_)}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; median of {repeats} interleaved steps, defense on.",
+        "",
+        "| batch | cuDNN benchmark | bare fwd+bwd (s) | eager (s) | eager / bare | graph (s) | graph / bare "
+        "| engine (s) | engine / bare | engine's path |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    saved_benchmark = torch.backends.cudnn.benchmark
+    with frozen(model.module):
+        try:
+            for batch in batch_sizes:
+                x = single.repeat(batch, 1, 1, 1).to(device_)
+                for benchmark in (False, True) if cuda else (saved_benchmark,):
+                    torch.backends.cudnn.benchmark = benchmark
+                    steps = {
+                        "bare": _bare_step(model.module, x),
+                        "eager": _FGVisStep(model.module, x, defense=True, cuda_graph=False),
+                    }
+                    if cuda:
+                        steps["graph"] = _FGVisStep(model.module, x, defense=True, graph_trial_rounds=0)
+                        steps["engine"] = _FGVisStep(model.module, x, defense=True)
+                    t = _interleaved_median_times(steps, repeats, device_)
+                    bare = t["bare"]
+                    cells = [f"{t['eager']:.4f} | {t['eager'] / bare:.2f}"]
+                    for name in ("graph", "engine"):
+                        cells.append(f"{t[name]:.4f} | {t[name] / bare:.2f}" if name in t else "- | -")
+                    path = steps["engine"].path if cuda else "eager"
+                    setting = ("on" if benchmark else "off") if cuda else "-"
+                    lines.append(f"| {batch} | {setting} | {bare:.4f} | {' | '.join(cells)} | {path} |")
+                    del steps
+        finally:
+            torch.backends.cudnn.benchmark = saved_benchmark
+        x = single.repeat(max(batch_sizes), 1, 1, 1).to(device_)
+        for title, step in (
+            ("defended step, eager", _FGVisStep(model.module, x, defense=True, cuda_graph=False)),
+            ("bare forward+backward", _bare_step(model.module, x)),
+        ):
+            lines += ["", f"Top operators, {title}, batch {max(batch_sizes)} (two steps):", ""]
+            try:
+                lines += ["```", _profile_table(step, device_, top), "```"]
+            except RuntimeError as exc:  # e.g. no access to the GPU's performance counters
+                lines.append(f"(the profiler failed: {exc})")
+    return "\n".join(lines)
+
+
+def _profile_table(step: Callable[[int], None], device: torch.device, top: int) -> str:
+    """``torch.profiler`` table of two eager steps of ``step`` numbered 9 and 10 (the monitor counts on step
+    10), after two warm-up steps, sorted by the operators' own time on the device (CPU time on the CPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for index in (1, 2):
+        step(index)
+    _synchronize(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as profiler:
+        for index in (9, 10):
+            step(index)
+        _synchronize(device)
+    averages = profiler.key_averages()
+    if device.type != "cuda":
+        return averages.table(sort_by="self_cpu_time_total", row_limit=top)
+    try:
+        return averages.table(sort_by="self_device_time_total", row_limit=top)
+    except (AttributeError, KeyError, ValueError):  # older torch names it after CUDA
+        return averages.table(sort_by="self_cuda_time_total", row_limit=top)
 
 
 def _reset_peak_memory(device: torch.device) -> None:

@@ -110,6 +110,13 @@ def _parser() -> argparse.ArgumentParser:
     precision.add_argument("--dtypes", nargs="+", choices=["bf16", "fp16"], default=["bf16", "fp16"])
     precision.add_argument("--device", default="auto")
     precision.set_defaults(handler=_bench_precision)
+    profile = bench_commands.add_parser("profile", help="where a defended step spends its time, for one model")
+    profile.add_argument("--model", default="vgg16", help="vgg16 (default), resnet50, efficientnet_lite0, ...")
+    profile.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
+    profile.add_argument("--repeats", type=int, default=10, help="timed steps per measurement")
+    profile.add_argument("--top", type=int, default=12, help="operators listed per profile")
+    profile.add_argument("--device", default="auto")
+    profile.set_defaults(handler=_bench_profile)
     quality = bench_commands.add_parser(
         "quality", help="faithfulness, localisation, sanity and sparsity of FGVis and the baseline methods"
     )
@@ -358,6 +365,13 @@ def _bench_precision(args) -> int:
     from .bench import run_precision_benchmark
 
     print(run_precision_benchmark(device=args.device, steps=args.steps, dtypes=args.dtypes))
+    return 0
+
+
+def _bench_profile(args) -> int:
+    from .bench import run_profile_benchmark
+
+    print(run_profile_benchmark(args.model, args.batch_sizes, args.repeats, device=args.device, top=args.top))
     return 0
 
 

@@ -22,3 +22,15 @@ def test_speed_benchmark_prints_a_row_per_batch_size():
     assert abs(on_ratio - on / bare) < 0.01 and abs(counted_ratio - counted / bare) < 0.01
     assert cells[9:11] == ["-", "-"]  # no eager column on the CPU
     assert cells[12] == "eager"  # no CUDA graph on the CPU
+
+
+def test_profile_benchmark_times_the_variants_and_lists_the_top_operators():
+    from engine.bench import run_profile_benchmark
+
+    report = run_profile_benchmark("efficientnet_lite0", batch_sizes=(1,), repeats=1, device="cpu", top=3)
+    (row,) = [line for line in report.splitlines() if line.startswith("| 1 |")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    bare, eager, ratio = float(cells[2]), float(cells[3]), float(cells[4])
+    assert bare > 0 and eager > 0 and abs(ratio - eager / bare) < 0.01
+    assert cells[-1] == "eager"  # no CUDA graph on the CPU
+    assert report.count("```") == 4 and report.count("aten::") >= 6  # two profiles, three operators each
