@@ -26,8 +26,10 @@ log = logging.getLogger(__name__)
 Outputs = tuple[torch.Tensor, ...]
 Replay = Callable[[], None]
 
-#: Timed trial steps per path before the choice.
+#: Timed trial steps per path before the choice (at most).
 TRIAL_ROUNDS = 2
+#: After a round, a path this many times faster than the other wins at once.
+DECISIVE_RATIO = 1.5
 #: Calls before the path is settled: one eager warm-up, the recording, then the trial.
 CALLS_BEFORE_SETTLED = 2 + 2 * TRIAL_ROUNDS
 
@@ -47,14 +49,19 @@ class ModelPass:
     margin
         The graph is kept unless the eager pass was faster by more than this fraction: a replay also
         leaves the CPU free (for the GUI), so a tie goes to the graph.
+    decisive
+        After each round (one step of each path), a path ``decisive`` times faster than the other wins
+        without further rounds: where the graph wins clearly (a GPU bound by launches, eager passes
+        ~5x slower) the trial costs one eager step.
     synchronize, clock
         Wait for the device / read the time (seconds), around each timed trial step.
 
     Sequence: call 1 is eager (it warms up the kernels and allocates the defense's buffers, which the
     graph then reads and writes at fixed addresses); call 2 records the graph and replays it (untimed:
     the first launch uploads the graph); the next ``2 * rounds`` calls alternate eager and replay and are
-    timed; from then on the faster path (:attr:`path`) runs. A recording that fails leaves the run eager
-    and says so in :attr:`notes`. Outputs of a replay are the graph's own tensors: valid until the next call.
+    timed (fewer if a round is ``decisive``); from then on the faster path (:attr:`path`) runs. A
+    recording that fails leaves the run eager and says so in :attr:`notes`. Outputs of a replay are the
+    graph's own tensors: valid until the next call.
     """
 
     def __init__(
@@ -64,6 +71,7 @@ class ModelPass:
         *,
         rounds: int = TRIAL_ROUNDS,
         margin: float = 0.05,
+        decisive: float = DECISIVE_RATIO,
         synchronize: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
@@ -71,6 +79,7 @@ class ModelPass:
         self._record = record
         self.rounds = rounds
         self.margin = margin
+        self.decisive = decisive
         self._synchronize = synchronize
         self._clock = clock
         #: ``"eager"`` or ``"graph"`` once decided; ``None`` before (warm-up and trial).
@@ -99,8 +108,10 @@ class ModelPass:
         outputs = self._run(count) if path == "eager" else self._replayed()
         self._synchronize()
         self.timings[path].append(self._clock() - started)
-        if len(self.timings["graph"]) >= self.rounds:
-            self._settle()
+        if len(self.timings["graph"]) == len(self.timings["eager"]):  # a round is complete
+            graph, eager = min(self.timings["graph"]), min(self.timings["eager"])
+            if len(self.timings["graph"]) >= self.rounds or max(graph, eager) >= self.decisive * min(graph, eager):
+                self._settle()
         return outputs
 
     def _replayed(self) -> Outputs:

@@ -102,7 +102,7 @@ def test_the_graph_trial_settles_on_a_path_and_the_run_goes_on_with_it(real_mode
     module.cpu()
     model_pass = loop.model_pass
     assert model_pass.path in ("graph", "eager") and model_pass.summary and not loop.notes
-    assert len(model_pass.timings["graph"]) == len(model_pass.timings["eager"]) == 2
+    assert len(model_pass.timings["graph"]) == len(model_pass.timings["eager"]) in (1, 2)
     assert all(float(t) > 0 for t in model_pass.timings["graph"] + model_pass.timings["eager"])
     assert all(np.isfinite(s.target_prob).all() and np.isfinite(s.mask_mean).all() for s in states)
     # replays count every step; eager steps every 10th
