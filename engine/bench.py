@@ -21,6 +21,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -201,9 +202,11 @@ def _settings_text(config: FGVisConfig) -> str:
 PATIENCE_CANDIDATES = (10, 20, 30, 40, 60)
 
 
-def run_early_stopping_benchmark(config: FGVisConfig | None = None, device: str = "auto") -> str:
-    """Early stopping against the fixed budget, per bundled photo (one photo per run, so each has its own
-    step count), both games with the defense on.
+def run_early_stopping_benchmark(
+    config: FGVisConfig | None = None, device: str = "auto", images: Sequence[Path] | None = None
+) -> str:
+    """Early stopping against the fixed budget, per photo (the bundled ones unless ``images`` are given;
+    one photo per run, so each has its own step count), both games with the defense on.
 
     The full run has ``patience=0`` (all ``config.steps`` steps); the early run uses ``config`` as is.
     Quality criteria (issue "Fast explanations"): preservation keeps the target probability within 0.05
@@ -216,7 +219,8 @@ def run_early_stopping_benchmark(config: FGVisConfig | None = None, device: str 
     if config.device is None:
         config = replace(config, device=device)
     full_config = replace(config, patience=0, stop_when_deleted=False)
-    photos = sample_images()
+    photos = list(images) if images else sample_images()
+    source = "bundled photo" if not images else "given photo"
     rows, replays = [], []
     for game in ("preserve", "delete"):
         for photo in photos:
@@ -225,7 +229,7 @@ def run_early_stopping_benchmark(config: FGVisConfig | None = None, device: str 
             rows.append((game, photo.stem, full, early))
             replays.append((game, [_replay(full, patience, config.tolerance) for patience in PATIENCE_CANDIDATES]))
     lines = [
-        f"Default model ({model.name}), one bundled photo per run, defense on, torch {torch.__version__}, "
+        f"Default model ({model.name}), one {source} per run, defense on, torch {torch.__version__}, "
         f"device {full.device}. Settings: {_settings_text(config)}; budget {config.steps} steps.",
         "",
         "| game | photo | steps full | steps early | p(e) full | p(e) early | mask mean full | mask mean early "

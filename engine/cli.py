@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from .baselines import METHODS
-from .batch import unique_stems
-from .errors import FGVisError
+from .batch import image_files, unique_stems
+from .errors import ConfigError, FGVisError
 from .export import ExportError, existing_files, export_record
 from .models import DEFAULT_MODEL, ClassifierModel, load_model, sha256_of
 from .record import ExplanationRecord
@@ -97,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     early.add_argument("--steps", type=int, default=defaults.steps)
     early.add_argument("--patience", type=int, default=defaults.patience)
     early.add_argument("--device", default="auto")
+    early.add_argument("--images", type=Path, help="folder of photos to use instead of the bundled ones")
     early.set_defaults(handler=_bench_early_stop)
     throughput = bench_commands.add_parser("throughput", help="explanations per second per model and batch size")
     throughput.add_argument("--models", nargs="+", default=["efficientnet_lite0", "resnet50", "vgg16"])
@@ -348,7 +349,11 @@ def _bench_defaults(args) -> int:
 def _bench_early_stop(args) -> int:
     from .bench import run_early_stopping_benchmark
 
-    print(run_early_stopping_benchmark(FGVisConfig(steps=args.steps, patience=args.patience), device=args.device))
+    images = image_files(args.images) if args.images is not None and args.images.is_dir() else None
+    if args.images is not None and not images:
+        raise ConfigError(f"{args.images} is not a folder with images")
+    config = FGVisConfig(steps=args.steps, patience=args.patience)
+    print(run_early_stopping_benchmark(config, device=args.device, images=images))
     return 0
 
 

@@ -139,3 +139,14 @@ def test_batch_command_lists_bad_files_resumes_and_rescores(samples, tmp_path, c
     assert (out / "index.html").is_file() and (out / "index.csv").read_text().count("\n") == 2
     assert main(["batch", str(images), "--out", str(out), "--steps", "2"]) == 2
     assert "0 written, 1 already done" in capsys.readouterr().out
+
+
+def test_early_stop_benchmark_on_a_folder_of_photos(samples, tmp_path, capsys):
+    folder = tmp_path / "held_out"
+    folder.mkdir()
+    shutil.copy(samples["coffee"], folder / "mug.jpg")
+    assert main(["bench", "early-stop", "--images", str(folder), "--steps", "3", "--device", "cpu"]) == 0
+    table = capsys.readouterr().out
+    assert "one given photo per run" in table and table.count("| mug |") == 2  # preserve and delete
+    assert main(["bench", "early-stop", "--images", str(tmp_path / "missing")]) == 2
+    assert "is not a folder with images" in capsys.readouterr().err
