@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FGVisError, ImageLoadError
+from .errors import ConfigError, FGVisError, ImageLoadError
 from .export import export_record, planned_paths, write_all_or_nothing
 from .fgvis import explain
 from .images import load_image
@@ -54,6 +54,18 @@ class BatchSummary:
 def image_files(folder: Path) -> list[Path]:
     """The images directly in ``folder``, sorted by name."""
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def images_in(folder: Path) -> list[Path]:
+    """:func:`image_files` of a folder the user named to measure on: a :class:`ConfigError` if it is not a
+    folder or holds no images."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder} is not a folder")
+    paths = image_files(folder)
+    if not paths:
+        raise ConfigError(f"no images in {folder}")
+    return paths
 
 
 def parse_targets(spec: str | Sequence) -> int | list:

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from .baselines import METHODS
-from .batch import image_files, unique_stems
-from .errors import ConfigError, FGVisError
+from .batch import images_in, unique_stems
+from .errors import FGVisError
 from .export import ExportError, existing_files, export_record
 from .models import DEFAULT_MODEL, ClassifierModel, load_model, sha256_of
 from .record import ExplanationRecord
@@ -349,9 +349,7 @@ def _bench_defaults(args) -> int:
 def _bench_early_stop(args) -> int:
     from .bench import run_early_stopping_benchmark
 
-    images = image_files(args.images) if args.images is not None and args.images.is_dir() else None
-    if args.images is not None and not images:
-        raise ConfigError(f"{args.images} is not a folder with images")
+    images = images_in(args.images) if args.images is not None else None
     config = FGVisConfig(steps=args.steps, patience=args.patience)
     print(run_early_stopping_benchmark(config, device=args.device, images=images))
     return 0

@@ -83,12 +83,10 @@ def load_quality_data(model: ClassifierModel, images: Path | None, count: int) -
             x, torch.from_numpy(data.labels), [f"shape{i:03d}" for i in range(count)], torch.from_numpy(data.masks),
             note=f"{count} generated images (seed {TEST_SEED + 1}), true class as target",
         )  # fmt: skip
-    from .batch import image_files
+    from .batch import images_in
     from .images import load_image
 
-    if images is not None and not images.is_dir():
-        raise ConfigError(f"{images} is not a folder")
-    paths = (image_files(images) if images is not None else sample_images())[:count]
+    paths = (images_in(images) if images is not None else sample_images())[:count]
     if not paths:
         raise ConfigError(f"no images in {images}")
     x = torch.cat([model.preprocessing(load_image(path))[0] for path in paths])

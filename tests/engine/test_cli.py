@@ -149,4 +149,7 @@ def test_early_stop_benchmark_on_a_folder_of_photos(samples, tmp_path, capsys):
     table = capsys.readouterr().out
     assert "one given photo per run" in table and table.count("| mug |") == 2  # preserve and delete
     assert main(["bench", "early-stop", "--images", str(tmp_path / "missing")]) == 2
-    assert "is not a folder with images" in capsys.readouterr().err
+    assert f"{tmp_path / 'missing'} is not a folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["bench", "early-stop", "--images", str(tmp_path / "empty")]) == 2
+    assert f"no images in {tmp_path / 'empty'}" in capsys.readouterr().err
