@@ -58,19 +58,13 @@ def test_reference_cache_on_cuda(real_model, samples):
 
 def _graph_loop(real_model, samples, **kwargs):
     """An optimisation of two photos on CUDA, set up as explain() does (scoped mode, fused filter)."""
-    from engine.defense import ActivationFilter
-    from engine.fgvis import _Optimisation
+    from engine.bench import _FGVisStep
 
     x, _ = real_model.preprocess(samples["coffee"])
-    x = x.repeat(2, 1, 1, 1).cuda()
     module = real_model.module.cuda()
-    activation_filter = ActivationFilter()
-    with torch.no_grad(), activation_filter.recording(module):
-        targets = module(x).argmax(1)
-    assert activation_filter.scoped
-    p = torch.ones(2, device="cuda")
-    loop = _Optimisation("preserve", FGVisConfig(), x, torch.zeros_like(x), targets, p, targets, **kwargs)
-    return loop, module, activation_filter
+    step = _FGVisStep(module, x.repeat(2, 1, 1, 1).cuda(), defense=True, **kwargs)
+    assert step.filter.scoped
+    return step.loop, module, step.filter
 
 
 def test_cuda_graph_replay_computes_what_the_eager_step_computes(real_model, samples):
