@@ -1,12 +1,32 @@
-"""Perceptually uniform colormaps for evidence maps, without a plotting library.
+"""Perceptually uniform colormaps for evidence maps, without a plotting library, and the value range an
+evidence map is shown on.
 
 Each map is 17 evenly spaced anchors of matplotlib's map of the same name (CC0), linearly interpolated
 to a 256-entry lookup table; the interpolation is within 7 of 255 levels of the original everywhere.
+
+Display scales (:func:`display_range`): evidence (``m`` kept, ``1 - m`` deleted) lies in 0..1, but a
+deletion changes only a few per cent of it, so on the fixed 0..1 scale it renders nearly black. The
+default ``"robust"`` scale keeps 0 at the bottom (no evidence stays transparent, nothing negative is
+invented) and puts the top of the colormap at the :data:`ROBUST_PERCENTILE` th percentile of the map,
+never below :data:`ROBUST_FLOOR`; ``"fixed"`` is the absolute 0..1 scale. The range in use is always
+printed beside the colours (:meth:`DisplayRange.text`), so a stretched map does not pass for a strong one.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+#: The display scales of an evidence map: robust maximum (the default) and the absolute 0..1 scale.
+SCALES = ("robust", "fixed")
+DEFAULT_SCALE = "robust"
+#: Percentile of the evidence at the top of the robust scale: the strongest 0.5 % of pixels saturate,
+#: so one outlier pixel does not darken the rest, and a 224x224 map still shows ~250 pixels at full colour.
+ROBUST_PERCENTILE = 99.5
+#: Lowest top of the robust scale: evidence under 1 % (under 3 levels of an 8-bit picture) is not
+#: stretched to full colour, so an all-zero or numerically flat map is not turned into bright noise.
+ROBUST_FLOOR = 0.01
 
 _ANCHORS = {
     "inferno": [
@@ -90,3 +110,57 @@ def apply_colormap(values: np.ndarray, name: str = "inferno", vmin: float = 0.0,
         raise ValueError(f"vmax ({vmax}) must be greater than vmin ({vmin})")
     scaled = np.clip((np.asarray(values, dtype=np.float64) - vmin) / (vmax - vmin), 0.0, 1.0)
     return lookup_table(name)[np.round(scaled * 255).astype(np.int64)]
+
+
+@dataclass(frozen=True)
+class DisplayRange:
+    """The values shown at the ends of the colormap, and the scale that chose them.
+
+    Attributes
+    ----------
+    low, high
+        Evidence values at the bottom and the top of the colormap; ``0 <= low < high <= 1``.
+    scale
+        One of :data:`SCALES`.
+    """
+
+    low: float
+    high: float
+    scale: str
+
+    def text(self) -> str:
+        """The range as printed beside a colour bar, e.g. ``"0 - 0.034 (robust: 99.5th percentile)"``."""
+        how = f"robust: {ROBUST_PERCENTILE:g}th percentile" if self.scale == "robust" else "fixed"
+        return f"{format_value(self.low)} - {format_value(self.high)} ({how})"
+
+
+def display_range(evidence: np.ndarray | None, scale: str = DEFAULT_SCALE) -> DisplayRange:
+    """The range an evidence map is coloured on.
+
+    Parameters
+    ----------
+    evidence
+        ``(H, W)`` floats in 0..1 (NaNs are ignored); ``None`` (no map yet) gives the scale's range for an
+        empty map.
+    scale
+        ``"robust"``: 0 .. the :data:`ROBUST_PERCENTILE` th percentile, clamped to
+        :data:`ROBUST_FLOOR` .. 1. ``"fixed"``: 0 .. 1.
+
+    Returns
+    -------
+    DisplayRange
+        Finite, with ``low`` 0 and ``high`` in ``ROBUST_FLOOR`` .. 1.
+    """
+    if scale not in SCALES:
+        raise ValueError(f"unknown display scale {scale!r}; choose one of {', '.join(SCALES)}")
+    if scale == "fixed":
+        return DisplayRange(0.0, 1.0, scale)
+    values = np.asarray(evidence if evidence is not None else [], dtype=np.float64)
+    values = values[np.isfinite(values)]
+    top = float(np.percentile(values, ROBUST_PERCENTILE)) if values.size else 0.0
+    return DisplayRange(0.0, min(max(top, ROBUST_FLOOR), 1.0), scale)
+
+
+def format_value(value: float) -> str:
+    """An end of a display range in two significant digits: ``0``, ``0.034``, ``0.5``, ``1``."""
+    return f"{value:.2g}"
