@@ -20,6 +20,9 @@ from torch.overrides import TorchFunctionMode
 
 from .defense import ACTIVATION_FUNCTIONS
 from .fgvis import gaussian_blur
+from .models import ClassifierModel
+from .record import _as_input
+from .types import Explanation, FGVisConfig
 
 
 def make_reference(x: torch.Tensor, kind: str = "blur", sigma: float = 10.0) -> torch.Tensor:
@@ -31,13 +34,45 @@ def make_reference(x: torch.Tensor, kind: str = "blur", sigma: float = 10.0) -> 
     raise ValueError(f"reference must be 'zero' or 'blur', not {kind!r}")
 
 
-def ranking(evidence: torch.Tensor) -> torch.Tensor:
-    """``(N, H*W)`` pixel indices from most to least evidence, ties in a fixed pseudo-random order."""
+def ranking(evidence: torch.Tensor, margin: int = 0) -> torch.Tensor:
+    """Pixel indices ``(N, H*W)`` from most to least evidence; ``evidence`` ``(N, H, W)``.
+
+    Ties are ranked in a fixed pseudo-random order. With ``margin`` > 0 every pixel is ranked by the
+    best rank within ``margin`` pixels of it (Euclidean distance ``<= margin``), then by its own: a
+    prefix of the order is the top pixels' region dilated by ``margin`` pixels, so a deletion removes a
+    region together with its border instead of leaving its outline (see :func:`deletion_insertion`).
+    """
     flat = evidence.flatten(1).double()
     generator = torch.Generator().manual_seed(0)
     permutation = torch.randperm(flat.shape[1], generator=generator)
-    order = torch.argsort(flat[:, permutation], dim=1, descending=True, stable=True)
-    return permutation[order]
+    order = permutation[torch.argsort(flat[:, permutation], dim=1, descending=True, stable=True)]
+    if margin <= 0:
+        return order
+    count, pixels = order.shape
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(pixels).expand(count, -1))
+    nearest = -_max_filter(-rank.view(evidence.shape).double(), _disc(margin, inclusive=True))
+    return torch.argsort(nearest.flatten(1).long() * pixels + rank, dim=1)
+
+
+def _disc(radius: int, *, inclusive: bool) -> list[tuple[int, int]]:
+    """Offsets ``(dy, dx)`` with ``dy^2 + dx^2 <= radius^2`` (``inclusive``) or ``< max(radius, 1)^2``
+    (TorchRay's pointing tolerance; radius 0 or 1: the centre alone)."""
+    limit = radius * radius if inclusive else max(radius, 1) ** 2 - 1
+    span = range(-radius, radius + 1)
+    return [(dy, dx) for dy in span for dx in span if dy * dy + dx * dx <= limit]
+
+
+def _max_filter(maps: torch.Tensor, offsets: list[tuple[int, int]]) -> torch.Tensor:
+    """Maximum of ``maps`` ``(N, H, W)`` float over the neighbourhood ``offsets`` (outside = ignored)."""
+    radius = max(max(abs(dy), abs(dx)) for dy, dx in offsets)
+    height, width = maps.shape[1:]
+    padded = torch.nn.functional.pad(maps, (radius,) * 4, value=-math.inf)
+    out = torch.full_like(maps, -math.inf)
+    for dy, dx in offsets:
+        shifted = padded[:, radius + dy : radius + dy + height, radius + dx : radius + dx + width]
+        out = torch.maximum(out, shifted)
+    return out
 
 
 @dataclass
@@ -61,18 +96,25 @@ def deletion_insertion(
     mode: str = "deletion",
     step: float = 1 / 32,
     batch_size: int = 32,
+    margin: int = 0,
 ) -> Curve:
     """Petsiuk et al. (2018): remove (``deletion``, from ``x`` towards ``reference``) or add
     (``insertion``, from ``reference`` towards ``x``) pixels in order of evidence, ``step`` of all pixels
     at a time, and record the target probability. Lower deletion AUC and higher insertion AUC are
-    better."""
+    better.
+
+    ``margin`` > 0 ranks the pixels with :func:`ranking`'s margin: each step changes exactly the same
+    number of pixels, but a region is removed (inserted) together with the pixels within ``margin`` of
+    it. Replacing exactly an object's pixels by a blurred copy leaves its outline, which a CNN still
+    recognises (synthetic shapes: the ground-truth mask as a map then scores worse than a random map;
+    with a 2-pixel margin it scores better)."""
     if mode not in ("deletion", "insertion"):
         raise ValueError(f"mode must be 'deletion' or 'insertion', not {mode!r}")
     count, _, height, width = x.shape
     pixels = height * width
     levels = max(1, round(1 / step))
     fractions = np.linspace(0.0, 1.0, levels + 1)
-    order = ranking(evidence.cpu()).to(x.device)
+    order = ranking(evidence.cpu(), margin).to(x.device)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(pixels, device=x.device).expand(count, -1))
     probs = np.empty((count, len(fractions)))
@@ -98,14 +140,23 @@ def delete_top(
     budget: Sequence[int],
 ) -> np.ndarray:  # fmt: skip
     """Target probability ``(N,)`` after replacing each item's ``budget[i]`` highest-evidence pixels
-    by the reference (the paper's equal-budget deletion protocol)."""
+    (:func:`top_pixels`, all channels) by the reference: the paper's equal-budget deletion protocol.
+    For an FGVis deletion map with ``budget = mask_budget(mask)`` this is FGVis binarised at its own
+    budget."""
     count, _, height, width = x.shape
-    order = ranking(evidence.cpu()).to(x.device)
-    deleted = torch.zeros(count, height * width, dtype=torch.bool, device=x.device)
-    for item in range(count):
-        deleted[item, order[item, : int(budget[item])]] = True
+    deleted = top_pixels(evidence, budget).to(x.device)
     images = torch.where(deleted.view(count, 1, height, width), reference, x)
     return torch.softmax(module(images).float(), 1).gather(1, targets[:, None].to(x.device))[:, 0].cpu().numpy()
+
+
+def top_pixels(evidence: torch.Tensor, budget: Sequence[int]) -> torch.Tensor:
+    """The binarised map: ``(N, H, W)`` bool, True on each item's ``budget[i]`` highest-evidence pixels of
+    ``evidence`` ``(N, H, W)`` (ties in :func:`ranking`'s fixed order)."""
+    order = ranking(evidence.cpu())
+    chosen = torch.zeros(order.shape, dtype=torch.bool)
+    for item in range(len(order)):
+        chosen[item, order[item, : int(budget[item])]] = True
+    return chosen.view(evidence.shape)
 
 
 def mask_budget(mask: torch.Tensor) -> np.ndarray:
@@ -114,17 +165,132 @@ def mask_budget(mask: torch.Tensor) -> np.ndarray:
     return np.maximum(1, (1.0 - mask.mean(1)).flatten(1).sum(1).round().long().cpu().numpy())
 
 
-def pointing_game(evidence: torch.Tensor, masks: torch.Tensor, tolerance: int = 0) -> np.ndarray:
-    """``(N,)`` bool: the evidence maximum lies on the ground-truth mask ``(N, H, W)`` dilated by
-    ``tolerance`` pixels (Zhang et al. 2016). Items with an all-zero map count as misses."""
-    masks = masks.bool()
-    if tolerance > 0:
-        size = 2 * tolerance + 1
-        masks = torch.nn.functional.max_pool2d(masks[:, None].float(), size, stride=1, padding=tolerance)[:, 0] > 0
+def goal_met(
+    game: str, config: FGVisConfig, prob: torch.Tensor, top1: torch.Tensor, targets: torch.Tensor,
+    prob_original: torch.Tensor, top1_original: torch.Tensor,
+) -> np.ndarray:  # fmt: skip
+    """``(N,)`` bool: FGVis's goal for ``game`` holds on an explanation scoring ``prob`` with top-1 class
+    ``top1`` (all ``(N,)``), the rule of ``engine.fgvis._Optimisation.goal``: preservation keeps
+    ``p >= preserve_ratio * p(x)`` and the target top-1 where it was; deletion reaches
+    ``p <= delete_ratio * p(x)``."""
+    prob, top1, targets = prob.cpu(), top1.cpu(), targets.cpu()
+    prob_original, top1_original = prob_original.cpu(), top1_original.cpu()
+    if game == "preserve":
+        kept_top1 = (top1 == targets) | (top1_original != targets)
+        return ((prob >= config.preserve_ratio * prob_original) & kept_top1).numpy()
+    return (prob <= config.delete_ratio * prob_original).numpy()
+
+
+@dataclass
+class RoundTrip:
+    """The 8-bit round trip of a batch of FGVis explanations (all ``(N,)``).
+
+    Attributes
+    ----------
+    prob
+        Target probability on the explanation quantised to 8-bit pixels and back, 0..1.
+    goal_met
+        The game's goal (:func:`goal_met`) holds on the 8-bit picture.
+    goal_met_float
+        The game's goal holds on ``e`` itself (float, as optimised).
+    """
+
+    prob: np.ndarray
+    goal_met: np.ndarray
+    goal_met_float: np.ndarray
+
+    @property
+    def survival_rate(self) -> float:
+        """Share, 0..1, of the explanations meeting their goal as floats that still meet it as 8-bit
+        pictures (NaN when none met it)."""
+        met = self.goal_met_float
+        return float(self.goal_met[met].mean()) if met.any() else math.nan
+
+
+def round_trip_8bit(model: ClassifierModel, result: Explanation) -> RoundTrip:
+    """Quantise each explanation ``e`` of ``result`` to the 8-bit RGB picture the app saves
+    (:meth:`~engine.types.Explanation.explanation_image`, via ``result.preprocessing``), read it back
+    into the model's input space the way the app re-scores it (``engine.record``; a PNG is lossless,
+    so this is what the exported file scores) and score it with ``model``."""
+    pixels = [result.explanation_image(index) for index in range(len(result))]
+    probs = model.probabilities(torch.cat([_as_input(model, picture) for picture in pixels]))
+    targets = result.target.cpu()
+    prob = probs.gather(1, targets[:, None])[:, 0]
+    common = {"targets": targets, "prob_original": result.prob_original, "top1_original": result.top1_original}
+    after = goal_met(result.game, result.config, prob, probs.argmax(1), **common)
+    before = goal_met(result.game, result.config, result.prob_explanation, result.top1_explanation, **common)
+    return RoundTrip(prob.numpy(), after, before)
+
+
+def pointing_game(evidence: torch.Tensor, masks: torch.Tensor, tolerance: int = 0, seed: int = 0) -> np.ndarray:
+    """The pointing game (Zhang et al. 2016) with TorchRay's tolerance.
+
+    Parameters
+    ----------
+    evidence
+        ``(N, H, W)`` maps, higher = more evidence.
+    masks
+        ``(N, H, W)`` ground truth (bool or 0/1).
+    tolerance
+        A point hits if a ground-truth pixel lies at squared distance ``< tolerance^2`` from it (a disc,
+        as in TorchRay's reference implementation); 0 or 1: the point's own pixel.
+    seed
+        Where several pixels share the maximum, the point is one of them drawn by a local
+        ``numpy.random.default_rng(seed)`` (in item order), not the first in raster order; the global
+        RNGs are not used.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N,)`` bool hits. Items whose map is all zero (or negative) point nowhere and count as misses.
+    """
+    accepted = _near(masks, tolerance).flatten(1)
     flat = evidence.flatten(1)
-    peak = flat.argmax(1)
-    hits = masks.flatten(1).gather(1, peak[:, None])[:, 0]
-    return (hits & (flat.amax(1) > 0)).numpy()
+    peaks = flat.amax(1)
+    rng = np.random.default_rng(seed)
+    hits = np.zeros(len(flat), dtype=bool)
+    for item in range(len(flat)):
+        candidates = torch.nonzero(flat[item] == peaks[item]).flatten()
+        point = candidates[int(rng.integers(len(candidates)))]
+        hits[item] = bool(accepted[item, point]) and bool(peaks[item] > 0)
+    return hits
+
+
+def pointing_chance(masks: torch.Tensor, tolerance: int = 0) -> np.ndarray:
+    """``(N,)`` the pointing game's chance level per item of ``masks`` ``(N, H, W)``: the share of pixels,
+    0..1, where a uniformly random point would hit with this ``tolerance`` (see :func:`pointing_game`)."""
+    return _near(masks, tolerance).flatten(1).double().mean(1).numpy()
+
+
+def _near(masks: torch.Tensor, tolerance: int) -> torch.Tensor:
+    """``(N, H, W)`` bool: pixels at squared distance ``< max(tolerance, 1)^2`` from a mask pixel."""
+    return _max_filter(masks.double(), _disc(tolerance, inclusive=False)) > 0
+
+
+def concentration(evidence: torch.Tensor, top: float = 0.1) -> np.ndarray:
+    """How concentrated the evidence is: the share of the total held by the strongest ``top`` of pixels.
+
+    Parameters
+    ----------
+    evidence
+        ``(N, H, W)`` maps, or ``(N, C, H, W)`` (e.g. an FGVis preservation mask), averaged over channels.
+        Negative values are not evidence and count as 0.
+    top
+        Fraction of the pixels, (0, 1]; ``round(top * H * W)`` of them (at least 1).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N,)`` in [top, 1] (up to rounding): ``top`` for a uniform map (0.1 by default), 1.0 when all
+        the evidence lies in the strongest tenth of the image. An all-zero map counts as uniform.
+    """
+    maps = evidence.mean(1) if evidence.dim() == 4 else evidence
+    flat = maps.clamp(min=0).flatten(1).double()
+    count = max(1, round(top * flat.shape[1]))
+    total = flat.sum(1)
+    strongest = flat.topk(count, dim=1).values.sum(1)
+    share = torch.where(total > 0, strongest / total.clamp(min=1e-300), torch.full_like(total, count / flat.shape[1]))
+    return share.numpy()
 
 
 def energy_inside(evidence: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
@@ -167,27 +333,43 @@ def randomisation_check(
     evenly over the cascade (always including the top layer alone and all layers); every layer up to a
     stage is randomised before it.
 
+    The new weights are drawn from a local ``torch.Generator`` seeded with ``seed`` (see
+    :func:`_reinitialise`): every method sees the same randomised weights whatever random numbers it
+    draws itself, and the caller's global RNG state is left as it was.
+
     Returns ``[(name of the last layer randomised, Spearman rho per item), ...]`` from the top layer down.
     A method that explains the model should lose its correlation quickly (rho near 0)."""
     original = method(module)
     randomised = copy.deepcopy(module)
     layers = [(name, sub) for name, sub in randomised.named_modules() if _is_weight_layer(sub)]
     results = []
-    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
     count = len(layers)
     wanted = min(max_stages, count)
     stages = {round(1 + i * (count - 1) / max(1, wanted - 1)) for i in range(wanted)}
     for done, (name, sub) in enumerate(reversed(layers), start=1):
-        sub.reset_parameters()
+        _reinitialise(sub, generator)
         if done in stages:
             results.append((name, spearman(original, method(randomised))))
     return results
 
 
 def _is_weight_layer(module: nn.Module) -> bool:
-    """A layer with a learned weight matrix or kernel (convolution, linear) that can re-initialise itself."""
+    """A layer with a learned weight matrix or kernel (convolution, linear)."""
     weight = getattr(module, "weight", None)
-    return isinstance(weight, torch.Tensor) and weight.dim() >= 2 and hasattr(module, "reset_parameters")
+    return isinstance(weight, torch.Tensor) and weight.dim() >= 2
+
+
+@torch.no_grad()
+def _reinitialise(layer: nn.Module, generator: torch.Generator) -> None:
+    """PyTorch's default initialisation of convolution and linear layers, ``U(-1/sqrt(fan_in),
+    1/sqrt(fan_in))`` for the weight and the bias (``fan_in = weight[0].numel()``), drawn on the CPU from
+    ``generator`` (so the values do not depend on the layer's device) and copied in place."""
+    bound = 1.0 / math.sqrt(layer.weight[0].numel())
+    for parameter in (layer.weight, getattr(layer, "bias", None)):
+        if isinstance(parameter, torch.Tensor):
+            values = torch.empty(parameter.shape, dtype=torch.float64).uniform_(-bound, bound, generator=generator)
+            parameter.copy_(values)
 
 
 class _ActivationRecorder(TorchFunctionMode):
