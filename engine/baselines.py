@@ -5,6 +5,7 @@ scaled so that each item's maximum is 1; higher = more evidence for the target) 
 Meaningful Perturbation, the mask they optimised.
 
 * ``fgvis`` / ``fgvis_nodefense``: FGVis deletion game (:func:`engine.explain`), evidence ``1 - mean_c(m)``.
+* ``fgvis_preserve``: FGVis preservation game with the defense, evidence ``mean_c(m)``.
 * ``gradient`` (Simonyan et al. 2014), ``gradient_x_input``, ``integrated_gradients`` (Sundararajan et
   al. 2017), ``smoothgrad`` (Smilkov et al. 2017), ``guided_backprop`` (Springenberg et al. 2015) and
   ``gradcam`` (Selvaraju et al. 2017) via Captum.
@@ -30,10 +31,10 @@ from torch import nn
 from .errors import ConfigError
 from .fgvis import explain, gaussian_blur
 from .models import ClassifierModel, frozen
-from .types import FGVisConfig
+from .types import Explanation, FGVisConfig
 
 METHODS = (
-    "fgvis", "fgvis_nodefense", "gradient", "gradient_x_input", "integrated_gradients", "smoothgrad",
+    "fgvis", "fgvis_nodefense", "fgvis_preserve", "gradient", "gradient_x_input", "integrated_gradients", "smoothgrad",
     "guided_backprop", "gradcam", "meaningful_perturbation",
 )  # fmt: skip
 
@@ -41,12 +42,14 @@ METHODS = (
 @dataclass
 class Attribution:
     """``evidence`` ``(N, H, W)`` float32 in [0, 1] on the CPU (each item's max is 1 unless all zero);
-    ``mask`` ``(N, C, H, W)`` in [0, 1] for the mask methods (1 = pixel kept), else ``None``."""
+    ``mask`` ``(N, C, H, W)`` in [0, 1] for the mask methods (1 = pixel kept), else ``None``;
+    ``explanation`` the whole FGVis result (``e``, its scores, ``goal_met``) for the FGVis methods."""
 
     method: str
     evidence: torch.Tensor
     mask: torch.Tensor | None = None
     seconds: float = 0.0
+    explanation: Explanation | None = None
 
 
 def attribute(
@@ -71,12 +74,14 @@ def attribute(
     x = x.detach().to(device)
     targets = targets.to(device)
     started = time.perf_counter()
-    mask = None
+    mask = result = None
     if method.startswith("fgvis"):
         config = config or FGVisConfig()
-        result = explain(module, x, targets, game="delete", defense=method == "fgvis", config=config)
+        game = "preserve" if method == "fgvis_preserve" else "delete"
+        # The ClassifierModel (when given) carries the preprocessing that turns e back into pixels.
+        result = explain(model, x, targets, game=game, defense=method != "fgvis_nodefense", config=config)
         mask = result.mask
-        evidence = 1.0 - mask.mean(1)
+        evidence = mask.mean(1) if game == "preserve" else 1.0 - mask.mean(1)
     elif method == "meaningful_perturbation":
         with frozen(module):
             mask = meaningful_perturbation(module, x, targets, steps=mp_steps)
@@ -85,7 +90,9 @@ def attribute(
         with frozen(module), _plain_activations(module):
             evidence = _captum(method, module, x, targets, layer)
     evidence = _normalise(evidence.detach().float().cpu())
-    return Attribution(method, evidence, None if mask is None else mask.detach().cpu(), time.perf_counter() - started)
+    return Attribution(
+        method, evidence, None if mask is None else mask.detach().cpu(), time.perf_counter() - started, result
+    )
 
 
 def _captum(method: str, module: nn.Module, x: torch.Tensor, targets: torch.Tensor, layer: str | None):

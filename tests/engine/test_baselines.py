@@ -48,10 +48,15 @@ def test_every_method_gives_a_normalised_map_and_restores_the_model(method):
     assert result.method == method and result.evidence.shape == (2, 12, 12)
     assert torch.isfinite(result.evidence).all() and result.evidence.min() >= 0 and result.evidence.max() <= 1
     assert result.seconds > 0
-    if method in ("fgvis", "fgvis_nodefense", "meaningful_perturbation"):
+    if method in ("fgvis", "fgvis_nodefense", "fgvis_preserve", "meaningful_perturbation"):
         assert result.mask is not None and result.mask.min() >= 0 and result.mask.max() <= 1
     else:
         assert result.mask is None
+    assert (result.explanation is not None) == method.startswith("fgvis")
+    if method == "fgvis_preserve":  # the kept pixels are the evidence
+        assert result.explanation.game == "preserve"
+        kept = result.mask.mean(1)
+        assert torch.allclose(result.evidence, kept / kept.flatten(1).amax(1)[:, None, None])
     after = _state(model)
     assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
     assert before[1:] == after[1:]
