@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .colormaps import DEFAULT_SCALE
 from .errors import ConfigError, FGVisError, ImageLoadError
 from .export import export_record, planned_paths, write_all_or_nothing
 from .fgvis import explain
@@ -81,9 +82,9 @@ def parse_targets(spec: str | Sequence) -> int | list:
 def run_batch(
     model: ClassifierModel, inputs: Path | Sequence[Path], out_dir: Path, *, targets: str | Sequence = "top1",
     games: Sequence[str] = ("preserve",), defense: bool = True, config: FGVisConfig | None = None,
-    batch_size: int = 8, overwrite: bool = False, colormap: str = "inferno", app_version: str = "",
-    on_progress: Callable[[BatchProgress], None] | None = None, on_step: Callable[[StepState], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    batch_size: int = 8, overwrite: bool = False, colormap: str = "inferno", scale: str = DEFAULT_SCALE,
+    app_version: str = "", on_progress: Callable[[BatchProgress], None] | None = None,
+    on_step: Callable[[StepState], None] | None = None, should_stop: Callable[[], bool] | None = None,
 ) -> BatchSummary:  # fmt: skip
     """Explain each image for each target and game, ``batch_size`` items per optimisation.
 
@@ -147,8 +148,8 @@ def run_batch(
                     result, index, model, image_name=path.name, image_path=str(path.resolve()),
                     image_sha256=sha256_of(path),
                 )  # fmt: skip
-                export_record(record, out_dir, item_stem, model=model, colormap=colormap, overwrite=True,
-                              extra={"app_version": app_version})  # fmt: skip
+                export_record(record, out_dir, item_stem, model=model, colormap=colormap, scale=scale,
+                              overwrite=True, extra={"app_version": app_version})  # fmt: skip
                 done += 1
                 if result.cancelled:
                     report(item_stem, "cancelled")

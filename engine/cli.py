@@ -21,6 +21,7 @@ import numpy as np
 
 from .baselines import METHODS
 from .batch import images_in, unique_stems
+from .colormaps import DEFAULT_SCALE, SCALES
 from .errors import FGVisError
 from .export import ExportError, existing_files, export_record
 from .models import DEFAULT_MODEL, ClassifierModel, load_model, sha256_of
@@ -149,6 +150,9 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--batch-size", type=int, default=8, help="items optimised together (default 8)")
     parser.add_argument("--colormap", default="inferno", help="colormap of the evidence PNG")
+    parser.add_argument("--scale", choices=SCALES, default=DEFAULT_SCALE,
+                        help="value range of the evidence PNG and overlay: robust (0 .. 99.5th percentile, the "
+                             "default) or fixed (0 .. 1); the range is written to the JSON")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace existing result files")
 
 
@@ -250,7 +254,8 @@ def _batch(args) -> int:
         summary = run_batch(
             model, args.input_dir, args.out, targets=args.targets, games=games, defense=not args.no_defense,
             config=_config(args), batch_size=args.batch_size, overwrite=args.overwrite, colormap=args.colormap,
-            app_version=_version(), on_progress=on_progress, on_step=step_progress, should_stop=stop.is_set,
+            scale=args.scale, app_version=_version(), on_progress=on_progress, on_step=step_progress,
+            should_stop=stop.is_set,
         )  # fmt: skip
     finally:
         signal.signal(signal.SIGINT, previous_handler)
@@ -290,7 +295,7 @@ def _write_result(args, model: ClassifierModel, result: Explanation, index: int,
         result, index, model, image_name=path.name, image_path=str(path.resolve()), image_sha256=sha256_of(path)
     )
     files = export_record(record, args.out, f"{stem}_{result.game}", model=model, colormap=args.colormap,
-                          overwrite=True, extra={"app_version": _version()})  # fmt: skip
+                          scale=args.scale, overwrite=True, extra={"app_version": _version()})  # fmt: skip
     status = " (cancelled)" if result.cancelled else ""
     print(
         f"{path.name}: {result.game} {record.target_label!r} p {record.prob_original:.3f} -> "

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .colormaps import apply_colormap
+from .colormaps import DEFAULT_SCALE, DisplayRange, apply_colormap, display_range
 from .errors import FGVisError
 from .models import ClassifierModel
 from .output import npy_bytes, png_bytes, write_atomic
@@ -48,7 +48,7 @@ def existing_files(out_dir: Path, stem: str) -> list[Path]:
 
 def export_record(
     record: ExplanationRecord, out_dir: Path, stem: str, *, model: ClassifierModel | None = None,
-    colormap: str = "inferno", value_range: tuple[float, float] = (0.0, 1.0), overlay: np.ndarray | None = None,
+    colormap: str = "inferno", scale: str = DEFAULT_SCALE, overlay: np.ndarray | None = None,
     extra: dict | None = None, overwrite: bool = False,
 ) -> dict[str, Path]:  # fmt: skip
     """Write every file of one record; returns them by kind.
@@ -58,8 +58,10 @@ def export_record(
     model
         When given, the explanation PNG is read back and re-scored; the value lands in
         ``record.prob_rescored`` and the JSON.
-    colormap, value_range
-        Style of the heat map PNG (fixed 0..1 by default).
+    colormap, scale
+        Style of the heat map PNG and a composed overlay: the colormap and the display scale
+        (:func:`engine.colormaps.display_range`, robust by default). The range used is written to the JSON
+        (``value_range``, ``scale``, ``scale_text``); the mask files are the unscaled data.
     overlay
         ``(H, W, 3)`` uint8 picture to save as the overlay (the GUI passes exactly what it shows);
         ``None`` composes the heat map over the model's input at :data:`OVERLAY_OPACITY`.
@@ -78,9 +80,10 @@ def export_record(
         names = ", ".join(p.name for p in clashes[:4]) + (" ..." if len(clashes) > 4 else "")
         raise ExportError(f"{len(clashes)} file(s) already exist in {out_dir}: {names}; choose another folder "
                           "or allow overwriting")  # fmt: skip
-    heat = apply_colormap(record.evidence, colormap, *value_range)
+    shown = display_range(record.evidence, scale)
+    heat = apply_colormap(record.evidence, colormap, shown.low, shown.high)
     if overlay is None:
-        overlay = compose_overlay(record.input_rgb, record.evidence, colormap, value_range)
+        overlay = compose_overlay(record.input_rgb, record.evidence, colormap, shown)
     mean_mask = record.mask.mean(axis=0).astype(np.float32)
     contents = {
         "mask": npy_bytes(record.mask.astype(np.float32)),
@@ -93,7 +96,8 @@ def export_record(
     }
     if model is not None:
         record.prob_rescored = rescore_png(model, contents["explanation"], record.target)
-    summary = {**record.metadata(), "colormap": colormap, "value_range": list(value_range), **(extra or {}),
+    summary = {**record.metadata(), "colormap": colormap, "value_range": [shown.low, shown.high],
+               "scale": shown.scale, "scale_text": shown.text(), **(extra or {}),
                "files": {kind: path.name for kind, path in paths.items() if kind != "summary"}}  # fmt: skip
     contents["summary"] = (json.dumps(summary, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
     write_all_or_nothing({paths[kind]: data for kind, data in contents.items()})
@@ -101,12 +105,15 @@ def export_record(
 
 
 def compose_overlay(
-    pixels: np.ndarray, evidence: np.ndarray, colormap: str = "inferno", value_range=(0.0, 1.0),
+    pixels: np.ndarray, evidence: np.ndarray, colormap: str = "inferno", shown: DisplayRange | None = None,
     opacity: float = OVERLAY_OPACITY,
 ) -> np.ndarray:  # fmt: skip
-    """The heat map over ``pixels`` ``(h, w, 3)`` uint8 like the viewer's normal blend: transparent at
-    the bottom of the range, full ``opacity`` from a tenth of it up."""
-    low, high = value_range
+    """The heat map of ``evidence`` ``(h, w)`` (0..1) over ``pixels`` ``(h, w, 3)`` uint8 like the viewer's
+    normal blend: coloured on ``shown`` (``None``: the default scale of
+    :func:`engine.colormaps.display_range`), transparent at the bottom of the range, full ``opacity`` from
+    a tenth of it up."""
+    shown = shown or display_range(evidence)
+    low, high = shown.low, shown.high
     scaled = np.clip((evidence.astype(np.float32) - low) / (high - low), 0.0, 1.0)
     alpha = (np.clip(scaled / 0.1, 0.0, 1.0) * opacity)[..., None]
     heat = apply_colormap(evidence, colormap, low, high).astype(np.float32)

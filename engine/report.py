@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .colormaps import lookup_table
+from .colormaps import DEFAULT_SCALE, DisplayRange, display_range, format_value, lookup_table
 from .export import compose_overlay
 from .output import png_bytes
 from .record import ExplanationRecord, monitor_summary
@@ -23,9 +23,11 @@ PICTURE_SIZE = 224
 
 def image_report(
     image_name: str, records: Sequence[ExplanationRecord], *, photo: np.ndarray | None = None,
-    image_notes: str = "", app_version: str = "", colormap: str = "inferno",
+    image_notes: str = "", app_version: str = "", colormap: str = "inferno", scale: str = DEFAULT_SCALE,
 ) -> str:  # fmt: skip
-    """One report for one image and all its results: a complete HTML document."""
+    """One report for one image and all its results: a complete HTML document. Each result's overlay and
+    colour bar use ``colormap`` on the display ``scale`` of :func:`engine.colormaps.display_range` (robust
+    by default), computed from that result's evidence; the range is printed under the bar."""
     now = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     parts = [
         _head(f"FGVis review: {image_name}"),
@@ -37,7 +39,7 @@ def image_report(
     if image_notes.strip():
         parts.append(f"<h3>Reviewer notes on this image</h3><p>{_multiline(image_notes)}</p>")
     for number, record in enumerate(records, 1):
-        parts.append(_result_section(number, record, colormap))
+        parts.append(_result_section(number, record, colormap, scale))
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -64,15 +66,17 @@ def index_report(rows: Sequence[dict], title: str = "FGVis batch results") -> st
                       "</body></html>"])  # fmt: skip
 
 
-def _result_section(number: int, record: ExplanationRecord, colormap: str) -> str:
+def _result_section(number: int, record: ExplanationRecord, colormap: str, scale: str) -> str:
     evidence_name = "m (kept)" if record.game == "preserve" else "1 - m (deleted)"
-    overlay = compose_overlay(record.input_rgb, record.evidence, colormap)
+    shown = display_range(record.evidence, scale)
+    overlay = compose_overlay(record.input_rgb, record.evidence, colormap, shown)
     pictures = (
         "<table cellspacing='6'><tr>"
         f"<td align='center'>{_img(record.input_rgb, 'model input')}<br>model input x</td>"
         f"<td align='center'>{_img(record.explanation_rgb, 'explanation')}<br>explanation e</td>"
         f"<td align='center'>{_img(overlay, 'evidence overlay')}<br>evidence {evidence_name}<br>"
-        f"{_img(colour_bar(colormap), 'colour bar', PICTURE_SIZE)}</td>"
+        f"{_img(colour_bar(colormap, shown), 'colour bar', PICTURE_SIZE)}<br>"
+        f"<small>colour scale {_e(shown.text())}</small></td>"
         "</tr></table>"
     )
     config = record.config
@@ -92,6 +96,7 @@ def _result_section(number: int, record: ExplanationRecord, colormap: str) -> st
         ("goal", record.status),
         ("8-bit check", "passed" if record.survives_8bit else "FAILED: the saved picture does not score like e"),
         ("mask mean", f"{record.mask_mean:.4f}"),
+        ("evidence colour scale", shown.text()),
         ("optimiser", f"{config.optimizer}, lr {config.learning_rate(record.game)}"),
         ("reference", config.reference),
         ("seed", str(config.seed)),
@@ -158,16 +163,20 @@ def curve_plot(history: dict, size: tuple[int, int] = (360, 160)) -> np.ndarray:
     return np.asarray(image)
 
 
-def colour_bar(colormap: str, size: tuple[int, int] = (PICTURE_SIZE, 30)) -> np.ndarray:
-    """The colormap from 0 (left) to 1 (right) with its end values written under it."""
+def colour_bar(colormap: str, shown: DisplayRange, size: tuple[int, int] = (PICTURE_SIZE, 30)) -> np.ndarray:
+    """The colormap from ``shown.low`` (left) to ``shown.high`` (right) with the end values and the scale
+    written under it, as ``(h, w, 3)`` uint8."""
     width = size[0]
     table = lookup_table(colormap)
     bar = table[np.linspace(0, 255, width).round().astype(int)][None].repeat(14, axis=0)
     image = Image.new("RGB", size, "white")
     image.paste(Image.fromarray(bar), (0, 0))
     draw = ImageDraw.Draw(image)
-    draw.text((0, 16), "0.0", fill=(0, 0, 0))
-    draw.text((width - 22, 16), "1.0", fill=(0, 0, 0))
+    high = format_value(shown.high)
+    draw.text((0, 16), format_value(shown.low), fill=(0, 0, 0))
+    draw.text((width - draw.textlength(high), 16), high, fill=(0, 0, 0))
+    middle = shown.scale
+    draw.text(((width - draw.textlength(middle)) / 2, 16), middle, fill=(0, 0, 0))
     return np.asarray(image)
 
 

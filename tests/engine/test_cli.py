@@ -44,6 +44,7 @@ def test_explain_writes_mask_images_and_summary(samples, tmp_path, capsys):
         assert summary["game"] == game and summary["steps"] == 3 and summary["cancelled"] is False
         assert len(summary["weights_sha256"]) == 64 and summary["config"]["steps"] == 3
         assert 0 < summary["prob_original"] <= 1
+        assert summary["scale"] == "robust" and summary["scale_text"].startswith("0 - ")
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
@@ -131,11 +132,12 @@ def test_batch_command_lists_bad_files_resumes_and_rescores(samples, tmp_path, c
     shutil.copy(samples["coffee"], images / "coffee.jpg")
     (images / "broken.jpg").write_bytes(b"not a jpeg")
     out = tmp_path / "out"
-    assert main(["batch", str(images), "--out", str(out), "--steps", "2"]) == 2
+    assert main(["batch", str(images), "--out", str(out), "--steps", "2", "--scale", "fixed"]) == 2
     captured = capsys.readouterr()
     assert "1 written" in captured.out and "broken.jpg" in captured.err
     summary = json.loads((out / "coffee_967_preserve.json").read_text())
     assert abs(summary["prob_rescored"] - summary["prob_explanation"]) < 0.01  # 8-bit PNG round trip
+    assert (summary["scale"], summary["value_range"]) == ("fixed", [0.0, 1.0])
     assert (out / "index.html").is_file() and (out / "index.csv").read_text().count("\n") == 2
     assert main(["batch", str(images), "--out", str(out), "--steps", "2"]) == 2
     assert "0 written, 1 already done" in capsys.readouterr().out

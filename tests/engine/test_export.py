@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from engine import FGVisConfig, explain
+from engine.colormaps import apply_colormap, display_range
 from engine.export import ExportError, compose_overlay, export_record, planned_paths, rescore_png
 from engine.output import FILE_MODE
 from engine.record import ExplanationRecord
@@ -41,12 +42,26 @@ def test_export_round_trip(record, toy_model, tmp_path):
     summary = json.loads(paths["summary"].read_text())
     assert summary["target_label"] == record.target_label and summary["colormap"] == "viridis"
     assert summary["files"]["mask"] == "item_mask.npy" and summary["image_path"] == record.image_path
+    # The heat map is coloured on the robust scale written to the JSON; the mask files above are unscaled.
+    shown = display_range(record.evidence)
+    assert (summary["scale"], summary["value_range"], summary["scale_text"]) == (
+        "robust", [0.0, shown.high], shown.text())  # fmt: skip
+    assert summary["scale_text"].startswith("0 - ") and summary["scale_text"].endswith("(robust: 99.5th percentile)")
+    assert np.array_equal(np.asarray(Image.open(paths["evidence"])),
+                          apply_colormap(record.evidence, "viridis", 0.0, shown.high))  # fmt: skip
     # The round trip: the 8-bit PNG, read back, scores what e scored up to quantisation.
     assert summary["prob_rescored"] == record.prob_rescored
     assert abs(record.prob_rescored - record.prob_explanation) < 0.01
     assert rescore_png(toy_model, paths["explanation"], record.target) == pytest.approx(record.prob_rescored)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert {p.stat().st_mode & 0o777 for p in paths.values()} == {FILE_MODE}  # not mkstemp's 0600
+
+
+def test_the_fixed_scale_is_one_argument_away(record, tmp_path):
+    paths = export_record(record, tmp_path / "out", "item", scale="fixed")
+    summary = json.loads(paths["summary"].read_text())
+    assert (summary["scale"], summary["value_range"], summary["scale_text"]) == ("fixed", [0.0, 1.0], "0 - 1 (fixed)")
+    assert np.array_equal(np.asarray(Image.open(paths["evidence"])), apply_colormap(record.evidence))
 
 
 def test_existing_files_are_not_overwritten_without_consent(record, tmp_path):
@@ -92,6 +107,10 @@ def test_html_report_embeds_every_picture_and_fact(record):
     for text in ("photo.png", record.target_label, "weights SHA-256", "top-5 on e", "9.9", "image note",
                  "looks at the &lt;square&gt;", "adversarial-evidence monitor", "score inflation"):  # fmt: skip
         assert text in html
+    shown = display_range(record.evidence)
+    assert html.count(f"colour scale {shown.text()}") == 2 and html.count("evidence colour scale") == 2
+    fixed = image_report("photo.png", [record], scale="fixed")
+    assert "colour scale 0 - 1 (fixed)" in fixed and "robust" not in fixed
     plot = curve_plot(record.history)
     assert plot.shape == (160, 360, 3) and (plot != 255).any()
 
