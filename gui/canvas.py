@@ -51,7 +51,7 @@ class LayerItem(QGraphicsPixmapItem):
 
     def sync(self, prop: str) -> None:
         layer = self.layer
-        if prop == "data" or prop in ("colormap", "auto_contrast"):
+        if prop in ("data", "colormap", "scale"):
             pixels = layer.image()
             if layer.display is not None:
                 # Wraps the prepared buffer without a copy; the item keeps the array alive with the pixmap.

@@ -24,7 +24,7 @@ class CompareWindow(QWidget):
             stack = LayerStack([
                 Layer(PHOTO, "rgb"),
                 Layer(EVIDENCE, "scalar", opacity=evidence_style.opacity, colormap=evidence_style.colormap,
-                      blend=evidence_style.blend, auto_contrast=evidence_style.auto_contrast),
+                      blend=evidence_style.blend, scale=evidence_style.scale),
             ])  # fmt: skip
             canvas = Canvas(stack)
             stack[PHOTO].set_data(image.pixels, display=image.display)

@@ -1,5 +1,6 @@
 """Layer list (visibility check boxes, thumbnails) and the controls of the selected layer (opacity,
-blend mode, colormap, auto-contrast) with a colour bar. Pure views of :mod:`gui.layers`."""
+blend mode, colormap, fixed 0..1 or robust display scale) with a colour bar that prints the range in
+use. Pure views of :mod:`gui.layers`."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.colormaps import COLORMAPS, lookup_table
+from engine.colormaps import COLORMAPS, DisplayRange, display_range, format_value, lookup_table
 
 from .canvas import thumbnail
 from .layers import BlendMode, Layer, LayerStack
@@ -25,16 +26,18 @@ THUMBNAIL = QSize(40, 40)
 
 
 class ColorBar(QWidget):
-    """A horizontal colour bar: the colormap with its value range written at both ends."""
+    """A horizontal colour bar: the colormap with the ends of its display range written under them and
+    the scale between them (the whole range as the tooltip)."""
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.colormap = "inferno"
-        self.value_range = (0.0, 1.0)
+        self.shown = display_range(None)
         self.setMinimumHeight(34)
 
-    def show_scale(self, colormap: str, value_range: tuple[float, float]) -> None:
-        self.colormap, self.value_range = colormap, value_range
+    def show_scale(self, colormap: str, shown: DisplayRange) -> None:
+        self.colormap, self.shown = colormap, shown
+        self.setToolTip(f"evidence colour scale {shown.text()}")
         self.update()
 
     def paintEvent(self, event) -> None:
@@ -47,12 +50,11 @@ class ColorBar(QWidget):
             gradient.setColorAt(index / 255.0, QColor(r, g, b))
         painter.fillRect(bar, gradient)
         painter.setPen(self.palette().windowText().color())
-        low, high = self.value_range
         text_y = self.rect().bottom() - 3
-        painter.drawText(bar.left(), text_y, f"{low:.2f}")
-        label = f"{high:.2f}"
+        painter.drawText(bar.left(), text_y, format_value(self.shown.low))
+        label = format_value(self.shown.high)
         painter.drawText(bar.right() - painter.fontMetrics().horizontalAdvance(label), text_y, label)
-        middle = "evidence (fixed scale)" if (low, high) == (0.0, 1.0) else "evidence (auto-contrast)"
+        middle = "robust scale (99.5th pct)" if self.shown.scale == "robust" else "fixed 0..1 scale"
         painter.drawText(bar.center().x() - painter.fontMetrics().horizontalAdvance(middle) // 2, text_y, middle)
         painter.end()
 
@@ -81,13 +83,15 @@ class LayerPanel(QWidget):
         self.blend.addItems([mode.value for mode in BlendMode])
         self.colormap = QComboBox()
         self.colormap.addItems(list(COLORMAPS))
-        self.auto_contrast = QCheckBox("Auto-contrast (1st-99th percentile)")
+        self.fixed_scale = QCheckBox("Fixed 0..1 scale")
+        self.fixed_scale.setToolTip("Colour the evidence on the absolute 0..1 scale instead of the robust "
+                                    "scale (0 .. the 99.5th percentile of this map)")  # fmt: skip
         self.color_bar = ColorBar()
         form = QFormLayout()
         form.addRow("Opacity", self.opacity)
         form.addRow("Blend", self.blend)
         form.addRow("Colormap", self.colormap)
-        form.addRow(self.auto_contrast)
+        form.addRow(self.fixed_scale)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.list, 1)
@@ -100,7 +104,7 @@ class LayerPanel(QWidget):
         self.opacity.valueChanged.connect(lambda v: self._edit("opacity", v / 100.0))
         self.blend.currentTextChanged.connect(lambda v: self._edit("blend", v))
         self.colormap.currentTextChanged.connect(lambda v: self._edit("colormap", v))
-        self.auto_contrast.toggled.connect(lambda v: self._edit("auto_contrast", v))
+        self.fixed_scale.toggled.connect(lambda v: self._edit("scale", "fixed" if v else "robust"))
         layers.layer_changed.connect(self._on_layer_changed)
         for layer in layers:
             self._refresh_item(layer)
@@ -139,7 +143,7 @@ class LayerPanel(QWidget):
             self._updating = False
 
     def _on_layer_changed(self, layer: Layer, prop: str) -> None:
-        if prop in ("visible", "data", "colormap", "auto_contrast"):
+        if prop in ("visible", "data", "colormap", "scale"):
             self._refresh_item(layer)
         if layer is self.selected_layer():
             self._show_controls()
@@ -157,13 +161,13 @@ class LayerPanel(QWidget):
             self.opacity.setValue(round(layer.opacity * 100))
             self.blend.setCurrentText(layer.blend.value)
             self.colormap.setCurrentText(layer.colormap)
-            self.auto_contrast.setChecked(layer.auto_contrast)
+            self.fixed_scale.setChecked(layer.scale == "fixed")
             scalar = layer.kind == "scalar"
             self.colormap.setEnabled(scalar)
-            self.auto_contrast.setEnabled(scalar)
+            self.fixed_scale.setEnabled(scalar)
             self.color_bar.setVisible(scalar)
             if scalar:
-                self.color_bar.show_scale(layer.colormap, layer.value_range())
+                self.color_bar.show_scale(layer.colormap, layer.display_range())
         finally:
             self._updating = False
         self.selection_changed.emit(layer)

@@ -8,7 +8,7 @@ import enum
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from engine.colormaps import COLORMAPS, lookup_table
+from engine.colormaps import COLORMAPS, DEFAULT_SCALE, SCALES, DisplayRange, display_range, lookup_table
 
 #: Fraction of the value range over which a heat map fades in from fully transparent (at 0).
 FADE_IN = 0.1
@@ -27,7 +27,8 @@ class Layer(QObject):
     """One picture in the stack.
 
     ``kind`` is ``"rgb"`` (``data``: ``(h, w, 3)`` uint8) or ``"scalar"`` (``data``: ``(h, w)`` float in
-    0..1, shown through ``colormap`` on a fixed 0..1 scale unless ``auto_contrast``). ``rect`` places the
+    0..1, shown through ``colormap`` on the display ``scale`` of :func:`engine.colormaps.display_range`:
+    ``"robust"``, 0 .. the 99.5th percentile, by default, or ``"fixed"`` 0..1). ``rect`` places the
     data in photo pixel coordinates ``(left, top, right, bottom)``: model-resolution maps are stretched
     onto the crop the model saw, so they sit exactly on the photo.
 
@@ -38,7 +39,7 @@ class Layer(QObject):
 
     def __init__(
         self, name: str, kind: str, *, visible: bool = True, opacity: float = 1.0,
-        blend: BlendMode = BlendMode.NORMAL, colormap: str = "inferno", auto_contrast: bool = False,
+        blend: BlendMode = BlendMode.NORMAL, colormap: str = "inferno", scale: str = DEFAULT_SCALE,
     ) -> None:  # fmt: skip
         super().__init__()
         if kind not in ("rgb", "scalar"):
@@ -49,11 +50,12 @@ class Layer(QObject):
         self._opacity = _checked_opacity(opacity)
         self._blend = BlendMode(blend)
         self._colormap = _checked_colormap(colormap)
-        self._auto_contrast = bool(auto_contrast)
+        self._scale = _checked_scale(scale)
         self._data: np.ndarray | None = None
         self._display: np.ndarray | None = None
         self._rect: tuple[float, float, float, float] | None = None
         self._rgba: np.ndarray | None = None
+        self._range: DisplayRange | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -90,13 +92,14 @@ class Layer(QObject):
         self._set("colormap", "_colormap", _checked_colormap(value))
 
     @property
-    def auto_contrast(self) -> bool:
-        return self._auto_contrast
+    def scale(self) -> str:
+        """Display scale of a heat map, one of :data:`engine.colormaps.SCALES`."""
+        return self._scale
 
-    @auto_contrast.setter
-    def auto_contrast(self, value: bool) -> None:
-        self._rgba = None
-        self._set("auto_contrast", "_auto_contrast", bool(value))
+    @scale.setter
+    def scale(self, value: str) -> None:
+        self._rgba = self._range = None
+        self._set("scale", "_scale", _checked_scale(value))
 
     @property
     def data(self) -> np.ndarray | None:
@@ -126,7 +129,7 @@ class Layer(QObject):
         self._data = data
         self._display = display
         self._rect = rect
-        self._rgba = None
+        self._rgba = self._range = None
         self.changed.emit("data")
 
     def _set(self, name: str, attribute: str, value) -> None:
@@ -135,12 +138,11 @@ class Layer(QObject):
             self.changed.emit(name)
 
     # ------------------------------------------------------------------ rendering
-    def value_range(self) -> tuple[float, float]:
-        """Values mapped to the ends of the colormap: fixed 0..1, or the 1st..99th percentile."""
-        if not self._auto_contrast or self._data is None or self.kind != "scalar":
-            return 0.0, 1.0
-        low, high = np.percentile(self._data, [1.0, 99.0])
-        return (float(low), float(high)) if high - low > 1e-6 else (0.0, 1.0)
+    def display_range(self) -> DisplayRange:
+        """Values mapped to the ends of the colormap on the layer's ``scale`` (cached with the data)."""
+        if self._range is None:
+            self._range = display_range(self._data if self.kind == "scalar" else None, self._scale)
+        return self._range
 
     def image(self) -> np.ndarray | None:
         """The layer as pixels: an RGB layer's own ``(h, w, 3)`` uint8 data (no copy), a heat map as
@@ -149,7 +151,8 @@ class Layer(QObject):
         if self._data is None or self.kind == "rgb":
             return self._data
         if self._rgba is None:
-            low, high = self.value_range()
+            shown = self.display_range()
+            low, high = shown.low, shown.high
             scaled = np.clip((self._data.astype(np.float32) - low) / (high - low), 0.0, 1.0)
             colours = lookup_table(self._colormap)[np.round(scaled * 255).astype(np.int64)]
             alpha = np.round(np.clip(scaled / FADE_IN, 0.0, 1.0) * 255).astype(np.uint8)
@@ -212,6 +215,12 @@ def _checked_opacity(value: float) -> float:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"opacity must be between 0 and 1, not {value}")
     return value
+
+
+def _checked_scale(scale: str) -> str:
+    if scale not in SCALES:
+        raise ValueError(f"unknown display scale {scale!r}; choose one of {', '.join(SCALES)}")
+    return scale
 
 
 def _checked_colormap(name: str) -> str:

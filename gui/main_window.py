@@ -49,7 +49,7 @@ from .pdf import write_pdf
 from .predictions_panel import PredictionsPanel
 from .records import ImageRecord, JobProgress, JobSpec, ModelInfo, ModelSpec, ResultRecord, next_id
 from .results_panel import ResultsPanel
-from .settings import app_home, read_json, write_json
+from .settings import app_home, migrate_layer_style, read_json, write_json
 from .stall import StallMonitor
 from .worker import WorkerThread, available_devices
 
@@ -554,7 +554,7 @@ class MainWindow(QMainWindow):
         evidence = self.layers[EVIDENCE]
         overlay = _to_rgb_array(self.canvas.render_image())
         self.worker.submit_export(result, folder, stem, overlay=overlay, colormap=evidence.colormap,
-                                  value_range=evidence.value_range(), overwrite=True)  # fmt: skip
+                                  scale=evidence.scale, overwrite=True)  # fmt: skip
         self.statusBar().showMessage(f"Exporting {stem}…", 3000)
 
     def _on_export_done(self, result: ResultRecord, paths: dict) -> None:
@@ -586,8 +586,9 @@ class MainWindow(QMainWindow):
         path = Path(path)
         if path.exists() and not overwrite and not self.confirm("Replace file?", f"{path} exists. Replace it?"):
             return None
+        evidence = self.layers[EVIDENCE]
         html = image_report(image.name, image.results, photo=image.pixels, image_notes=image.notes,
-                            app_version=__version__, colormap=self.layers[EVIDENCE].colormap)  # fmt: skip
+                            app_version=__version__, colormap=evidence.colormap, scale=evidence.scale)  # fmt: skip
         try:
             if path.suffix.lower() == ".pdf":
                 pages = write_pdf(html, path)
@@ -605,14 +606,15 @@ class MainWindow(QMainWindow):
     def layer_settings(self) -> dict:
         """Visibility and style of every layer, by name (sessions keep them)."""
         return {layer.name: {"visible": layer.visible, "opacity": layer.opacity, "blend": layer.blend.value,
-                             "colormap": layer.colormap, "auto_contrast": layer.auto_contrast}
+                             "colormap": layer.colormap, "scale": layer.scale}
                 for layer in self.layers}  # fmt: skip
 
     def apply_layer_settings(self, values: dict) -> None:
-        """Restore :meth:`layer_settings`; unknown layers and invalid values are ignored."""
+        """Restore :meth:`layer_settings` (older ones migrated by :func:`gui.settings.migrate_layer_style`);
+        unknown layers and invalid values are ignored."""
         for layer in self.layers:
-            for prop, value in (values.get(layer.name) or {}).items():
-                if prop in ("visible", "opacity", "blend", "colormap", "auto_contrast"):
+            for prop, value in migrate_layer_style(values.get(layer.name) or {}).items():
+                if prop in ("visible", "opacity", "blend", "colormap", "scale"):
                     with contextlib.suppress(TypeError, ValueError):
                         setattr(layer, prop, value)
 
@@ -814,7 +816,7 @@ class MainWindow(QMainWindow):
         layer = self.layers[EVIDENCE]
         write_json(settings, "layers/evidence", {
             "opacity": layer.opacity, "colormap": layer.colormap, "blend": layer.blend.value,
-            "auto_contrast": layer.auto_contrast,
+            "scale": layer.scale,
         })  # fmt: skip
         settings.setValue("device", self.device_combo.currentData())
         settings.sync()

@@ -53,3 +53,16 @@ def read_json(settings: QSettings, key: str, default):
 
 def write_json(settings: QSettings, key: str, value) -> None:
     settings.setValue(key, json.dumps(value))
+
+
+def migrate_layer_style(style: dict) -> dict:
+    """A layer's stored style (settings ``layers/evidence``, a session's ``layers``) in today's keys.
+
+    Before the display scales, heat maps had ``auto_contrast`` (bool) on a fixed 0..1 default, and every
+    save wrote it, ``false`` included, so ``false`` records the old default rather than a choice: both
+    values become today's default robust ``scale`` (``true`` asked for a stretched scale; ``false`` left
+    deletions black). A stored ``scale`` is kept as it is.
+    """
+    style = dict(style)
+    style.pop("auto_contrast", None)
+    return style

@@ -23,6 +23,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 import engine
 from engine import ClassifierModel, FGVisConfig, FGVisError, StepState
 from engine.batch import run_batch
+from engine.colormaps import DEFAULT_SCALE
 from engine.export import export_record
 from engine.models import sha256_of
 from engine.session import load_session, source_problem
@@ -72,7 +73,7 @@ class _Export:
     stem: str
     overlay: np.ndarray | None
     colormap: str
-    value_range: tuple[float, float]
+    scale: str
     overwrite: bool
 
 
@@ -157,8 +158,8 @@ class Worker(QObject):
         self._submit(self._heavy, _RunJob(job))
 
     def submit_export(self, result: ResultRecord, out_dir: Path, stem: str, *, overlay=None, colormap="inferno",
-                      value_range=(0.0, 1.0), overwrite=False) -> None:  # fmt: skip
-        self._submit(self._heavy, _Export(result, Path(out_dir), stem, overlay, colormap, value_range, overwrite))
+                      scale=DEFAULT_SCALE, overwrite=False) -> None:  # fmt: skip
+        self._submit(self._heavy, _Export(result, Path(out_dir), stem, overlay, colormap, scale, overwrite))
 
     def submit_batch(self, batch_id: int, input_dir: Path, out_dir: Path, *, targets: str, games, defense: bool,
                      config: FGVisConfig, overwrite: bool = False) -> None:  # fmt: skip
@@ -323,7 +324,7 @@ class Worker(QObject):
         try:
             paths = export_record(
                 task.result, task.out_dir, task.stem, model=self._model, colormap=task.colormap,
-                value_range=task.value_range, overlay=task.overlay, overwrite=task.overwrite,
+                scale=task.scale, overlay=task.overlay, overwrite=task.overwrite,
                 extra={"app_version": __version__},
             )  # fmt: skip
         except FGVisError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from engine.colormaps import lookup_table
 from gui.canvas import Canvas
 from gui.layers import BlendMode, Layer, LayerStack
 
@@ -31,22 +32,30 @@ def test_properties_are_validated_and_signal_each_real_change(qtbot):
     assert layer.opacity == 0.5 and layer.colormap == "viridis"
 
 
-def test_heat_map_is_transparent_at_zero_on_a_fixed_scale():
-    layer = Layer("evidence", "scalar")
+def test_heat_map_is_transparent_at_zero_on_the_robust_or_the_fixed_scale():
+    layer = Layer("evidence", "scalar", scale="fixed")
     layer.set_data(np.array([[0.0, 0.05, 0.5, 1.0]], np.float32))
     rgba = layer.image()
     assert rgba[0, 0, 3] == 0 and 0 < rgba[0, 1, 3] < 255 and rgba[0, 2, 3] == 255
-    assert layer.value_range() == (0.0, 1.0)
-    layer.set_data(np.array([[0.0, 0.1, 0.2, 0.2]], np.float32))
-    assert layer.value_range() == (0.0, 1.0)  # a weak map stays weak by default
-    layer.auto_contrast = True
-    low, high = layer.value_range()
-    assert low == pytest.approx(0.003, abs=1e-3) and high == pytest.approx(0.2, abs=1e-3)
+    assert (layer.display_range().low, layer.display_range().high) == (0.0, 1.0)
+    weak = Layer("evidence", "scalar")  # robust by default: a weak deletion is not drawn black
+    weak.set_data(np.array([[0.0, 0.001, 0.01, 0.02, 0.02]], np.float32))
+    shown = weak.display_range()
+    assert (shown.scale, shown.low, shown.high) == ("robust", 0.0, pytest.approx(0.02, abs=1e-4))
+    rgba = weak.image()
+    assert rgba[0, 0, 3] == 0 and 0 < rgba[0, 1, 3] < 255 and rgba[0, 3, 3] == 255
+    assert tuple(rgba[0, 3, :3]) == tuple(lookup_table("inferno")[-1])  # the top colour, not black
+    changes = []
+    weak.changed.connect(changes.append)
+    weak.scale = "fixed"
+    assert changes == ["scale"] and weak.display_range().high == 1.0 and weak.image()[0, 3, 3] < 255
+    with pytest.raises(ValueError, match="display scale"):
+        weak.scale = "auto"
 
 
 def _stack():
     photo = Layer("photo", "rgb")
-    evidence = Layer("evidence", "scalar", opacity=1.0)
+    evidence = Layer("evidence", "scalar", opacity=1.0, scale="fixed")
     photo.set_data(np.full((40, 60, 3), 100, np.uint8))
     evidence.set_data(np.full((10, 10), 0.8, np.float32), (20.0, 10.0, 40.0, 30.0))
     return LayerStack([photo, evidence]), photo, evidence

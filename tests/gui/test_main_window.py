@@ -208,6 +208,7 @@ def test_settings_round_trip(make_window, qtbot, settings_file):
     window.method.lambda_value.setValue(0.75)
     window.layers[EVIDENCE].colormap = "viridis"
     window.layers[EVIDENCE].opacity = 0.4
+    window.layers[EVIDENCE].scale = "fixed"
     window.resize(1000, 700)
     window.docks["images"].hide()
     window.close()
@@ -215,12 +216,25 @@ def test_settings_round_trip(make_window, qtbot, settings_file):
     assert again.method.steps.value() == 123 and again.method.game.currentText() == "delete"
     assert again.method.config().lambda_ == pytest.approx(0.75)
     assert again.layers[EVIDENCE].colormap == "viridis" and again.layers[EVIDENCE].opacity == pytest.approx(0.4)
+    assert again.layers[EVIDENCE].scale == "fixed"
     screen = again.screen().availableGeometry()  # restoreGeometry keeps the window on the screen
     assert abs(again.width() - min(1000, screen.width())) <= 4
     assert again.docks["images"].isHidden() and not again.docks["layers"].isHidden()
     again.method.reset_button.click()
     assert again.method.config() == replace(FGVisConfig(), steps=FGVisConfig().steps)
     assert again.method.game.currentText() == "preserve" and again.method.defense.isChecked()
+
+
+@pytest.mark.parametrize("auto_contrast", [False, True])
+def test_the_old_auto_contrast_setting_opens_on_the_robust_scale(make_window, settings_file, auto_contrast):
+    from gui.settings import open_settings, write_json
+
+    old = open_settings(settings_file)
+    write_json(old, "layers/evidence", {"colormap": "magma", "auto_contrast": auto_contrast})
+    old.sync()
+    window = make_window()
+    assert window.layers[EVIDENCE].scale == "robust" and window.layers[EVIDENCE].colormap == "magma"
+    assert not window.layer_panel.fixed_scale.isChecked()
 
 
 def test_settings_of_another_version_are_started_afresh(settings_file):

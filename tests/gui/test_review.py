@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PySide6.QtWidgets import QMessageBox
 
+from engine.colormaps import display_range
 from engine.export import planned_paths
 from engine.session import load_session
 
@@ -64,6 +65,26 @@ def test_export_asks_before_replacing_and_reports_failures(with_results, qtbot, 
     with qtbot.waitSignal(window.error_shown, timeout=30_000) as shown:
         window.export_result(blocker / "out")
     assert shown.args[0] == "Export failed" and "cannot write" in shown.args[1]
+
+
+def test_the_evidence_scale_is_robust_by_default_and_fixed_one_click_away(with_results, qtbot, tmp_path):
+    window = with_results
+    deletion = window.current.results[-1]
+    assert deletion.game == "delete" and window.results.current_result() is deletion
+    window.layer_panel.select("Evidence")
+    layer, panel = window.layers["Evidence"], window.layer_panel
+    robust = display_range(deletion.evidence)
+    assert layer.display_range() == robust and robust.high < 1.0 and not panel.fixed_scale.isChecked()
+    assert panel.color_bar.shown == robust and robust.text() in panel.color_bar.toolTip()
+    assert f"colour scale {robust.text()}" in window.export_report(tmp_path / "robust.html").read_text()
+    panel.fixed_scale.click()
+    fixed = layer.display_range()
+    assert (layer.scale, fixed.low, fixed.high) == ("fixed", 0.0, 1.0) and panel.color_bar.shown == fixed
+    assert "colour scale 0 - 1 (fixed)" in window.export_report(tmp_path / "fixed.html").read_text()
+    summary = json.loads(_export(window, qtbot, tmp_path / "export")["summary"].read_text())
+    assert (summary["scale"], summary["value_range"], summary["scale_text"]) == ("fixed", [0.0, 1.0], "0 - 1 (fixed)")
+    panel.fixed_scale.click()
+    assert layer.scale == "robust" and panel.color_bar.shown == robust
 
 
 def test_pdf_and_html_reports(with_results, tmp_path):
