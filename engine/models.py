@@ -200,7 +200,8 @@ def load_model(
     ----------
     name
         ``"efficientnet_lite0"`` (built in, pretrained) or a torchvision classification architecture
-        (``"resnet50"``, ``"vgg16"``, ``"googlenet"``...). Ignored when ``torchscript`` is given.
+        (``"resnet50"``, ``"vgg16"``, ``"googlenet"``...), or ``"synthetic_shapes"`` / ``"synthetic_clutter"``
+        (the evaluation suite's CNNs, :mod:`engine.synthetic`). Ignored when ``torchscript`` is given.
     weights
         ``state_dict`` file for ``name`` (``.pth``/``.pt``; read with ``weights_only=True``). With
         ``allow_pickle=True`` the file may instead hold a whole pickled ``nn.Module``.
@@ -230,10 +231,10 @@ def load_model(
         model = _load_torchscript(Path(torchscript), preprocessing)
     elif name == DEFAULT_MODEL:
         model = _load_efficientnet_lite0(weights, num_classes, preprocessing, random_weights)
-    elif name == "synthetic_shapes" and weights is None and not random_weights:
-        from .synthetic import load_shapes_model  # the evaluation suite's model (resources/models/)
+    elif name in ("synthetic_shapes", "synthetic_clutter") and weights is None and not random_weights:
+        from .synthetic import load_shapes_model  # the evaluation suite's models (resources/models/)
 
-        return load_shapes_model()
+        return load_shapes_model(name.removeprefix("synthetic_"))
     else:
         model = _load_torchvision(name, weights, num_classes, preprocessing, allow_pickle, random_weights)
     classes = _count_classes(model)

@@ -1,13 +1,24 @@
-"""A dataset whose evidence is known by construction, and the small CNN trained on it.
+"""Datasets whose evidence is known by construction, and the small CNNs trained on them.
 
-Each 64x64 RGB image has a smooth random texture, 3-6 distractors (squares, dots, short bars) and one
-**target shape** -- plus, ring, triangle or L -- at a random place, size and colour. Colours come from the
-same distribution for the shape and the distractors, and the bars are parts of a plus or an L, so only
-the target shape's *form* decides the class; its pixels are the ground-truth evidence mask.
+Two variants, each with its own model:
 
-``python -m engine.synthetic train`` generates the data from
-fixed seeds, trains :class:`ShapesCNN` deterministically on the CPU and writes the weights and a JSON
-card (accuracy, seeds, timing) to ``resources/models/``; :func:`load_shapes_model` loads them.
+* ``"shapes"`` (the easy set, model ``synthetic_shapes``): each 64x64 RGB image has a smooth random
+  texture, 3-6 distractors (squares, dots, short bars) and one **target shape** -- plus, ring, triangle or
+  L -- at a random place, size and colour. Colours come from the same distribution for the shape and the
+  distractors, and the bars are parts of a plus or an L, so only the target shape's *form* decides the
+  class; its pixels are the ground-truth evidence mask.
+* ``"clutter"`` (the hard set, model ``synthetic_clutter``): a striped, checkered or blotched background in
+  two random colours over a smooth coloured texture; 1-3 **instances** of the target class; when there are
+  two or more, 1-3 full shapes of *other* classes (one of each), so the class is the form that occurs most
+  often; 0-3 parts (squares, dots, bars). Sizes range from 8 to 30 px (one scale per image, +-25 % per
+  object), objects may cross one image border by up to a quarter of their size, and every colour is drawn
+  to stand out from the background beneath it. The mask is the pixels of all target instances.
+  Its CNN, :class:`ClutterCNN`, applies its ReLUs as a reused module, a functional call and an in-place
+  module, the cases an activation filter must catch beyond plain ``nn.ReLU`` layers.
+
+``python -m engine.synthetic train [--variant clutter]`` generates the data from fixed seeds, trains the
+variant's CNN deterministically on the CPU and writes the weights and a JSON card (accuracy, seeds,
+timing) to ``resources/models/``; :func:`load_shapes_model` loads them.
 """
 
 from __future__ import annotations
@@ -15,8 +26,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -28,32 +41,61 @@ IMAGE_SIZE = 64
 CLASSES = ("plus", "ring", "triangle", "ell")
 WEIGHTS_NAME = "models/synthetic_shapes_cnn.pt"
 CARD_NAME = "models/synthetic_shapes_cnn.json"
+CLUTTER_WEIGHTS_NAME = "models/synthetic_clutter_cnn.pt"
+CLUTTER_CARD_NAME = "models/synthetic_clutter_cnn.json"
 TRAIN_SEED, TEST_SEED = 1, 2
+#: Data set variant -> name of its model for :func:`engine.models.load_model`.
+MODEL_NAMES = {"shapes": "synthetic_shapes", "clutter": "synthetic_clutter"}
+#: Smallest and largest object scale of the clutter set, in pixels.
+CLUTTER_SIZES = (8, 30)
+#: The clutter model's training images and epochs.
+TRAIN_COUNT_CLUTTER, EPOCHS_CLUTTER = 8000, 6
+
+
+class ShapeBox(NamedTuple):
+    """A full shape drawn in a clutter image: class index, top-left corner and size in pixels. It covers
+    ``[left, left + size] x [top, top + size]``, which may reach past the image border."""
+
+    label: int
+    left: int
+    top: int
+    size: int
 
 
 @dataclass
 class ShapesData:
     """``images`` ``(N, 64, 64, 3)`` uint8, ``labels`` ``(N,)`` int64 class indices into :data:`CLASSES`,
-    ``masks`` ``(N, 64, 64)`` bool: the target shape's pixels."""
+    ``masks`` ``(N, 64, 64)`` bool: the target shape's pixels (every target instance's, in the clutter
+    set); ``objects``: per image, the full shapes drawn (target instances first), clutter set only."""
 
     images: np.ndarray
     labels: np.ndarray
     masks: np.ndarray
+    objects: list[list[ShapeBox]] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
 
-def generate(count: int, seed: int) -> ShapesData:
-    """``count`` images from ``seed`` (the same seed always gives the same images); classes balanced."""
+def generate(count: int, seed: int, variant: str = "shapes") -> ShapesData:
+    """``count`` images of ``variant`` (``"shapes"`` or ``"clutter"``, see the module docstring) from
+    ``seed``; the same seed and variant always give the same images. Classes balanced."""
+    if variant not in MODEL_NAMES:
+        raise ValueError(f"unknown variant {variant!r}: choose from {', '.join(MODEL_NAMES)}")
     rng = np.random.default_rng(seed)
     images = np.empty((count, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     masks = np.empty((count, IMAGE_SIZE, IMAGE_SIZE), bool)
     labels = np.arange(count) % len(CLASSES)
     rng.shuffle(labels)
+    if variant == "shapes":
+        for index, label in enumerate(labels):
+            images[index], masks[index] = _draw(int(label), rng)
+        return ShapesData(images, labels.astype(np.int64), masks)
+    objects = []
     for index, label in enumerate(labels):
-        images[index], masks[index] = _draw(int(label), rng)
-    return ShapesData(images, labels.astype(np.int64), masks)
+        images[index], masks[index], boxes = _draw_clutter(int(label), rng)
+        objects.append(boxes)
+    return ShapesData(images, labels.astype(np.int64), masks, objects)
 
 
 def _draw(label: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -130,6 +172,112 @@ def _distractor(draw: ImageDraw.ImageDraw, rng, avoid: tuple[int, int, int, int]
             return
 
 
+def _draw_clutter(label: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[ShapeBox]]:
+    pixels = _clutter_texture(rng)
+    background = pixels.copy()  # what each colour must stand out from
+    scale = math.exp(rng.uniform(math.log(CLUTTER_SIZES[0]), math.log(CLUTTER_SIZES[1])))
+    taken: list[tuple[int, int, int, int]] = []
+    wanted = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))
+    targets = [box for _ in range(wanted) if (box := _place(label, scale, taken, rng)) is not None]
+    others: list[ShapeBox] = []
+    if len(targets) >= 2:  # at most one of each other class: the target class stays the most frequent
+        chosen = rng.permutation([c for c in range(len(CLASSES)) if c != label])[: int(rng.integers(1, 4))]
+        others = [box for c in chosen if (box := _place(int(c), scale, taken, rng)) is not None]
+    mask = np.zeros((IMAGE_SIZE, IMAGE_SIZE), bool)
+    for box in (*targets, *others):
+        shape = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
+        _shape(ImageDraw.Draw(shape), box.label, box.left, box.top, box.size, fill=255, rng=rng)
+        drawn = np.asarray(shape) > 127
+        pixels[drawn] = _contrasting_colour(background[drawn], rng)
+        if box.label == label:
+            mask |= drawn
+    for _ in range(int(rng.integers(0, 4))):
+        _part(pixels, background, taken, rng)
+    return pixels, mask, targets + others
+
+
+def _clutter_texture(rng: np.random.Generator) -> np.ndarray:
+    """Stripes (soft or hard), a checkerboard or blotches in two random colours, blended with the easy
+    set's smooth texture: ``(64, 64, 3)`` uint8."""
+    y, x = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32)
+    kind = int(rng.integers(0, 3))
+    if kind == 0:
+        angle, period = rng.uniform(0, math.pi), rng.uniform(4, 14)
+        weight = 0.5 + 0.5 * np.sin(2 * math.pi * ((x * math.cos(angle) + y * math.sin(angle)) / period + rng.random()))
+        if rng.random() < 0.5:
+            weight = (weight > 0.5).astype(np.float32)
+    elif kind == 1:
+        cell = int(rng.integers(3, 11))
+        dx, dy = rng.integers(0, cell, size=2)
+        weight = (((x + dx) // cell + (y + dy) // cell) % 2).astype(np.float32)
+    else:
+        grid = int(rng.integers(3, 8))
+        coarse = Image.fromarray(rng.uniform(0, 1, size=(grid, grid)).astype(np.float32))
+        smooth = np.asarray(coarse.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BICUBIC))
+        weight = np.clip((smooth - 0.5) * 4 + 0.5, 0, 1)
+    colours = rng.uniform(30, 225, size=(2, 3)).astype(np.float32)
+    pattern = colours[0] + weight[..., None] * (colours[1] - colours[0])
+    return np.clip(0.6 * pattern + 0.4 * _texture(rng), 0, 255).astype(np.uint8)
+
+
+def _place(label: int, scale: float, taken: list, rng: np.random.Generator) -> ShapeBox | None:
+    """A free spot for a shape of about ``scale`` px (boxes 1 px apart; past one border by less than the
+    bar width of a plus or an L, so that no bar is cut off), shrinking it when there is none; ``None`` when
+    even 8 px does not fit. Appends to ``taken``."""
+    size = int(np.clip(round(scale * rng.uniform(0.8, 1.25)), *CLUTTER_SIZES))
+    while size >= CLUTTER_SIZES[0]:
+        cut = max(1, size // 4 - 1)
+        cut_x, cut_y = (cut, 0) if rng.random() < 0.5 else (0, cut)
+        for _ in range(30):
+            left = int(rng.integers(-cut_x, IMAGE_SIZE - size + cut_x))
+            top = int(rng.integers(-cut_y, IMAGE_SIZE - size + cut_y))
+            box = (left - 1, top - 1, left + size + 1, top + size + 1)
+            if _free(box, taken):
+                taken.append(box)
+                return ShapeBox(label, left, top, size)
+        size = int(size * 0.8)
+    return None
+
+
+def _free(box: tuple[int, int, int, int], taken: list) -> bool:
+    return all(box[2] < other[0] or box[0] > other[2] or box[3] < other[1] or box[1] > other[3] for other in taken)
+
+
+def _part(pixels: np.ndarray, background: np.ndarray, taken: list, rng: np.random.Generator) -> None:
+    """A square, dot or bar (part of a plus or an L) on a free spot of ``pixels``, in place."""
+    for _ in range(20):
+        kind = int(rng.integers(0, 3))
+        width, height = {0: (int(rng.integers(5, 10)),) * 2, 1: (int(rng.integers(4, 8)),) * 2}.get(
+            kind, (int(rng.integers(8, 14)), int(rng.integers(3, 5)))
+        )
+        if kind == 2 and rng.random() < 0.5:
+            width, height = height, width
+        x, y = int(rng.integers(-2, IMAGE_SIZE - width + 2)), int(rng.integers(-2, IMAGE_SIZE - height + 2))
+        box = (x - 1, y - 1, x + width, y + height)
+        if _free(box, taken):
+            taken.append(box)
+            part = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
+            draw = ImageDraw.Draw(part)
+            (draw.ellipse if kind == 1 else draw.rectangle)([x, y, x + width - 1, y + height - 1], fill=255)
+            drawn = np.asarray(part) > 127
+            pixels[drawn] = _contrasting_colour(background[drawn], rng)
+            return
+
+
+def _contrasting_colour(under: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random colour far from most ``(K, 3)`` background pixels ``under`` it: of up to 8 draws, the first
+    whose 10th-percentile RGB distance is >= 80, else the farthest."""
+    best, best_distance = None, -1.0
+    for _ in range(8):
+        colour = rng.integers(0, 256, size=3)
+        distance = float(np.percentile(np.linalg.norm(under.astype(np.float32) - colour, axis=1), 10))
+        if distance > best_distance:
+            best, best_distance = colour, distance
+        if distance >= 80:
+            break
+    return best.astype(np.uint8)
+
+
 class ShapesCNN(nn.Module):
     """Four 3x3 conv blocks (BN, ReLU; max-pool after the first three), global average pooling and a
     linear layer: ``(N, 3, 64, 64)`` normalised input -> ``(N, 4)`` logits. ~37 k parameters."""
@@ -150,6 +298,37 @@ class ShapesCNN(nn.Module):
         return self.classifier(self.features(x).mean((2, 3)))
 
 
+class ClutterCNN(nn.Module):
+    """Five 3x3 conv blocks (BN, ReLU; a residual sum around the fourth; max-pool after the first, second
+    and fourth), global average pooling and a linear layer: ``(N, 3, 64, 64)`` normalised input ->
+    ``(N, 4)`` logits. ~59 k parameters at ``width=24``.
+
+    Its activations are applied in the three ways a gradient filter must not miss: the module
+    :attr:`relu` is called three times per forward, the second block uses the functional ``F.relu`` and
+    the residual sum goes through the in-place module :attr:`relu_inplace` -- five ReLU calls in all.
+    """
+
+    def __init__(self, classes: int = len(CLASSES), width: int = 24) -> None:
+        super().__init__()
+        wide = 2 * width
+        self.convs = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(inputs, out, 3, padding=1, bias=False), nn.BatchNorm2d(out))
+            for inputs, out in ((3, width), (width, width), (width, wide), (wide, wide), (wide, wide))
+        )
+        self.relu = nn.ReLU()
+        self.relu_inplace = nn.ReLU(inplace=True)
+        self.pool = nn.MaxPool2d(2)
+        self.classifier = nn.Linear(wide, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv1, conv2, conv3, conv4, conv5 = self.convs
+        x = self.pool(self.relu(conv1(x)))  # 32 x 32
+        x = self.pool(F.relu(conv2(x)))  # 16 x 16
+        x = self.relu(conv3(x))
+        x = self.pool(self.relu_inplace(conv4(x) + x))  # 8 x 8
+        return self.classifier(self.relu(conv5(x)).mean((2, 3)))
+
+
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """``(N, H, W, 3)`` uint8 -> ``(N, 3, H, W)`` float32 in the model's input space ([-1, 1])."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
@@ -162,14 +341,35 @@ def preprocessing():
     return Preprocessing(crop=(IMAGE_SIZE, IMAGE_SIZE), resize=IMAGE_SIZE, mean=(127.5,) * 3, std=(127.5,) * 3)
 
 
-def train(out_dir: Path, *, train_count: int = 6000, test_count: int = 1000, epochs: int = 6, log=print) -> dict:
-    """Generate the data, train :class:`ShapesCNN` deterministically (CPU, fixed seeds) and write
-    ``synthetic_shapes_cnn.pt`` (state_dict) and ``.json`` (card) into ``out_dir``; returns the card."""
+#: Per variant: the architecture, the weights and card resources, default training images and epochs.
+_VARIANT_SETUP: dict[str, tuple[Callable[[], nn.Module], str, str, int, int]] = {
+    "shapes": (ShapesCNN, WEIGHTS_NAME, CARD_NAME, 6000, 6),
+    "clutter": (ClutterCNN, CLUTTER_WEIGHTS_NAME, CLUTTER_CARD_NAME, TRAIN_COUNT_CLUTTER, EPOCHS_CLUTTER),
+}
+
+
+def train(
+    out_dir: Path,
+    *,
+    variant: str = "shapes",
+    train_count: int | None = None,
+    test_count: int = 1000,
+    epochs: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Generate ``variant``'s data, train its CNN deterministically (CPU, fixed seeds) and write the
+    weights (state_dict, e.g. ``synthetic_shapes_cnn.pt``) and the ``.json`` card into ``out_dir``;
+    returns the card. ``train_count`` and ``epochs`` default to the variant's recipe
+    (:data:`_VARIANT_SETUP`)."""
+    architecture, weights_name, card_name, default_count, default_epochs = _VARIANT_SETUP[variant]
+    train_count = train_count or default_count
+    epochs = epochs or default_epochs
     started = time.perf_counter()
     torch.manual_seed(0)
-    train_data, test_data = generate(train_count, TRAIN_SEED), generate(test_count, TEST_SEED)
+    train_data = generate(train_count, TRAIN_SEED, variant)
+    test_data = generate(test_count, TEST_SEED, variant)
     inputs, labels = to_tensor(train_data.images), torch.from_numpy(train_data.labels)
-    model = ShapesCNN()
+    model = architecture()
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     batch = 64
     total_steps = epochs * math.ceil(len(labels) / batch)
@@ -194,6 +394,8 @@ def train(out_dir: Path, *, train_count: int = 6000, test_count: int = 1000, epo
         log(f"epoch {epoch + 1}/{epochs}: loss {running / len(labels):.3f}, test accuracy {accuracy:.3f}")
     model.eval()
     card = {
+        "variant": variant,
+        "architecture": type(model).__name__,
         "classes": list(CLASSES),
         "image_size": IMAGE_SIZE,
         "train_images": train_count,
@@ -209,8 +411,8 @@ def train(out_dir: Path, *, train_count: int = 6000, test_count: int = 1000, epo
         "threads": torch.get_num_threads(),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out_dir / Path(WEIGHTS_NAME).name)
-    (out_dir / Path(CARD_NAME).name).write_text(json.dumps(card, indent=2) + "\n")
+    torch.save(model.state_dict(), out_dir / Path(weights_name).name)
+    (out_dir / Path(card_name).name).write_text(json.dumps(card, indent=2) + "\n")
     return card
 
 
@@ -225,13 +427,15 @@ def evaluate(model: nn.Module, data: ShapesData) -> float:
     return correct / len(data)
 
 
-def load_shapes_model():
-    """The trained model shipped in ``resources/`` as a :class:`~engine.models.ClassifierModel`."""
+def load_shapes_model(variant: str = "shapes"):
+    """The trained model of ``variant`` (``"shapes"`` or ``"clutter"``) shipped in ``resources/`` as a
+    :class:`~engine.models.ClassifierModel` named ``MODEL_NAMES[variant]``."""
     from .models import classifier_with_weights
     from .resources import required_resource
 
+    architecture, weights_name = _VARIANT_SETUP[variant][:2]
     return classifier_with_weights(
-        ShapesCNN(), required_resource(WEIGHTS_NAME), preprocessing(), "synthetic_shapes", list(CLASSES)
+        architecture(), required_resource(weights_name), preprocessing(), MODEL_NAMES[variant], list(CLASSES)
     )
 
 
@@ -242,12 +446,13 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m engine.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["train"])
+    parser.add_argument("--variant", choices=list(MODEL_NAMES), default="shapes", help="data set (default shapes)")
     parser.add_argument("--out", type=Path, default=resource_path("models"))
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--train-count", type=int, default=6000)
+    parser.add_argument("--epochs", type=int, help=f"default: 6 (shapes), {EPOCHS_CLUTTER} (clutter)")
+    parser.add_argument("--train-count", type=int, help=f"default: 6000 (shapes), {TRAIN_COUNT_CLUTTER} (clutter)")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    card = train(args.out, train_count=args.train_count, epochs=args.epochs)
+    card = train(args.out, variant=args.variant, train_count=args.train_count, epochs=args.epochs)
     print(json.dumps(card, indent=2))
     return 0
 
