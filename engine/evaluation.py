@@ -72,16 +72,19 @@ class QualityReport:
 
 
 def load_quality_data(model: ClassifierModel, images: Path | None, count: int) -> QualityData:
-    """The benchmark's items for ``model``: generated shapes for the synthetic model (unless ``images``
-    is given), else up to ``count`` images of ``images`` (default: the bundled photos), top-1 targets."""
-    if model.name == SYNTHETIC and images is None:
-        from .synthetic import TEST_SEED, generate, to_tensor
+    """The benchmark's items for ``model``: for a synthetic model (``synthetic_shapes``, ``synthetic_clutter``)
+    its generated set with ground-truth masks and true classes (unless ``images`` is given), else up to
+    ``count`` images of ``images`` (default: the bundled photos), top-1 targets."""
+    from .synthetic import MODEL_NAMES, TEST_SEED, generate, to_tensor
 
-        data = generate(count, TEST_SEED + 1)  # not the images the accuracy was measured on
+    variant = {name: variant for variant, name in MODEL_NAMES.items()}.get(model.name)
+    if variant is not None and images is None:
+        data = generate(count, TEST_SEED + 1, variant)  # not the images the accuracy was measured on
         x = to_tensor(data.images)
+        names = [f"{variant.removesuffix('s')}{i:03d}" for i in range(count)]
         return QualityData(
-            x, torch.from_numpy(data.labels), [f"shape{i:03d}" for i in range(count)], torch.from_numpy(data.masks),
-            note=f"{count} generated images (seed {TEST_SEED + 1}), true class as target",
+            x, torch.from_numpy(data.labels), names, torch.from_numpy(data.masks),
+            note=f"{count} generated {variant} images (seed {TEST_SEED + 1}), true class as target",
         )  # fmt: skip
     from .batch import images_in
     from .images import load_image
