@@ -124,7 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     quality.add_argument(
         "--model", default="synthetic_shapes",
-        help="synthetic_shapes (ground-truth evidence; default) or a model name such as efficientnet_lite0",
+        help="synthetic_shapes (ground-truth evidence; default), synthetic_clutter (the harder ground-truth "
+        "set) or a model name such as efficientnet_lite0",
     )  # fmt: skip
     quality.add_argument("--images", type=Path, help="folder of images (default: generated shapes / bundled photos)")
     quality.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
