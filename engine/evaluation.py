@@ -8,6 +8,12 @@ Two kinds of data:
 * any other model (``efficientnet_lite0`` by default for photos): the images of a folder (the bundled
   photos by default), explained for the model's top-1 class.
 
+Besides every method's deletion/insertion AUC (with a :data:`DELETION_MARGIN`), concentration and
+sparsity: on ground truth, the pointing game (with its chance level) and a sanity check of the protocol
+(:func:`sanity_check`); the equal-budget deletion, with FGVis's binarised map next to its soft
+explanation; each FGVis game's goal rate and 8-bit round trip; and the issue's targets
+(:func:`check_targets`), each with its measured value and PASS/MISS.
+
 Writes ``quality.md`` (the tables printed), ``quality.csv`` (one row per method), ``quality.json``
 (everything, per item) and ``deletion_curves.png`` / ``insertion_curves.png`` (mean curves).
 """
@@ -31,14 +37,17 @@ from .bench import device_name
 from .errors import ConfigError
 from .fgvis import explain
 from .metrics import (
+    concentration,
     delete_top,
     deletion_insertion,
     energy_inside,
     excess_activation,
     make_reference,
     mask_budget,
+    pointing_chance,
     pointing_game,
     randomisation_check,
+    round_trip_8bit,
     sparsity,
 )  # fmt: skip
 from .models import ClassifierModel, frozen, load_model
@@ -49,6 +58,12 @@ from .types import FGVisConfig
 SYNTHETIC = "synthetic_shapes"
 #: Methods the randomisation check runs by default (each one is re-run once per randomised layer).
 RANDOMISATION_METHODS = ("fgvis", "gradient", "guided_backprop", "gradcam", "integrated_gradients")
+#: Deletion and insertion curves change each region together with the pixels within this many pixels
+#: of it (:func:`engine.metrics.deletion_insertion`): without it, the ground-truth mask as a map fails
+#: the sanity check on the synthetic shapes (the outline left behind is still recognised).
+DELETION_MARGIN = 2
+#: The pointing game's tolerance in pixels (a disc, TorchRay's definition).
+POINTING_TOLERANCE = 2
 
 
 @dataclass
@@ -139,25 +154,33 @@ def run_quality_benchmark(
     with frozen(module):
         for method, result in attributions.items():
             log(f"{method}: metrics")
-            deletion = deletion_insertion(module, x, result.evidence, targets, removed, mode="deletion")
-            insertion = deletion_insertion(module, x, result.evidence, targets, removed, mode="insertion")
-            curves[method] = (deletion, insertion)
+            curves[method] = tuple(
+                deletion_insertion(module, x, result.evidence, targets, removed, mode=mode, margin=DELETION_MARGIN)
+                for mode in ("deletion", "insertion")
+            )
             shape = sparsity(result.evidence)
             item = {
-                "deletion_auc": deletion.auc, "insertion_auc": insertion.auc,
+                "deletion_auc": curves[method][0].auc, "insertion_auc": curves[method][1].auc,
+                "concentration": concentration(result.evidence),
                 "l1": shape["l1"], "active": shape["active"], "high_frequency": shape["high_frequency"],
             }  # fmt: skip
             if budget is not None:
                 item["p_after_equal_budget"] = delete_top(module, x, result.evidence, targets, removed, budget)
             if data.masks is not None:
-                item["pointing"] = pointing_game(result.evidence, data.masks, tolerance=2).astype(float)
+                item["pointing"] = pointing_game(result.evidence, data.masks, POINTING_TOLERANCE).astype(float)
                 item["energy_inside"] = energy_inside(result.evidence, data.masks)
             per_item[method] = {k: np.asarray(v, dtype=float).tolist() for k, v in item.items()}
             row = {"method": method, **{k: float(np.mean(v)) for k, v in item.items()}}
             row["seconds_per_item"] = result.seconds / len(data.names)
             rows.append(row)
-    log("adversarial-evidence monitor (preservation, defense on and off)")
-    monitor = _monitor(model, x, targets, config)
+    games = {m: _game(model, result) for m, result in attributions.items() if result.explanation is not None}
+    sanity = None
+    if data.masks is not None:
+        log("sanity check: the ground-truth mask as a map against a random map")
+        with frozen(module):
+            sanity = sanity_check(module, x, data.masks, targets, removed, budget)
+    log("adversarial-evidence monitor (preservation, defense on and off, zero reference)")
+    monitor = _monitor(model, x, targets, replace(config, reference="zero"))
     log("randomisation check")
     chosen = [m for m in randomisation_methods if m in methods]
     randomisation = _randomisation(model, x[:randomisation_items], targets[:randomisation_items], chosen, config,
@@ -169,8 +192,13 @@ def run_quality_benchmark(
         "p_original": p_x.tolist(),
         "reference": reference,
         "equal_budget_pixels": None if budget is None else budget.tolist(),
+        "deletion_margin": DELETION_MARGIN,
+        "pointing_tolerance": POINTING_TOLERANCE,
+        "pointing_chance": None if data.masks is None else pointing_chance(data.masks, POINTING_TOLERANCE).tolist(),
         "rows": rows,
         "per_item": per_item,
+        "games": games,
+        "sanity": sanity,
         "monitor": monitor,
         "randomisation": randomisation,
         "machine": _machine(device),
@@ -178,6 +206,7 @@ def run_quality_benchmark(
         "fgvis_config": config.to_dict(),
         "mp_steps": mp_steps,
     }
+    details["targets"] = check_targets(_measured(details, data))
     markdown = _markdown(details, data)
     report = QualityReport(markdown, rows, details)
     if out_dir is not None:
@@ -185,8 +214,145 @@ def run_quality_benchmark(
     return report
 
 
+def _game(model: ClassifierModel, attribution: Attribution) -> dict:
+    """An FGVis method's own result per item: its game's goal, ``p(e)`` of the soft explanation and the
+    8-bit round trip (:func:`engine.metrics.round_trip_8bit`); ``survival_8bit`` is ``None`` when no
+    explanation met its goal."""
+    result = attribution.explanation
+    trip = round_trip_8bit(model, result)
+    survival = trip.survival_rate
+    return {
+        "game": result.game,
+        "goal_met": result.goal_met.numpy().astype(float).tolist(),
+        "p_soft": result.prob_explanation.tolist(),
+        "p_8bit": trip.prob.tolist(),
+        "goal_met_8bit": trip.goal_met.astype(float).tolist(),
+        "survival_8bit": None if np.isnan(survival) else survival,
+    }
+
+
+def sanity_check(
+    module: torch.nn.Module, x: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor, reference: torch.Tensor,
+    budget: Sequence[int] | None = None, *, margin: int = DELETION_MARGIN, seed: int = 0,
+) -> dict:  # fmt: skip
+    """Does the protocol rank a perfect map above a random one? The ground-truth masks ``(N, H, W)`` as
+    maps against uniform random maps (a local generator seeded with ``seed``), under the deletion and
+    insertion curves (with ``margin``) and, with ``budget``, the equal-budget deletion.
+
+    Returns ``{column: {"perfect", "random": mean score, "items_better": count, "items": N, "passed":
+    the perfect map's mean is better (lower deletion AUC and p, higher insertion AUC)}}``; a column that
+    fails is not meaningful on this data."""
+    generator = torch.Generator().manual_seed(seed)
+    maps = {"perfect": masks.float(), "random": torch.rand(masks.shape, generator=generator)}
+    out = {}
+    for mode, better in (("deletion", np.less), ("insertion", np.greater)):
+        scores = {
+            name: deletion_insertion(module, x, evidence, targets, reference, mode=mode, margin=margin).auc
+            for name, evidence in maps.items()
+        }
+        out[f"{mode}_auc"] = _verdict(scores, better)
+    if budget is not None:
+        scores = {name: delete_top(module, x, evidence, targets, reference, budget) for name, evidence in maps.items()}
+        out["p_after_equal_budget"] = _verdict(scores, np.less)
+    return out
+
+
+def _verdict(scores: dict[str, np.ndarray], better) -> dict:
+    perfect, random = scores["perfect"], scores["random"]
+    return {
+        "perfect": float(np.mean(perfect)), "random": float(np.mean(random)),
+        "items_better": int(better(perfect, random).sum()), "items": len(perfect),
+        "passed": bool(better(np.mean(perfect), np.mean(random))),
+    }  # fmt: skip
+
+
+def _measured(details: dict, data: QualityData) -> dict:
+    """What :func:`check_targets` needs from a run's details."""
+    per_item, games, monitor = details["per_item"], details["games"], details["monitor"]
+    rows = {row["method"]: row for row in details["rows"]}
+    return {
+        "has_truth": data.masks is not None,
+        "pointing": {m: row["pointing"] for m, row in rows.items() if "pointing" in row},
+        "energy_inside": {m: row["energy_inside"] for m, row in rows.items() if "energy_inside" in row},
+        "equal_budget": {m: row["p_after_equal_budget"] for m, row in rows.items() if "p_after_equal_budget" in row},
+        "concentration_median": {m: float(np.median(v["concentration"])) for m, v in per_item.items()},
+        "goal_rate": {m: _mean(game["goal_met"]) for m, game in games.items()},
+        "survival_8bit": {m: game["survival_8bit"] for m, game in games.items()},
+        "inflation": {key: monitor[key]["inflation"] for key in ("on", "off")},
+    }
+
+
+def check_targets(measured: dict) -> list[dict]:
+    """The targets of the explanation-quality issue, checked on measured numbers (a pure function).
+
+    Parameters
+    ----------
+    measured
+        ``has_truth`` (bool: the data has ground-truth masks); per method name: ``pointing``,
+        ``energy_inside``, ``equal_budget`` (mean p after equal-budget deletion), ``concentration_median``,
+        ``goal_rate`` (share of items whose FGVis goal was met, 0..1) and ``survival_8bit`` (share
+        surviving the 8-bit round trip, or ``None``); ``inflation``: ``{"on", "off"}`` mean positive score
+        inflation ``max(0, p(e) - p(x))`` of preservation with and without the defense (zero reference).
+        Methods whose name does not start with ``fgvis`` are the baselines. Missing entries are allowed.
+
+    Returns
+    -------
+    list of dict
+        ``{"target", "value" (text), "passed" (True, False, or None where it could not be measured)}``.
+        Ground-truth targets apply where ``has_truth``, the photo targets (concentration, goal rate,
+        equal-budget deletion) where not; the 8-bit and defense targets always.
+    """
+    out = []
+
+    def add(target: str, value: str, passed: bool | None) -> None:
+        out.append({"target": target, "value": value, "passed": passed})
+
+    def at_least(target: str, table: dict, method: str, goal: float) -> None:
+        value = table.get(method)
+        add(target, "not measured" if value is None else f"{value:.3f}", None if value is None else value >= goal)
+
+    def baselines(table: dict) -> dict:
+        return {m: v for m, v in table.items() if not m.startswith("fgvis")}
+
+    if measured.get("has_truth"):
+        energy = measured.get("energy_inside", {})
+        best = max(baselines(energy).items(), key=lambda item: item[1], default=None)
+        for method, game in (("fgvis_preserve", "preservation"), ("fgvis", "deletion")):
+            at_least(f"ground truth: FGVis {game} pointing >= 0.9", measured.get("pointing", {}), method, 0.9)
+            value = energy.get(method)
+            target = f"ground truth: FGVis {game} energy inside >= 2x the best baseline's"
+            if value is None or best is None:
+                add(target, "not measured", None)
+            else:
+                add(target, f"{value:.3f} vs 2 x {best[1]:.3f} ({best[0]})", value >= 2 * best[1])
+    else:
+        for method, game in (("fgvis_preserve", "preservation"), ("fgvis", "deletion")):
+            at_least(f"photos: median concentration of FGVis {game} >= 0.5",
+                     measured.get("concentration_median", {}), method, 0.5)  # fmt: skip
+            at_least(f"photos: FGVis {game} goal met on >= 90 % of images", measured.get("goal_rate", {}), method, 0.9)
+        budget = measured.get("equal_budget", {})
+        target = "photos: equal-budget deletion, binarised FGVis below every baseline"
+        others = baselines(budget)
+        if "fgvis" not in budget or not others:
+            add(target, "not measured", None)
+        else:
+            best = min(others.items(), key=lambda item: item[1])
+            add(target, f"{budget['fgvis']:.3f} vs {best[1]:.3f} ({best[0]})", budget["fgvis"] < best[1])
+    at_least(">= 95 % of FGVis deletion explanations survive the 8-bit round trip",
+             measured.get("survival_8bit", {}), "fgvis", 0.95)  # fmt: skip
+    inflation = measured.get("inflation", {})
+    target = "score inflation without the defense >= 3x with it (zero reference)"
+    if "on" not in inflation or "off" not in inflation:
+        add(target, "not measured", None)
+    else:
+        on, off = inflation["on"], inflation["off"]
+        add(target, f"{off:.4f} vs 3 x {on:.4f}", off > 0 and off >= 3 * on)
+    return out
+
+
 def _monitor(model: ClassifierModel, x: torch.Tensor, targets: torch.Tensor, config: FGVisConfig) -> dict:
-    """Preservation with and without the defense: score inflation and ``h(e) > h(x)`` per layer."""
+    """Preservation with and without the defense: score inflation (per item, and the mean of its positive
+    part ``max(0, p(e) - p(x))``) and ``h(e) > h(x)`` per layer."""
     out = {}
     for defense in (True, False):
         result = explain(model.module, x, targets, game="preserve", defense=defense, config=config)
@@ -195,6 +361,7 @@ def _monitor(model: ClassifierModel, x: torch.Tensor, targets: torch.Tensor, con
             units, mass = excess_activation(model.module, x, e)
         out["on" if defense else "off"] = {
             "score_inflation": (result.prob_explanation - result.prob_original).tolist(),
+            "inflation": float((result.prob_explanation - result.prob_original).clamp(min=0).mean()),
             "mask_mean": result.mask.flatten(1).mean(1).tolist(),
             "units_above": units.tolist(),
             "mass_above": mass.tolist(),
@@ -222,13 +389,12 @@ def _markdown(details: dict, data: QualityData) -> str:
     has_truth = data.masks is not None
     has_budget = details["equal_budget_pixels"] is not None
     head = ["method", "deletion AUC (lower better)", "insertion AUC (higher better)"]
-    if has_budget:
-        head.append("p after equal-budget deletion (lower better)")
     if has_truth:
-        head += ["pointing game", "energy inside mask"]
-    head += ["L1", "active pixels", "high-frequency energy", "s per item"]
+        head += [f"pointing game ({details['pointing_tolerance']} px disc)", "energy inside mask"]
+    head += ["concentration (top 10 %)", "L1", "active pixels", "high-frequency energy", "s per item"]
     lines = [
-        f"Model `{details['model']}`, {details['data']}; removed pixels become the {details['reference']} reference. "
+        f"Model `{details['model']}`, {details['data']}; removed pixels become the {details['reference']} reference "
+        f"(deletion and insertion curves: with a {details['deletion_margin']}-pixel margin). "
         f"{details['machine']}; whole run {details['seconds']:.0f} s.",
         "",
         "| " + " | ".join(head) + " |",
@@ -236,32 +402,34 @@ def _markdown(details: dict, data: QualityData) -> str:
     ]
     for row in details["rows"]:
         cells = [row["method"], f"{row['deletion_auc']:.3f}", f"{row['insertion_auc']:.3f}"]
-        if has_budget:
-            cells.append(f"{row['p_after_equal_budget']:.3f}")
         if has_truth:
             cells += [f"{row['pointing']:.2f}", f"{row['energy_inside']:.3f}"]
-        cells += [f"{row['l1']:.3f}", f"{row['active']:.3f}", f"{row['high_frequency']:.3f}",
-                  f"{row['seconds_per_item']:.2f}"]  # fmt: skip
+        cells += [f"{row['concentration']:.3f}", f"{row['l1']:.3f}", f"{row['active']:.3f}",
+                  f"{row['high_frequency']:.3f}", f"{row['seconds_per_item']:.2f}"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
+    if has_truth:
+        lines += ["", f"Pointing game chance level (a uniformly random point, same tolerance): "
+                      f"{_mean(details['pointing_chance']):.3f}."]  # fmt: skip
+    lines += _sanity_lines(details["sanity"])
     if has_budget:
-        pixels = details["equal_budget_pixels"]
-        total = int(data.x.shape[2] * data.x.shape[3])
-        median = statistics.median(pixels)
-        lines += ["", f"Equal budget: the FGVis (defense on) deletion mask's L1, median {median:.0f} of {total} "
-                      f"pixels ({median / total:.2%}); p(x) mean {_mean(details['p_original']):.3f}."]  # fmt: skip
+        lines += _budget_lines(details, data)
+    lines += _game_lines(details["games"])
     monitor = details["monitor"]
     lines += [
         "",
-        "Adversarial-evidence monitor (FGVis preservation): score inflation = p(e) - p(x); units / mass above = "
-        "share of activation units with h(e) > h(x), and share of activation mass in that excess, mean over layers.",
+        "Adversarial-evidence monitor (FGVis preservation, zero reference): score inflation = p(e) - p(x), and the "
+        "mean of its positive part max(0, p(e) - p(x)); units / mass above = share of activation units with "
+        "h(e) > h(x), and share of activation mass in that excess, mean over layers.",
         "",
-        "| defense | score inflation (mean) | max | mask mean | units above | mass above | worst layer, units above |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| defense | score inflation (mean) | max | positive part (mean) | mask mean | units above | mass above | "
+        "worst layer, units above |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key in ("on", "off"):
         entry = monitor[key]
         lines.append(
             f"| {key} | {_mean(entry['score_inflation']):+.3f} | {max(entry['score_inflation']):+.3f} | "
+            f"{entry['inflation']:.4f} | "
             f"{_mean(entry['mask_mean']):.3f} | {_mean(entry['units_above']):.4f} | {_mean(entry['mass_above']):.4f} | "
             f"{max(entry['units_above'], default=0):.4f} |"
         )
@@ -279,7 +447,80 @@ def _markdown(details: dict, data: QualityData) -> str:
         for method, entry in randomisation.items():
             rho = [float(np.mean(r)) for r in entry["rho"]]
             lines.append(f"| {method} | {rho[0]:.3f} | {rho[len(rho) // 2]:.3f} | {rho[-1]:.3f} |")
+    lines += ["", "Targets (issue 14):", "", "| target | measured | |", "|---|---|---|"]
+    verdicts = {True: "PASS", False: "MISS", None: "not measured"}
+    lines += [f"| {t['target']} | {t['value']} | {verdicts[t['passed']]} |" for t in details["targets"]]
     return "\n".join(lines)
+
+
+def _sanity_lines(sanity: dict | None) -> list[str]:
+    if sanity is None:
+        return ["", "No ground truth on this data: the perfect-map-vs-random sanity check cannot run here; the "
+                    "protocol's check is the one on the ground-truth sets."]  # fmt: skip
+    names = {"deletion_auc": "deletion AUC (lower better)", "insertion_auc": "insertion AUC (higher better)",
+             "p_after_equal_budget": "p after equal-budget deletion (lower better)"}  # fmt: skip
+    lines = [
+        "",
+        "Sanity check: the ground-truth mask used as a map (perfect) against a uniform random map; a column "
+        "is meaningful only where the perfect map wins.",
+        "",
+        "| column | perfect map | random map | items where perfect is better | check |",
+        "|---|---:|---:|---:|---|",
+    ]
+    failed = []
+    for column, entry in sanity.items():
+        verdict = "pass" if entry["passed"] else "FAIL: not meaningful on this data"
+        lines.append(f"| {names[column]} | {entry['perfect']:.3f} | {entry['random']:.3f} | "
+                     f"{entry['items_better']} of {entry['items']} | {verdict} |")  # fmt: skip
+        if not entry["passed"]:
+            failed.append(names[column])
+    if failed:
+        lines += ["", f"Not meaningful on this data set (the protocol does not prefer a perfect map): "
+                      f"{', '.join(failed)}."]  # fmt: skip
+    return lines
+
+
+def _budget_lines(details: dict, data: QualityData) -> list[str]:
+    pixels = details["equal_budget_pixels"]
+    total = int(data.x.shape[2] * data.x.shape[3])
+    median = statistics.median(pixels)
+    lines = [
+        "",
+        f"Equal-budget deletion: every map loses its own top-k pixels, k = the FGVis (defense on) deletion "
+        f"mask's L1, median {median:.0f} of {total} pixels ({median / total:.2%}); p(x) mean "
+        f"{_mean(details['p_original']):.3f}. FGVis binarised = its own map at its own budget; FGVis soft = "
+        "p of its own soft deletion explanation e (not a top-k deletion).",
+        "",
+        "| method | p after equal-budget deletion (lower better) |",
+        "|---|---:|",
+    ]
+    for row in details["rows"]:
+        game = details["games"].get(row["method"], {}).get("game")
+        label = f"{row['method']} (binarised)" if game == "delete" else row["method"]
+        lines.append(f"| {label} | {row['p_after_equal_budget']:.3f} |")
+    for method, game in details["games"].items():
+        if game["game"] == "delete":
+            lines.append(f"| {method} (soft, its own e) | {_mean(game['p_soft']):.3f} |")
+    return lines
+
+
+def _game_lines(games: dict) -> list[str]:
+    if not games:
+        return []
+    lines = [
+        "",
+        "FGVis explanations as the app returns them: goal met (preservation p(e) >= preserve_ratio p(x) with the "
+        "target top-1; deletion p(e) <= delete_ratio p(x)), p(e), and the 8-bit round trip (e saved as 8-bit "
+        "pixels and scored again; survival = share of the explanations meeting their goal that still meet it).",
+        "",
+        "| method | game | goal met | p(e) mean | p(8-bit e) mean | 8-bit survival |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for method, game in games.items():
+        survival = "n/a (no goal met)" if game["survival_8bit"] is None else f"{game['survival_8bit']:.0%}"
+        lines.append(f"| {method} | {game['game']} | {_mean(game['goal_met']):.0%} | {_mean(game['p_soft']):.3f} | "
+                     f"{_mean(game['p_8bit']):.3f} | {survival} |")  # fmt: skip
+    return lines
 
 
 def _machine(device: torch.device) -> str:
