@@ -49,7 +49,7 @@ MODEL_NAMES = {"shapes": "synthetic_shapes", "clutter": "synthetic_clutter"}
 #: Smallest and largest object scale of the clutter set, in pixels.
 CLUTTER_SIZES = (8, 30)
 #: The clutter model's training images and epochs.
-TRAIN_COUNT_CLUTTER, EPOCHS_CLUTTER = 8000, 6
+TRAIN_COUNT_CLUTTER, EPOCHS_CLUTTER = 8000, 8
 
 
 class ShapeBox(NamedTuple):
