@@ -241,6 +241,11 @@ def _run(classifier, inputs, geometries, originals, target, game, defense, confi
         prob_original = probs_x.gather(1, targets[:, None])[:, 0]
         top1_original = probs_x.argmax(1)
         reference = cache.reference(classifier, image, x, config)
+        quantize = classifier.preprocessing.quantize if classifier.pixel_input else _unchanged
+        if config.reference == "blur":
+            # On 8-bit values, so that a 0/1 mask's explanation is exactly the picture the app saves
+            # (EfficientNet-Lite0 scored binarised blur explanations 0.23 in float and 0.40 as PNG).
+            reference = quantize(reference)
         loop = _Optimisation(game, config, x, reference, targets, prob_original, top1_original)
         history: list[StepState] = []
         cancelled = False
@@ -261,12 +266,16 @@ def _run(classifier, inputs, geometries, originals, target, game, defense, confi
                 log.debug("converged after %d steps", step)
                 break
         mask = loop.result_mask()
+        if config.binarize and not cancelled:
+            mask = binarize(module, x, reference, mask, game, targets, loop.goal, quantize)
         with torch.no_grad():
             explanation = mask * x + (1 - mask) * reference
             probs_e = torch.softmax(module(explanation).float(), dim=1)
         prob_explanation = probs_e.gather(1, targets[:, None])[:, 0]
         top1_explanation = probs_e.argmax(1)
         goal_met = loop.goal(prob_explanation, top1_explanation)
+    notes = _item_notes(classifier, game, config, targets, top1_original, prob_original, prob_explanation, goal_met,
+                        cancelled)  # fmt: skip
     result = Explanation(
         mask=mask.detach().cpu(),
         explanation=explanation.cpu(),
@@ -293,7 +302,7 @@ def _run(classifier, inputs, geometries, originals, target, game, defense, confi
         preprocessing=classifier.preprocessing,
         geometries=list(geometries),
         originals=list(originals),
-        warnings=list(loop.notes),
+        warnings=loop.notes + notes,
     )
     log.info(
         "%s (%s, defense %s): %d steps in %.1f s, p %s -> %s, mask mean %s",
@@ -400,11 +409,8 @@ class _Optimisation:
         return list(self.model_pass.notes) if self.model_pass is not None else []
 
     def goal(self, prob: torch.Tensor, top1: torch.Tensor) -> torch.Tensor:
-        """``(N,)`` bool: the game's goal (see :class:`FGVisConfig`) is met."""
-        if self.game == "preserve":
-            kept_top1 = (top1 == self.targets) | (self.top1_original != self.targets)
-            return (prob >= self.config.preserve_ratio * self.prob_original) & kept_top1
-        return prob <= self.config.delete_ratio * self.prob_original
+        """``(N,)`` bool: the game's goal (see :func:`goal_met`) is met."""
+        return goal_met(self.game, self.config, prob, top1, self.targets, self.prob_original, self.top1_original)
 
     def _forward_backward(self, module: nn.Module, activation_filter: ActivationFilter, count: bool = True):
         """The model's part of a step: -> logits ``(N, K)``, log p(target) ``(N,)`` and the gradient of the
@@ -460,11 +466,18 @@ class _Optimisation:
             met = self.goal(probs, logits.argmax(1))
             lambda_used = self.lambda_.clone()
             self._remember(met, size, loss, probs.detach(), step)
-            self.optimizer.step(mask, grad)
-            # Proximal step of lambda*mean(m) on [0, 1]: shrink (preserve) or grow (delete) every mask
-            # value by lr*lambda, then clip. Decoupled from Adam's per-pixel normalisation, so lambda
-            # sets the sparsity pressure directly (like AdamW's decoupled weight decay).
-            mask.sub_((self.sense * self.lr) * self.lambda_.view(-1, 1, 1, 1))
+            if self.config.sparsity == "coupled":
+                # The paper's objective as one gradient: d(lambda*mean(m))/dm = lambda / (C*H*W) joins
+                # the score's gradient before Adam normalises each value's step. A value whose score
+                # gradient is weaker than that falls to the reference at the full rate ``lr``, one whose
+                # gradient is stronger stays: masks become cut-outs, not fades (docs/DEFAULTS.md).
+                per_value = (self.sense / mask[0].numel()) * self.lambda_
+                self.optimizer.step(mask, grad + per_value.view(-1, 1, 1, 1))
+            else:
+                self.optimizer.step(mask, grad)
+                # Proximal step of lambda*mean(m) on [0, 1]: shrink (preserve) or grow (delete) every mask
+                # value by lr*lambda, then clip (like AdamW's decoupled weight decay).
+                mask.sub_((self.sense * self.lr) * self.lambda_.view(-1, 1, 1, 1))
             if self.auto_lambda:
                 self._control_lambda(met)
             mask.clamp_(0.0, 1.0)
@@ -540,6 +553,81 @@ class _Optimisation:
         return torch.where(self.found, self.best_lambda, self.lambda_)
 
 
+#: Shares of a mask's values tried by :func:`binarize`, smallest first.
+#: Shares of a mask's values that :func:`binarize` tries, smallest first: 0.5 % to 48 %, each 1.2x the last.
+BINARY_SHARES = tuple(round(0.005 * 1.2**k, 4) for k in range(26))
+
+
+def goal_met(
+    game: str, config: FGVisConfig, prob: torch.Tensor, top1: torch.Tensor, targets: torch.Tensor,
+    prob_original: torch.Tensor, top1_original: torch.Tensor,
+) -> torch.Tensor:  # fmt: skip
+    """``(N,)`` bool: the game's goal holds for an explanation scoring ``prob`` (0..1) with top-1 class
+    ``top1`` (all ``(N,)``, on one device). Preservation keeps ``p >= preserve_ratio * p(x)`` and the
+    target top-1 where it was top-1 on the image; deletion reaches ``p <= delete_ratio * p(x)``."""
+    if game == "preserve":
+        kept_top1 = (top1 == targets) | (top1_original != targets)
+        return (prob >= config.preserve_ratio * prob_original) & kept_top1
+    return prob <= config.delete_ratio * prob_original
+
+
+@torch.no_grad()
+def binarize(
+    module: nn.Module, x: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor, game: str,
+    targets: torch.Tensor, goal: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    quantize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """Sharpen an optimised mask into a 0/1 mask where one plays the game (``shared/fgvis-method.md``
+    Sec. 2; measured in docs/DEFAULTS.md).
+
+    For each share ``f`` of :data:`BINARY_SHARES`, smallest first, the strongest ``f`` of the evidence
+    values (``m`` to preserve, ``1 - m`` to delete; per pixel *and* channel, so the mask stays
+    full-resolution and per-channel) are kept whole (preserve: ``m = 1`` there, 0 elsewhere) or removed
+    whole (delete: ``m = 0`` there, 1 elsewhere). The first share whose explanation, passed through
+    ``quantize``, meets ``goal`` replaces the item's soft mask; items where no share does keep theirs.
+
+    Parameters
+    ----------
+    module
+        The classifier (eval mode): ``(N, C, H, W)`` -> logits ``(N, K)``.
+    x, reference
+        ``(N, C, H, W)``: the image and the reference ``r`` in model-input space.
+    mask
+        ``(N, C, H, W)`` in [0, 1]: the optimised mask.
+    game
+        ``"preserve"`` or ``"delete"``.
+    targets
+        ``(N,)`` int64 target classes.
+    goal
+        ``(p(target) (N,), top-1 (N,)) -> (N,) bool``: the game's goal (:func:`goal_met`).
+    quantize
+        Applied to each candidate explanation before it is scored: the 8-bit picture the app saves,
+        read back (:meth:`~engine.preprocess.Preprocessing.quantize`), so a chosen mask survives export.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, C, H, W)`` in [0, 1]: 0/1 where a share met the goal, else ``mask`` unchanged.
+    """
+    quantize = quantize or _unchanged
+    evidence = (mask if game == "preserve" else 1 - mask).flatten(1)
+    order = evidence.argsort(1, descending=True)
+    result = mask.clone()
+    pending = torch.ones(mask.shape[0], dtype=torch.bool, device=mask.device)
+    for share in BINARY_SHARES:
+        keep = max(1, round(share * evidence.shape[1]))
+        strongest = torch.zeros_like(evidence).scatter_(1, order[:, :keep], 1.0).view_as(mask)
+        candidate = strongest if game == "preserve" else 1 - strongest
+        logits = module(quantize(candidate * x + (1 - candidate) * reference)).float()
+        probs = torch.softmax(logits, 1).gather(1, targets[:, None])[:, 0]
+        accepted = pending & goal(probs, logits.argmax(1))
+        result[accepted] = candidate[accepted]
+        pending &= ~accepted
+        if not pending.any():
+            break
+    return result
+
+
 class ReferenceCache:
     """The per-image work :func:`explain` does before optimising -- the reference forward pass (the
     defense's bounds ``h(x)`` and the logits) and the reference image ``r`` -- kept for the ``size`` most
@@ -613,6 +701,37 @@ def _record(module: nn.Module, x: torch.Tensor, activation_filter: ActivationFil
     """The reference forward pass on ``x``: -> logits; ``activation_filter`` holds the bounds afterwards."""
     with torch.no_grad(), activation_filter.recording(module):
         return module(x)
+
+
+def _unchanged(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+def _item_notes(classifier, game, config, targets, top1_original, prob_original, prob_explanation, goal_met,
+                cancelled) -> list[str]:  # fmt: skip
+    """What a reviewer must know about single items of a run (all arguments ``(N,)``): a target that is
+    not the model's top-1 on the image, and a goal that was not met."""
+    notes = []
+    count = len(targets)
+    for index in range(count):
+        item = f"item {index + 1}: " if count > 1 else ""
+        target, p_x, p_e = int(targets[index]), float(prob_original[index]), float(prob_explanation[index])
+        if int(top1_original[index]) != target:
+            notes.append(
+                f"{item}'{classifier.label(target)}' is not the model's top-1 on this image (p = {p_x:.3g}; top-1 "
+                f"'{classifier.label(int(top1_original[index]))}'): the explanation shows what evidence there is "
+                "for it, which may be little"
+            )
+        if not bool(goal_met[index]) and not cancelled:
+            if game == "preserve":
+                goal = f"p(e) >= {config.preserve_ratio:g} x {p_x:.3g}, target kept top-1"
+            else:
+                goal = f"p(e) <= {config.delete_ratio:g} x {p_x:.3g}"
+            notes.append(
+                f"{item}the {game} goal ({goal}) was not met within {config.steps} steps: p(e) = {p_e:.3g}; the "
+                "mask shown is the one that came closest"
+            )
+    return notes
 
 
 def _with_preview(state: StepState, mask: torch.Tensor, game: str, size: int) -> StepState:

@@ -20,6 +20,7 @@ from torch.overrides import TorchFunctionMode
 
 from .defense import ACTIVATION_FUNCTIONS
 from .fgvis import gaussian_blur
+from .fgvis import goal_met as fgvis_goal_met
 from .models import ClassifierModel
 from .record import _as_input
 from .types import Explanation, FGVisConfig
@@ -169,16 +170,10 @@ def goal_met(
     game: str, config: FGVisConfig, prob: torch.Tensor, top1: torch.Tensor, targets: torch.Tensor,
     prob_original: torch.Tensor, top1_original: torch.Tensor,
 ) -> np.ndarray:  # fmt: skip
-    """``(N,)`` bool: FGVis's goal for ``game`` holds on an explanation scoring ``prob`` with top-1 class
-    ``top1`` (all ``(N,)``), the rule of ``engine.fgvis._Optimisation.goal``: preservation keeps
-    ``p >= preserve_ratio * p(x)`` and the target top-1 where it was; deletion reaches
-    ``p <= delete_ratio * p(x)``."""
-    prob, top1, targets = prob.cpu(), top1.cpu(), targets.cpu()
-    prob_original, top1_original = prob_original.cpu(), top1_original.cpu()
-    if game == "preserve":
-        kept_top1 = (top1 == targets) | (top1_original != targets)
-        return ((prob >= config.preserve_ratio * prob_original) & kept_top1).numpy()
-    return (prob <= config.delete_ratio * prob_original).numpy()
+    """``(N,)`` bool numpy: FGVis's goal for ``game`` (:func:`engine.fgvis.goal_met`, the rule the
+    optimisation itself uses) on CPU copies of the arguments."""
+    tensors = (prob, top1, targets, prob_original, top1_original)
+    return fgvis_goal_met(game, config, *(t.cpu() for t in tensors)).numpy()
 
 
 @dataclass

@@ -69,6 +69,9 @@ class ClassifierModel:
     weights_path, weights_sha256
         The file the weights came from and its SHA-256 hex digest (``None`` for random weights or a
         module passed in by the caller).
+    pixel_input
+        ``preprocessing`` really is how the module's inputs are made from 8-bit pixels (``False`` for a bare
+        module wrapped without one): only then are explanations made exact as 8-bit pictures.
     """
 
     module: nn.Module
@@ -77,6 +80,7 @@ class ClassifierModel:
     name: str
     weights_path: Path | None = None
     weights_sha256: str | None = None
+    pixel_input: bool = True
 
     @classmethod
     def from_module(
@@ -91,6 +95,7 @@ class ClassifierModel:
             preprocessing=prep,
             labels=list(labels) if labels else [],
             name=type(module).__name__ + (f" ({count} classes)" if count else ""),
+            pixel_input=preprocessing is not None,
         )
 
     @property

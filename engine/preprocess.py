@@ -86,6 +86,10 @@ class Preprocessing:
         array = pixels.permute(0, 2, 3, 1).numpy()
         return array[0] if single else array
 
+    def quantize(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Model input ``(N, 3, H, W)`` -> the same as 8-bit pixels read back (what a saved PNG scores)."""
+        return self.normalize(self.denormalize(tensor).round().clamp(0, 255))
+
     def black(self, like: torch.Tensor) -> torch.Tensor:
         """Black pixels in model input space, shaped like ``like``."""
         return self.normalize(torch.zeros_like(like, dtype=torch.float32)).to(like.dtype)

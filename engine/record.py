@@ -200,7 +200,7 @@ class ExplanationRecord:
             image_name=meta["image"], image_path=meta.get("image_path"), image_sha256=meta.get("image_sha256"),
             model_name=meta["model"], weights_sha256=meta.get("weights_sha256"),
             target=int(meta["target"]), target_label=meta["target_label"], game=meta["game"],
-            defense=bool(meta["defense"]), config=FGVisConfig(**meta["config"]),
+            defense=bool(meta["defense"]), config=_stored_config(meta["config"], meta["game"]),
             **{name: np.asarray(arrays[name]) for name in ARRAY_FIELDS},
             crop_box=tuple(meta["crop_box"]) if meta.get("crop_box") else None,
             prob_original=float(meta["prob_original"]), prob_explanation=float(meta["prob_explanation"]),
@@ -237,3 +237,13 @@ def monitor_summary(blocked: np.ndarray) -> tuple[float, float]:
     counted = np.asarray(blocked, dtype=np.float64)
     counted = counted[np.isfinite(counted)]
     return (float(counted[-1]), float(counted.max())) if counted.size else (0.0, 0.0)
+
+
+def _stored_config(values: dict, game: str) -> FGVisConfig:
+    """The :class:`FGVisConfig` a stored result was made with. Results saved before the settings
+    ``sparsity`` and ``binarize`` existed (2026-12) ran the proximal loop without binarisation, with the
+    learning rates of that time."""
+    if "sparsity" not in values:
+        old_lr = {"preserve": 0.01, "delete": 0.02}.get(game)
+        values = {**values, "sparsity": "proximal", "binarize": False, "lr": values.get("lr") or old_lr}
+    return FGVisConfig(**values)

@@ -18,10 +18,11 @@ GAMES = ("preserve", "delete")
 REFERENCES = ("zero", "black", "blur")
 LOSSES = ("prob", "ce")
 OPTIMIZERS = ("adam", "sgd", "normalized")
+SPARSITY = ("coupled", "proximal")
 
 #: Measured per-game learning rates (docs/DEFAULTS.md): preservation needs small steps to approach the
 #: sparsest mask that keeps the decision; deletion converges in half the steps with 0.02.
-DEFAULT_LR = {"preserve": 0.01, "delete": 0.02}
+DEFAULT_LR = {"preserve": 0.05, "delete": 0.05}
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class FGVisConfig:
         Iteration budget (the run may stop earlier, see ``patience``).
     lr
         Learning rate of the mask optimiser; ``None``: the game's measured default
-        (:data:`DEFAULT_LR`: 0.01 to preserve, 0.02 to delete).
+        (:data:`DEFAULT_LR`: 0.05 for both games, measured in docs/DEFAULTS.md).
     optimizer
         ``"adam"`` (default, measured), ``"normalized"`` (gradient descent with the gradient scaled to
         unit RMS per image: keeps the relative strength of pixels, which Adam's per-pixel scaling erases;
@@ -53,8 +54,9 @@ class FGVisConfig:
     delete_ratio
         Deletion goal: the explanation drives ``p(e) <= delete_ratio * p(x)``.
     reference
-        What removed pixels become: ``"zero"`` (0 in the network's input space, the paper's ``e = m*x``),
-        ``"black"`` (black pixels) or ``"blur"`` (the image blurred with ``blur_sigma``).
+        What removed pixels become: ``"blur"`` (default: the image blurred with ``blur_sigma``, which a
+        BatchNorm network does not ignore the way it ignores a uniform fade towards 0), ``"zero"`` (0 in
+        the network's input space, the paper's ``e = m*x``) or ``"black"`` (black pixels).
     blur_sigma
         Gaussian sigma in model-input pixels for the ``"blur"`` reference.
     loss
@@ -86,6 +88,16 @@ class FGVisConfig:
     preview_rate_hz
         At most this many previews per second are computed (``on_step`` is still called every step, with
         ``preview=None`` in between); none at all without ``on_step``.
+    sparsity
+        How the sparsity term ``lambda * mean(m)`` enters the optimisation. ``"coupled"`` (default): its
+        gradient joins the score's before the optimiser's step, the paper's single objective; with Adam a
+        mask value falls at the full rate unless the score needs it, so masks become cut-outs.
+        ``"proximal"``: a separate shrink by ``lr * lambda`` after the step (before 2026-12; it fades the
+        whole image, see docs/DEFAULTS.md).
+    binarize
+        After the optimisation, replace each mask by the smallest 0/1 mask, made of its strongest values,
+        whose explanation -- as the 8-bit picture the app saves -- still meets the game's goal
+        (:func:`engine.fgvis.binarize`); where none does the soft mask stays. Not on cancelled runs.
     monitor_every
         The defense's monitor (:attr:`StepState.blocked_fraction`) counts blocked units on step 1 and every
         ``monitor_every``-th step (NaN in between); counting costs ~8 % of a step on the CPU
@@ -100,8 +112,8 @@ class FGVisConfig:
     lambda_rate: float = 0.05
     preserve_ratio: float = 0.9
     delete_ratio: float = 0.1
-    reference: str = "zero"
-    blur_sigma: float = 10.0
+    reference: str = "blur"
+    blur_sigma: float = 5.0
     loss: str = "prob"
     patience: int = 40
     tolerance: float = 1e-3
@@ -114,6 +126,8 @@ class FGVisConfig:
     preview_rate_hz: float = 5.0
     cuda_graph: bool = True
     monitor_every: int = 10
+    sparsity: str = "coupled"
+    binarize: bool = True
 
     def __post_init__(self) -> None:
         checks = [
@@ -132,6 +146,7 @@ class FGVisConfig:
             (self.preview_size >= 8, f"preview_size must be at least 8, not {self.preview_size}"),
             (self.preview_rate_hz > 0, f"preview_rate_hz must be positive, not {self.preview_rate_hz}"),
             (self.monitor_every >= 1, f"monitor_every must be at least 1, not {self.monitor_every}"),
+            (self.sparsity in SPARSITY, f"sparsity must be one of {SPARSITY}, not {self.sparsity!r}"),
         ]
         for ok, message in checks:
             if not ok:

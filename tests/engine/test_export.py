@@ -194,3 +194,13 @@ def test_the_8bit_check_flags_an_explanation_that_a_saved_picture_would_undo(rec
     assert not record.survives_8bit and record.status.endswith("fails the 8-bit check")
     assert record.metadata()["survives_8bit"] is False
     assert "FAILED: the saved picture" in image_report("x.png", [record])
+
+
+def test_a_result_saved_before_binarisation_reopens_with_the_settings_it_ran_with(record):
+    meta = record.metadata()
+    meta["config"] = {key: value for key, value in meta["config"].items() if key not in ("sparsity", "binarize")}
+    meta["config"]["lr"] = None
+    reopened = ExplanationRecord.from_parts(meta, record.arrays())
+    assert reopened.config.sparsity == "proximal" and reopened.config.binarize is False
+    assert reopened.config.lr == (0.01 if record.game == "preserve" else 0.02)
+    assert ExplanationRecord.from_parts(record.metadata(), record.arrays()).config == record.config

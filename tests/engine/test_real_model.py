@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from engine import FGVisConfig, explain
+from engine.metrics import concentration
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
@@ -21,9 +22,19 @@ def preserved(real_model, samples):
     return explain(real_model, [samples[name] for name in PHOTOS], game="preserve")
 
 
+#: The defense comparison on the paper's zero reference, without binarisation (which happens after the
+#: optimisation the defense acts on).
+ZERO = FGVisConfig(reference="zero", binarize=False)
+
+
 @pytest.fixture(scope="module")
-def preserved_undefended(real_model, samples):
-    return explain(real_model, [samples[name] for name in PHOTOS], game="preserve", defense=False)
+def preserved_zero(real_model, samples):
+    return explain(real_model, [samples[name] for name in PHOTOS], game="preserve", config=ZERO)
+
+
+@pytest.fixture(scope="module")
+def preserved_zero_undefended(real_model, samples):
+    return explain(real_model, [samples[name] for name in PHOTOS], game="preserve", defense=False, config=ZERO)
 
 
 def test_preservation_keeps_the_target_top1_with_a_sparse_mask(preserved):
@@ -31,9 +42,11 @@ def test_preservation_keeps_the_target_top1_with_a_sparse_mask(preserved):
     assert torch.all(preserved.prob_explanation >= 0.9 * preserved.prob_original - 1e-6)
     assert preserved.goal_met.all()
     mask_mean = dict(zip(PHOTOS, preserved.mask.flatten(1).mean(1).tolist(), strict=True))
-    # rocket ("missile" 0.42 vs "projectile" 0.25) cannot lose pixels without flipping its top-1; the
-    # other three keep their decision with well under half of the image (measured: 0.21 to 0.32).
-    assert all(mask_mean[name] < 0.5 for name in ("astronaut", "chelsea", "coffee")), mask_mean
+    assert all(value < 0.5 for value in mask_mean.values()), mask_mean
+    # Localised, not faded: the strongest 10 % of pixels hold a large share of the evidence (the defaults
+    # before 2026-12 gave 0.10-0.15 here, a uniform map gives 0.10; docs/DEFAULTS.md).
+    share = concentration(preserved.mask)
+    assert np.median(share) >= 0.25, share
 
 
 def test_deletion_destroys_the_decision_with_few_changed_pixels(real_model, samples):
@@ -44,21 +57,24 @@ def test_deletion_destroys_the_decision_with_few_changed_pixels(real_model, samp
     assert torch.all(mask_mean > 0.9), mask_mean
 
 
-def test_without_defense_the_decision_survives_on_almost_no_pixels(preserved, preserved_undefended):
+def test_without_defense_the_decision_survives_on_almost_no_pixels(preserved_zero, preserved_zero_undefended):
     """Adversarial evidence: undefended, the optimiser keeps the decision with ~0% of the image."""
-    undefended = preserved_undefended.mask.flatten(1).mean(1)
-    defended = preserved.mask.flatten(1).mean(1)
-    assert preserved_undefended.goal_met.all()
+    undefended = preserved_zero_undefended.mask.flatten(1).mean(1)
+    defended = preserved_zero.mask.flatten(1).mean(1)
+    assert preserved_zero_undefended.goal_met.all()
     assert torch.all(undefended < 0.02), undefended
     assert torch.all(defended > 5 * undefended.max()), (defended, undefended)
-    blocked = np.nanmean([s.blocked_fraction.mean() for s in preserved.history[1:]])  # NaN: steps not counted
+    blocked = np.nanmean([s.blocked_fraction.mean() for s in preserved_zero.history[1:]])  # NaN: not counted
     assert blocked > 0.01  # the filter really acted on the real model
 
 
 def test_without_defense_the_score_inflates_with_it_it_stays_lower(real_model, samples):
-    """Same fixed lambda for both: the undefended optimiser invents evidence and saturates the softmax."""
+    """Same fixed lambda for both: the undefended optimiser invents evidence and saturates the softmax.
+    Run on the loop this comparison was calibrated on (the defaults before 2026-12: proximal sparsity,
+    zero reference), which stays available."""
     images = [samples[name] for name in ("astronaut", "chelsea", "rocket")]
-    config = FGVisConfig(steps=60, lambda_=0.5, patience=0)
+    config = FGVisConfig(steps=60, lambda_=0.5, patience=0, sparsity="proximal", lr=0.01, reference="zero",
+                         binarize=False)  # fmt: skip
     on = explain(real_model, images, config=config)
     off = explain(real_model, images, defense=False, config=config)
     assert off.prob_explanation.mean() > on.prob_explanation.mean() + 0.1, (off.prob_explanation, on.prob_explanation)
