@@ -144,10 +144,13 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--game", choices=(*GAMES, "both"), default="preserve")
     parser.add_argument("--no-defense", action="store_true", help="turn off the adversarial-evidence defense")
     parser.add_argument("--steps", type=int, default=defaults.steps, help=f"iteration budget ({defaults.steps})")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.01 preserve, 0.02 delete)")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.05)")
     parser.add_argument("--lambda", dest="lambda_", type=float, default=None, help="fixed lambda (default: auto)")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
     parser.add_argument("--reference", choices=REFERENCES, default=defaults.reference)
+    parser.add_argument(
+        "--no-binarize", action="store_true", help="keep the soft mask, not the smallest 0/1 mask meeting the goal"
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--batch-size", type=int, default=8, help="items optimised together (default 8)")
     parser.add_argument("--colormap", default="inferno", help="colormap of the evidence PNG")
@@ -160,7 +163,7 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
 def _config(args) -> FGVisConfig:
     return FGVisConfig(
         steps=args.steps, lr=args.lr, lambda_=args.lambda_, reference=args.reference, seed=args.seed,
-        device=args.device, optimizer=args.optimizer,
+        device=args.device, optimizer=args.optimizer, binarize=not args.no_binarize,
     )  # fmt: skip
 
 

@@ -50,13 +50,20 @@ class MethodPanel(QWidget):
         self.steps.setRange(1, 10000)
         self.reference = QComboBox()
         self.reference.addItems(REFERENCES)
-        self.reference.setToolTip("What removed pixels become: zero (the paper), black, or a blurred copy")
+        self.reference.setToolTip(
+            "What removed pixels become: blur (a blurred copy, the default), zero (the paper's e = m·x) or black"
+        )
+        self.binarize = QCheckBox("Sharpen to a 0/1 mask")
+        self.binarize.setToolTip(
+            "After optimising, keep the smallest 0/1 mask of the strongest values that still meets the game's\n"
+            "goal as a saved 8-bit picture (where none does, the soft mask stays)"
+        )
 
         self.lr = QDoubleSpinBox()
         self.lr.setRange(0.0, 10.0)
         self.lr.setDecimals(4)
         self.lr.setSingleStep(0.005)
-        self.lr.setSpecialValueText("per game (0.01 / 0.02)")
+        self.lr.setSpecialValueText("default (0.05)")
         self.optimizer = QComboBox()
         self.optimizer.addItems(OPTIMIZERS)
         self.preserve_ratio = QDoubleSpinBox()
@@ -80,6 +87,7 @@ class MethodPanel(QWidget):
         form.addRow("λ (sparsity)", lambda_row)
         form.addRow("Steps", self.steps)
         form.addRow("Reference", self.reference)
+        form.addRow(self.binarize)
 
         self.advanced_toggle = QToolButton()
         self.advanced_toggle.setText("Advanced")
@@ -111,7 +119,7 @@ class MethodPanel(QWidget):
         self.reset_button.clicked.connect(self.reset)
         for widget in (self.game, self.reference, self.optimizer):
             widget.currentIndexChanged.connect(self.changed)
-        for widget in (self.defense, self.auto_lambda):
+        for widget in (self.defense, self.auto_lambda, self.binarize):
             widget.toggled.connect(self.changed)
         for widget in (self.lambda_value, self.steps, self.lr, self.preserve_ratio, self.delete_ratio,
                        self.patience, self.seed):  # fmt: skip
@@ -141,6 +149,7 @@ class MethodPanel(QWidget):
             optimizer=self.optimizer.currentText(),
             lambda_=None if self.auto_lambda.isChecked() else self.lambda_value.value(),
             reference=self.reference.currentText(),
+            binarize=self.binarize.isChecked(),
             preserve_ratio=self.preserve_ratio.value(),
             delete_ratio=self.delete_ratio.value(),
             patience=self.patience.value(),
@@ -156,7 +165,7 @@ class MethodPanel(QWidget):
         return {
             "steps": config.steps, "lr": config.lr or 0.0, "optimizer": config.optimizer,
             "auto_lambda": config.lambda_ is None, "lambda": config.lambda_ if config.lambda_ is not None else 0.5,
-            "reference": config.reference, "preserve_ratio": config.preserve_ratio,
+            "reference": config.reference, "binarize": config.binarize, "preserve_ratio": config.preserve_ratio,
             "delete_ratio": config.delete_ratio, "patience": config.patience, "seed": config.seed,
         }  # fmt: skip
 
@@ -171,6 +180,7 @@ class MethodPanel(QWidget):
             "auto_lambda": lambda v: self.auto_lambda.setChecked(_as_bool(v)),
             "lambda": lambda v: self.lambda_value.setValue(float(v)),
             "reference": lambda v: self._set_choice(self.reference, v),
+            "binarize": lambda v: self.binarize.setChecked(_as_bool(v)),
             "preserve_ratio": lambda v: self.preserve_ratio.setValue(float(v)),
             "delete_ratio": lambda v: self.delete_ratio.setValue(float(v)),
             "patience": lambda v: self.patience.setValue(int(v)),
