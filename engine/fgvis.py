@@ -99,7 +99,9 @@ def explain(
     inputs, geometries, originals = _prepare_inputs(classifier, image)
     device = _resolve_device(config.device, classifier)
     run = _Run(classifier, game, defense, config, device, on_step, should_stop, cache)
-    return run.explain_splitting(inputs, geometries, originals, target)
+    result = run.explain_splitting(inputs, geometries, originals, target)
+    result.warnings.extend(_item_notes(result, classifier))
+    return result
 
 
 @dataclass
@@ -274,8 +276,6 @@ def _run(classifier, inputs, geometries, originals, target, game, defense, confi
         prob_explanation = probs_e.gather(1, targets[:, None])[:, 0]
         top1_explanation = probs_e.argmax(1)
         goal_met = loop.goal(prob_explanation, top1_explanation)
-    notes = _item_notes(classifier, game, config, targets, top1_original, prob_original, prob_explanation, goal_met,
-                        cancelled)  # fmt: skip
     result = Explanation(
         mask=mask.detach().cpu(),
         explanation=explanation.cpu(),
@@ -302,7 +302,7 @@ def _run(classifier, inputs, geometries, originals, target, game, defense, confi
         preprocessing=classifier.preprocessing,
         geometries=list(geometries),
         originals=list(originals),
-        warnings=loop.notes + notes,
+        warnings=loop.notes,
     )
     log.info(
         "%s (%s, defense %s): %d steps in %.1f s, p %s -> %s, mask mean %s",
@@ -707,29 +707,30 @@ def _unchanged(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def _item_notes(classifier, game, config, targets, top1_original, prob_original, prob_explanation, goal_met,
-                cancelled) -> list[str]:  # fmt: skip
-    """What a reviewer must know about single items of a run (all arguments ``(N,)``): a target that is
-    not the model's top-1 on the image, and a goal that was not met."""
+def _item_notes(result: Explanation, classifier: ClassifierModel) -> list[str]:
+    """What a reviewer must know about single items of a finished run: a target that is not the model's
+    top-1 on the image, and a goal that was not met (items numbered from 1 in the whole batch)."""
     notes = []
-    count = len(targets)
+    count = len(result)
     for index in range(count):
         item = f"item {index + 1}: " if count > 1 else ""
-        target, p_x, p_e = int(targets[index]), float(prob_original[index]), float(prob_explanation[index])
-        if int(top1_original[index]) != target:
+        p_x, p_e = float(result.prob_original[index]), float(result.prob_explanation[index])
+        top1 = int(result.top1_original[index])
+        if top1 != int(result.target[index]):
             notes.append(
-                f"{item}'{classifier.label(target)}' is not the model's top-1 on this image (p = {p_x:.3g}; top-1 "
-                f"'{classifier.label(int(top1_original[index]))}'): the explanation shows what evidence there is "
-                "for it, which may be little"
+                f"{item}'{result.target_labels[index]}' is not the model's top-1 on this image (p = {p_x:.3g}; "
+                f"top-1 '{classifier.label(top1)}'): the explanation shows what evidence there is for it, which "
+                "may be little"
             )
-        if not bool(goal_met[index]) and not cancelled:
-            if game == "preserve":
+        if not bool(result.goal_met[index]) and not result.cancelled:
+            config = result.config
+            if result.game == "preserve":
                 goal = f"p(e) >= {config.preserve_ratio:g} x {p_x:.3g}, target kept top-1"
             else:
                 goal = f"p(e) <= {config.delete_ratio:g} x {p_x:.3g}"
             notes.append(
-                f"{item}the {game} goal ({goal}) was not met within {config.steps} steps: p(e) = {p_e:.3g}; the "
-                "mask shown is the one that came closest"
+                f"{item}the {result.game} goal ({goal}) was not met within {config.steps} steps: p(e) = {p_e:.3g}; "
+                "the mask shown is the one that came closest"
             )
     return notes
 

@@ -99,13 +99,19 @@ def test_a_batch_that_runs_out_of_cuda_memory_is_split_and_says_so(tiny):
     split = explain(FitsTwo(tiny), images, targets, config=FAST)
     assert len(split) == 5 and split.target.tolist() == targets
     assert split.warnings and "out of memory on a batch of 5" in split.warnings[0]
-    assert "2 + 3" in split.warnings[0] and len(split.warnings) == 2  # the 3 were split again (1 + 2)
+    memory = [warning for warning in split.warnings if "out of memory" in warning]
+    assert "2 + 3" in split.warnings[0] and len(memory) == 2  # the 3 were split again (1 + 2)
+    # Notes on single items number them in the whole batch, not in the part they ran in.
+    notes = {warning.split(":")[0] for warning in split.warnings if warning.startswith("item ")}
+    assert notes == {f"item {i}" for i in range(1, 6) if int(split.top1_original[i - 1]) != targets[i - 1]} | {
+        f"item {i}" for i in range(1, 6) if not bool(split.goal_met[i - 1])
+    }
     assert len(split.history) == split.steps and split.history[0].target_prob.shape == (5,)
     for low, high in ((0, 2), (2, 3), (3, 5)):  # each part equals running it on its own
         alone = explain(tiny, images[low:high], targets[low:high], config=FAST)
         assert torch.allclose(split.mask[low:high], alone.mask)
         assert torch.allclose(split.prob_explanation[low:high], alone.prob_explanation)
-        assert not alone.warnings
+        assert not any("out of memory" in warning for warning in alone.warnings)
 
 
 def test_a_single_image_that_does_not_fit_is_a_clear_device_error(tiny):
