@@ -553,7 +553,6 @@ class _Optimisation:
         return torch.where(self.found, self.best_lambda, self.lambda_)
 
 
-#: Shares of a mask's values tried by :func:`binarize`, smallest first.
 #: Shares of a mask's values that :func:`binarize` tries, smallest first: 0.5 % to 48 %, each 1.2x the last.
 BINARY_SHARES = tuple(round(0.005 * 1.2**k, 4) for k in range(26))
 
