@@ -22,7 +22,6 @@ from .defense import ACTIVATION_FUNCTIONS
 from .fgvis import gaussian_blur
 from .fgvis import goal_met as fgvis_goal_met
 from .models import ClassifierModel
-from .record import _as_input
 from .types import Explanation, FGVisConfig
 
 
@@ -203,12 +202,12 @@ class RoundTrip:
 
 
 def round_trip_8bit(model: ClassifierModel, result: Explanation) -> RoundTrip:
-    """Quantise each explanation ``e`` of ``result`` to the 8-bit RGB picture the app saves
-    (:meth:`~engine.types.Explanation.explanation_image`, via ``result.preprocessing``), read it back
-    into the model's input space the way the app re-scores it (``engine.record``; a PNG is lossless,
-    so this is what the exported file scores) and score it with ``model``."""
-    pixels = [result.explanation_image(index) for index in range(len(result))]
-    probs = model.probabilities(torch.cat([_as_input(model, picture) for picture in pixels]))
+    """Quantise each explanation ``e`` of ``result`` to the 8-bit RGB picture the app saves and read it
+    back into the model's input space (:meth:`~engine.preprocess.Preprocessing.quantize` of
+    ``result.preprocessing``, the same values as :meth:`~engine.types.Explanation.explanation_image`
+    re-scored by ``engine.record``; a PNG is lossless, so this is what the exported file scores), and
+    score it with ``model``."""
+    probs = model.probabilities(result.preprocessing.quantize(result.explanation))
     targets = result.target.cpu()
     prob = probs.gather(1, targets[:, None])[:, 0]
     common = {"targets": targets, "prob_original": result.prob_original, "top1_original": result.top1_original}
