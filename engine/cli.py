@@ -22,7 +22,7 @@ import numpy as np
 from .baselines import METHODS
 from .batch import images_in, unique_stems
 from .colormaps import DEFAULT_SCALE, SCALES
-from .errors import FGVisError
+from .errors import FGVisError, ModelLoadError
 from .export import ExportError, existing_files, export_record
 from .models import DEFAULT_MODEL, ClassifierModel, load_model, sha256_of
 from .record import ExplanationRecord
@@ -44,10 +44,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_WRITE_ERROR
     except FGVisError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        hint = _hint(exc)
+        if hint:
+            print(f"hint: {hint}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:
         print(f"error: cannot write results: {exc}", file=sys.stderr)
         return EXIT_WRITE_ERROR
+
+
+#: The command-line flag for each ``engine.load_model`` parameter a :class:`ModelLoadError` can point at (the
+#: engine's messages name no flags; the hint line adds them).
+MODEL_FLAGS = {
+    "num_classes": "--num-classes",
+    "allow_pickle": "--trust-pickle",
+    "weights": "--weights",
+    "torchscript": "--torchscript",
+    "labels": "--labels",
+}
+
+
+def _hint(exc: FGVisError) -> str:
+    """The flag that fixes a model error, when there is one (``""`` otherwise)."""
+    if not isinstance(exc, ModelLoadError) or exc.option not in MODEL_FLAGS:
+        return ""
+    flag = MODEL_FLAGS[exc.option]
+    if exc.option == "allow_pickle":
+        return f"{flag} opens it, only for a file you trust (unpickling runs code from the file)"
+    if exc.option == "num_classes":
+        return f"{flag} {exc.value if exc.value is not None else 'N'}"
+    if exc.option == "labels":
+        return f"{flag} FILE: a text file with one class name per line"
+    return f"{flag} FILE" + (" with --model ARCHITECTURE" if exc.option == "weights" else "")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -12,7 +12,18 @@ class ImageLoadError(FGVisError):
 
 
 class ModelLoadError(FGVisError):
-    """A model or weights file could not be loaded (missing, truncated, wrong keys or classes...)."""
+    """A model or weights file could not be loaded (missing, truncated, wrong keys or classes...).
+
+    The message names the file, what it is not and what is expected, in words free of any user interface's
+    controls. ``option`` names the :func:`engine.load_model` parameter that would fix it when there is one
+    (``"num_classes"``, ``"allow_pickle"``, ``"weights"``, ``"torchscript"``, ``"labels"``) and ``value`` the
+    value to give it when the file tells (e.g. the file's number of classes), so a front end can point at its
+    own control or flag."""
+
+    def __init__(self, message: str, *, option: str | None = None, value: object = None) -> None:
+        super().__init__(message)
+        self.option = option
+        self.value = value
 
 
 class TargetError(FGVisError):

@@ -19,6 +19,7 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -227,23 +228,47 @@ def load_model(
     Raises
     ------
     ModelLoadError
-        With a message naming the file and what is wrong with it.
+        For every problem with the files or settings: the message names the file, what it is not and what
+        is expected (no command-line flags; ``ModelLoadError.option`` names the parameter that would fix it).
     """
+    if num_classes is not None and num_classes < 1:
+        raise ModelLoadError(f"the number of classes must be at least 1, not {num_classes}", option="num_classes")
     label_list = _read_labels(labels)
-    if num_classes is None and label_list is not None:
+    labels_path = None if labels is None or isinstance(labels, list) else Path(labels)
+    from_labels = num_classes is None and label_list is not None
+    if from_labels:
         num_classes = len(label_list)
-    if torchscript is not None:
-        model = _load_torchscript(Path(torchscript), preprocessing)
-    elif name == DEFAULT_MODEL:
-        model = _load_efficientnet_lite0(weights, num_classes, preprocessing, random_weights)
-    elif name in ("synthetic_shapes", "synthetic_clutter") and weights is None and not random_weights:
-        from .synthetic import load_shapes_model  # the evaluation suite's models (resources/models/)
+    try:
+        if torchscript is not None:
+            model = _load_torchscript(Path(torchscript), preprocessing)
+        elif name == DEFAULT_MODEL:
+            model = _load_efficientnet_lite0(weights, num_classes, preprocessing, random_weights)
+        elif name in ("synthetic_shapes", "synthetic_clutter") and not random_weights:
+            if weights is not None:
+                raise ModelLoadError(f"{name} comes with its own weights: a weights file cannot be given for it")
+            from .synthetic import load_shapes_model  # the evaluation suite's models (resources/models/)
 
-        return load_shapes_model(name.removeprefix("synthetic_"))
-    else:
-        model = _load_torchvision(name, weights, num_classes, preprocessing, allow_pickle, random_weights)
+            return load_shapes_model(name.removeprefix("synthetic_"))
+        else:
+            model = _load_torchvision(name, weights, num_classes, preprocessing, allow_pickle, random_weights)
+    except _ClassCountMismatch as exc:
+        if not from_labels:
+            raise
+        count = len(label_list)
+        given = f"{labels_path} has {count} class names" if labels_path else f"{count} labels were given"
+        raise ModelLoadError(
+            f"{given} but {exc.path} holds a {exc.file_classes}-class model: expected {exc.file_classes} class "
+            "names, one per line",
+            option="labels",
+        ) from None
     classes = _count_classes(model)
     if label_list is not None and len(label_list) != classes:
+        if labels_path is not None:
+            raise ModelLoadError(
+                f"{labels_path} has {len(label_list)} class names but {model.name} has {classes} outputs: expected a "
+                f"text file of {classes} class names, one per line",
+                option="labels",
+            )
         raise ModelLoadError(f"{len(label_list)} labels were given but {model.name} has {classes} outputs")
     model.labels = label_list or (imagenet_labels() if classes == 1000 else [f"class {i}" for i in range(classes)])
     return model
@@ -261,25 +286,56 @@ def _read_labels(labels: list[str] | str | os.PathLike | None) -> list[str] | No
     if labels is None or isinstance(labels, list):
         return labels
     path = Path(labels)
+    what = "a text file of class names, one per line"
+    data = _read_bytes(path, "labels", what)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{path}: cannot read the labels file ({exc})") from exc
-    return [line.strip() for line in text.splitlines() if line.strip()]
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or any(ch in text for ch in _CONTROL_CHARACTERS):
+        raise ModelLoadError(f"{path} is not {what}: it holds binary data, not text", option="labels")
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise ModelLoadError(f"{path} holds no class names: expected {what}", option="labels")
+    return names
+
+
+_CONTROL_CHARACTERS = frozenset(chr(code) for code in range(32) if chr(code) not in "\t\n\r\f\v")
+
+
+def _read_bytes(path: Path, noun: str, what: str, size: int = -1) -> bytes:
+    """The first ``size`` bytes (all with -1) of a file the user named as a ``noun`` file."""
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such {noun} file (expected {what})", option=_OPTIONS.get(noun))
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a folder, not a file: expected {what}", option=_OPTIONS.get(noun))
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(size)
+    except OSError as exc:
+        problem = exc.strerror or "input/output error"
+        raise ModelLoadError(f"{path} cannot be read ({problem}): expected {what}", option=_OPTIONS.get(noun)) from exc
+
+
+_OPTIONS = {"weights": "weights", "TorchScript": "torchscript", "labels": "labels"}
 
 
 def _count_classes(model: ClassifierModel) -> int:
     """Run one dummy input through the model to learn its number of outputs (and that it works)."""
     height, width = model.input_size
     probe = torch.zeros(1, 3, height, width)
+    source = model.weights_path or model.name
+    expected = "expected a classifier that takes (N, 3, H, W) images and returns (N, K) class scores"
     try:
         with torch.no_grad():
             output = model.module(probe)
     except Exception as exc:
-        raise ModelLoadError(f"{model.name}: the model fails on a 1x3x{height}x{width} input ({exc})") from exc
+        raise ModelLoadError(
+            f"{source} loads, but the model fails on an image of 1x3x{height}x{width}: {_short_reason(exc)}; {expected}"
+        ) from exc
     if not isinstance(output, torch.Tensor) or output.dim() != 2 or output.shape[0] != 1:
-        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise ModelLoadError(f"{model.name}: not a classifier (output {shape}, expected logits of shape (1, K))")
+        shape = f"a tensor of shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else "no tensor"
+        raise ModelLoadError(f"{source} is not a classifier: it returns {shape} for one image; {expected}")
     return int(output.shape[1])
 
 
@@ -290,7 +346,7 @@ def classifier_with_weights(
     shape checked, a clear :class:`ModelLoadError` otherwise), frozen in eval mode: for code that builds
     its own architecture, like :mod:`engine.synthetic`."""
     path = Path(weights)
-    _load_state_dict_into(module, _read_state_dict(path), path)
+    _load_state_dict_into(module, _read_state_dict(path), path, name)
     model = _finish(module, preprocessing, name, path)
     model.labels = list(labels)
     return model
@@ -307,34 +363,39 @@ def _load_efficientnet_lite0(weights, num_classes, preprocessing, random_weights
 
             weights = EfficientnetLite0ModelFile.get_model_file_path()
         path = Path(weights)
-        _load_state_dict_into(module, _read_state_dict(path), path)
-    return _finish(module, preprocessing or EFFICIENTNET_LITE_PREPROCESSING, "efficientnet_lite0", path)
+        _load_state_dict_into(module, _read_state_dict(path), path, DEFAULT_MODEL)
+    return _finish(module, preprocessing or EFFICIENTNET_LITE_PREPROCESSING, DEFAULT_MODEL, path)
 
 
 def _load_torchvision(name, weights, num_classes, preprocessing, allow_pickle, random_weights):
     import torchvision
 
-    try:
-        builder = torchvision.models.get_model_builder(name)
-    except ValueError:
-        known = ", ".join(torchvision.models.list_models(module=torchvision.models))
+    known = torchvision.models.list_models(module=torchvision.models)
+    if name not in known:
         raise ModelLoadError(
-            f"unknown architecture {name!r}: use {DEFAULT_MODEL!r} or a torchvision classifier ({known})"
-        ) from None
+            f"unknown architecture {name!r}: use {DEFAULT_MODEL!r} or a torchvision classifier ({', '.join(known)})"
+        )
+    builder = torchvision.models.get_model_builder(name)
     default_weights = _torchvision_default_weights(name)
     preprocessing = preprocessing or _torchvision_preprocessing(default_weights)
     kwargs: dict[str, Any] = {"weights": None, "num_classes": num_classes or 1000}
     if name in ("googlenet", "inception_v3"):
         # Auxiliary heads are training-only and change the output type; init_weights avoids a warning.
         kwargs.update(aux_logits=False, init_weights=False)
-    module = builder(**kwargs)
+    try:
+        module = builder(**kwargs)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"the {name} architecture cannot be built with {kwargs['num_classes']} classes: {_short_reason(exc)}",
+            option="num_classes",
+        ) from exc
     if random_weights:
         return _finish(module, preprocessing, name, None)
     path = _torchvision_cache_file(name, default_weights) if weights is None else Path(weights)
     loaded = _read_state_dict(path, allow_pickle=allow_pickle)
     if isinstance(loaded, nn.Module):
         return _finish(loaded, preprocessing, f"{name} (pickled module)", path)
-    _load_state_dict_into(module, loaded, path)
+    _load_state_dict_into(module, loaded, path, name)
     return _finish(module, preprocessing, name, path)
 
 
@@ -370,52 +431,155 @@ def _torchvision_cache_file(name: str, default_weights) -> Path:
     else:
         where = "torchvision publishes no weights for it"
     raise ModelLoadError(
-        f"no weights for {name}: {where}. Pass a state_dict file (weights=... / --weights FILE); nothing is downloaded."
+        f"no weights for {name}: {where}. Choose a weights file for it (a state_dict saved with torch.save); "
+        "nothing is downloaded.",
+        option="weights",
     )
 
 
+WEIGHTS_FILE = "a PyTorch weights file (a state_dict saved with torch.save)"
+TORCHSCRIPT_FILE = "a TorchScript file (a model saved with torch.jit.save)"
+_CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+class _ClassCountMismatch(ModelLoadError):
+    """The weights fit the architecture except for the number of classes (``file_classes`` in the file)."""
+
+    def __init__(self, message: str, path: Path, file_classes: int) -> None:
+        super().__init__(message, option="num_classes", value=file_classes)
+        self.path, self.file_classes = path, file_classes
+
+
 def _read_state_dict(path: Path, *, allow_pickle: bool = False) -> dict[str, torch.Tensor] | nn.Module:
-    """Read a weights file safely and return its ``state_dict`` (or a module, with ``allow_pickle``)."""
-    if not path.exists():
-        raise ModelLoadError(f"{path}: no such weights file")
-    if path.is_dir():
-        raise ModelLoadError(f"{path}: is a folder, not a weights file")
+    """Read a weights file safely and return its ``state_dict`` (or a module, with ``allow_pickle``).
+
+    Every failure is a :class:`ModelLoadError` saying what the file is instead (empty, text, an image, a
+    zip of other files, truncated...); nothing is unpickled without ``allow_pickle``."""
+    head = _read_bytes(path, "weights", WEIGHTS_FILE, 4096)
     if _is_torchscript_archive(path):
-        raise ModelLoadError(f"{path}: is a TorchScript model, not a state_dict; load it as TorchScript")
+        raise ModelLoadError(
+            f"{path} is a TorchScript model, not a state_dict: load it as a TorchScript file", option="torchscript"
+        )
+    reason = _not_torch_data(path, head)
+    if reason is not None:
+        raise ModelLoadError(f"{path} is not {WEIGHTS_FILE}: {reason}")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as exc:
         if _is_pickle_container(path):
             raise ModelLoadError(
-                f"{path}: holds pickled Python objects, not a plain state_dict; it was not opened because "
-                "unpickling can run code from the file. If you trust it, allow pickles "
-                "(allow_pickle=True / --trust-pickle)."
+                f"{path} holds pickled Python objects (such as a whole saved model), not a plain state_dict of "
+                "tensors; it was not opened because unpickling can run code from the file. Save the model's "
+                "state_dict instead, or allow unpickling for a file you trust.",
+                option="allow_pickle",
             ) from exc
-        raise ModelLoadError(f"{path}: not a PyTorch weights file ({exc})") from exc
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise ModelLoadError(f"{path}: not a PyTorch weights file, or truncated ({_first_line(exc)})") from exc
+        raise ModelLoadError(f"{path} is not {WEIGHTS_FILE}: {_damage(head)}") from exc
     except Exception as exc:
-        # With allow_pickle the file's own code runs and can raise anything.
-        raise ModelLoadError(f"{path}: could not be loaded ({type(exc).__name__}: {_first_line(exc)})") from exc
+        if allow_pickle and isinstance(exc, (ImportError, AttributeError)):
+            # A pickled model names the Python code (module, class) that rebuilds it.
+            raise ModelLoadError(
+                f"{path} could not be unpickled: it needs Python code that is not available here ({_short_reason(exc)})"
+            ) from exc
+        raise ModelLoadError(f"{path} is not {WEIGHTS_FILE}: {_damage(head)}") from exc
     if isinstance(loaded, nn.Module):
         if not allow_pickle:
-            raise ModelLoadError(f"{path}: unexpected module object")
+            raise ModelLoadError(f"{path} is not {WEIGHTS_FILE}: it holds a whole model object")
         return loaded
-    if isinstance(loaded, dict):
-        for key in ("state_dict", "model_state_dict", "model"):
-            if isinstance(loaded.get(key), dict):
-                loaded = loaded[key]
-                break
-    if not isinstance(loaded, dict) or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        kind = type(loaded).__name__
-        raise ModelLoadError(f"{path}: does not contain a state_dict of tensors (found a {kind})")
+    state = _tensors_of(loaded)
+    if state is None:
+        raise ModelLoadError(f"{path} is not {WEIGHTS_FILE}: {_contents(loaded)}")
     prefix = "module."
-    if all(key.startswith(prefix) for key in loaded):
-        loaded = {key[len(prefix) :]: value for key, value in loaded.items()}
-    return loaded
+    if all(key.startswith(prefix) for key in state):
+        state = {key[len(prefix) :]: value for key, value in state.items()}
+    return state
 
 
-def _load_state_dict_into(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+def _is_state_dict(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+    )
+
+
+def _tensors_of(loaded: Any) -> dict[str, torch.Tensor] | None:
+    """The state_dict in what ``torch.load`` returned: itself, or a checkpoint's ``state_dict``/``model``
+    entry, or its only entry that is a state_dict; ``None`` when there is none."""
+    if _is_state_dict(loaded):
+        return loaded
+    if not isinstance(loaded, dict):
+        return None
+    for key in _CHECKPOINT_KEYS:
+        if _is_state_dict(loaded.get(key)):
+            return loaded[key]
+    nested = [value for value in loaded.values() if _is_state_dict(value)]
+    return nested[0] if len(nested) == 1 else None
+
+
+def _contents(loaded: Any) -> str:
+    """What a loaded object holds instead of a state_dict, in words."""
+    if isinstance(loaded, torch.Tensor):
+        return f"it holds a single tensor of shape {tuple(loaded.shape)}, not a dictionary of named tensors"
+    if not isinstance(loaded, dict):
+        return f"it holds a {type(loaded).__name__}, not a dictionary of named tensors"
+    if not loaded:
+        return "it holds an empty dictionary, not a dictionary of named tensors"
+    keys = [str(key) for key in loaded]
+    return f"it holds a dictionary ({_some(keys, 3)}) with no state_dict of named tensors in it"
+
+
+def _not_torch_data(path: Path, head: bytes) -> str | None:
+    """Why a file cannot be anything PyTorch saved, judged from its first bytes (``None``: it may be)."""
+    if not head:
+        return "the file is empty"
+    for magic, kind in _PICTURE_MAGIC.items():
+        if head.startswith(magic):
+            return f"it is a {kind} picture"
+    text = _as_text(head)
+    if text is not None:
+        stripped = text.lstrip().lower()
+        if stripped.startswith("version https://git-lfs"):
+            return "it is a Git LFS pointer, not the file itself (fetch the real file, e.g. with git lfs pull)"
+        if stripped.startswith(("<!doctype html", "<html")):
+            return "it is a web page (HTML), perhaps from a download that failed"
+        first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        return f"it is a text file (it begins {first[:40]!r})"
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return None
+        if not any(name.endswith("data.pkl") for name in names):
+            listed = _some(names, 3) if names else "no files"
+            return f"it is a zip archive of other files ({listed}), not one written by PyTorch"
+    return None
+
+
+_PICTURE_MAGIC = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP"}
+
+
+def _as_text(head: bytes) -> str | None:
+    """``head`` decoded when it is text (UTF-8, no control characters), else ``None``."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not just a character cut at the end of the sample
+            return None
+        text = head[: exc.start].decode("utf-8")
+    return None if any(ch in text for ch in _CONTROL_CHARACTERS) else text
+
+
+def _damage(head: bytes) -> str:
+    """Why PyTorch could not read a file that looked as if it might be its own."""
+    if head.startswith(b"PK"):
+        return "it looks like a PyTorch archive but is truncated or damaged (copy or download it again)"
+    if head[:1] == b"\x80":
+        return "it looks like PyTorch data in the older format but is truncated or damaged"
+    return "its contents are not in any format PyTorch saves (unrecognised binary data)"
+
+
+def _load_state_dict_into(module: nn.Module, state: dict[str, torch.Tensor], path: Path, name: str = "") -> None:
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -430,25 +594,46 @@ def _load_state_dict_into(module: nn.Module, state: dict[str, torch.Tensor], pat
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected keys ({_some(unexpected)})")
     if mismatched:
-        problems.append(f"shape mismatches ({_some(mismatched)})")
+        problems.append(f"{len(mismatched)} tensors of another shape ({_some(mismatched)})")
+    prefix = f"{path}: weights do not fit {type(module).__name__}: " + "; ".join(problems)
+    architecture = f"the {name} architecture" if name else "this architecture"
+    if mismatched and not missing and not unexpected:
         last_key = list(expected)[-1]
-        if not missing and not unexpected and last_key in state and state[last_key].dim() == 1:
-            problems.append(
-                f"the file looks like a {state[last_key].shape[0]}-class model: "
-                f"pass num_classes={state[last_key].shape[0]} (--num-classes)"
+        if state[last_key].dim() == 1:
+            count = state[last_key].shape[0]
+            raise _ClassCountMismatch(
+                f"{prefix}; the file looks like a {count}-class model: load it with {count} classes "
+                f"(num_classes={count})",
+                path,
+                count,
             )
     if problems:
-        raise ModelLoadError(f"{path}: weights do not fit {type(module).__name__}: " + "; ".join(problems))
-    module.load_state_dict(state)
+        raise ModelLoadError(f"{prefix}. Expected a state_dict saved from {architecture}")
+    try:
+        module.load_state_dict(state)
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: weights do not fit {architecture}: {_short_reason(exc)}") from exc
 
 
 def _load_torchscript(path: Path, preprocessing: Preprocessing | None) -> ClassifierModel:
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: no such TorchScript file")
+    head = _read_bytes(path, "TorchScript", TORCHSCRIPT_FILE, 4096)
+    reason = _not_torch_data(path, head)
+    saved_data = zipfile.is_zipfile(path) or head[:1] == b"\x80"
+    if reason is None and saved_data and not _is_torchscript_archive(path):
+        raise ModelLoadError(
+            f"{path} is not {TORCHSCRIPT_FILE}: it is a PyTorch weights file (saved with torch.save); load "
+            "it as weights, with the architecture it belongs to",
+            option="weights",
+        )
+    if reason is not None:
+        raise ModelLoadError(f"{path} is not {TORCHSCRIPT_FILE}: {reason}")
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
-        raise ModelLoadError(f"{path}: not a TorchScript model, or truncated ({_first_line(exc)})") from exc
+        if head.startswith(b"PK") and zipfile.is_zipfile(path):
+            detail = f"it could not be loaded: {_short_reason(exc)}"  # e.g. made by a newer PyTorch
+            raise ModelLoadError(f"{path} is a TorchScript archive, but {detail}") from exc
+        raise ModelLoadError(f"{path} is not {TORCHSCRIPT_FILE}: {_damage(head)}") from exc
     return _finish(module, preprocessing or Preprocessing(), f"{path.name} (TorchScript)", path)
 
 
@@ -486,6 +671,20 @@ def _some(items: list[str], limit: int = 4) -> str:
     return head + (f", ... {len(items) - limit} more" if len(items) > limit else "")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+_NOISE = (
+    re.compile(r"\[enforce fail at [^\]]*\]\s*\.?\s*"),
+    re.compile(r"\s*This is an internal miniz error.*", re.DOTALL),
+    re.compile(r"PytorchStreamReader\s*"),
+    re.compile(r"^(?:[\w.]*(?:Error|Exception|Warning)):\s*"),
+)
+
+
+def _short_reason(exc: BaseException, limit: int = 200) -> str:
+    """The gist of an exception from PyTorch or a model, without class names or library internals."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    raised = [line for line in lines if re.match(r"^[\w.]*(?:Error|Exception):\s", line)]
+    text = (raised or lines or ["no details"])[-1 if raised else 0]
+    for pattern in _NOISE:
+        text = pattern.sub("", text)
+    text = text.strip() or "no details"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import random
+import re
 
 import pytest
 import torch
@@ -88,9 +90,9 @@ def test_truncated_and_non_torch_files(tmp_path, resnet18_weights):
     truncated.write_bytes(resnet18_weights.read_bytes()[:100_000])
     garbage = tmp_path / "photo.pth"
     garbage.write_bytes(b"\xff\xd8\xff\xe0 not torch at all" * 10)
-    with pytest.raises(ModelLoadError, match=r"truncated.pth: not a PyTorch weights file, or truncated"):
+    with pytest.raises(ModelLoadError, match=r"truncated.pth is not a PyTorch weights file.*truncated or damaged"):
         load_model("resnet18", weights=truncated)
-    with pytest.raises(ModelLoadError, match=r"photo.pth: not a PyTorch weights file"):
+    with pytest.raises(ModelLoadError, match=r"photo.pth is not a PyTorch weights file.*JPEG picture"):
         load_model("resnet18", weights=garbage)
 
 
@@ -138,7 +140,7 @@ def test_torchscript_model_and_its_errors(tmp_path):
         load_model(torchscript=tmp_path / "nothing.pt")
     broken = tmp_path / "broken.ts"
     broken.write_bytes(path.read_bytes()[:5000])
-    with pytest.raises(ModelLoadError, match=r"broken.ts: not a TorchScript model"):
+    with pytest.raises(ModelLoadError, match=r"broken.ts is not a TorchScript file.*truncated or damaged"):
         load_model(torchscript=broken)
 
 
@@ -163,3 +165,160 @@ def test_torchvision_cache_is_used_when_present_and_never_downloaded(tmp_path, m
 def test_random_weights_for_sanity_checks():
     model = load_model("alexnet", random_weights=True)
     assert model.weights_path is None and model.weights_sha256 is None and model.num_classes == 1000
+
+
+# --- Every bad file gives the engine's own error, in words a reviewer can act on (issue 15, item 10) ---
+
+ARCH = "squeezenet1_1"  # small and quick to build
+
+
+@pytest.fixture(scope="module")
+def small_weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("small") / "squeezenet.pth"
+    torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(), path)
+    return path
+
+
+def _zip_of_notes(path):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes/readme.txt", "not a model")
+
+
+def _other_architecture(path):
+    torch.save(torchvision.models.shufflenet_v2_x0_5(weights=None).state_dict(), path)
+
+
+def _torchscript(path):
+    torch.jit.script(torch.nn.Linear(4, 2)).save(str(path))
+
+
+BAD_FILES = {
+    # id: (file name, how to write it, load_model keywords (the file as "FILE"), what the message must say)
+    "empty weights": ("empty.pth", lambda p, sd: p.write_bytes(b""), {"weights": "FILE"}, "is empty"),
+    "random bytes": (
+        "noise.pth",
+        lambda p, sd: p.write_bytes(bytes(random.Random(0).getrandbits(8) for _ in range(4096)).replace(b"\x80", b"")),
+        {"weights": "FILE"},
+        "not in any format PyTorch saves",
+    ),
+    "text file": ("notes.pth", lambda p, sd: p.write_text("0 apple\n1 banana\n"), {"weights": "FILE"}, "text file"),
+    "text starting like a pickle": ("pop.pth", lambda p, sd: p.write_text("0\n"), {"weights": "FILE"}, "text file"),
+    "html page": (
+        "download.pth",
+        lambda p, sd: p.write_text("<!DOCTYPE html><html>404</html>"),
+        {"weights": "FILE"},
+        "web page",
+    ),
+    "git lfs pointer": (
+        "lfs.pth",
+        lambda p, sd: p.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 5\n"),
+        {"weights": "FILE"},
+        "Git LFS pointer",
+    ),
+    "zip of other files": ("archive.pth", lambda p, sd: _zip_of_notes(p), {"weights": "FILE"}, "zip archive of other"),
+    "truncated state_dict": (
+        "cut.pth",
+        lambda p, sd: p.write_bytes(sd.read_bytes()[:200_000]),
+        {"weights": "FILE"},
+        "truncated or damaged",
+    ),
+    "truncated to a few bytes": (
+        "stub.pth",
+        lambda p, sd: p.write_bytes(sd.read_bytes()[:40]),
+        {"weights": "FILE"},
+        "truncated or damaged",
+    ),
+    "list instead of a state_dict": (
+        "list.pth",
+        lambda p, sd: torch.save([1, 2], p),
+        {"weights": "FILE"},
+        "holds a list",
+    ),
+    "single tensor": ("tensor.pth", lambda p, sd: torch.save(torch.zeros(3), p), {"weights": "FILE"}, "single tensor"),
+    "other architecture": (
+        "shufflenet.pth",
+        lambda p, sd: _other_architecture(p),
+        {"weights": "FILE"},
+        r"do not fit SqueezeNet: \d+ missing keys \(features",
+    ),
+    "torchscript as weights": (
+        "scripted.pt",
+        lambda p, sd: _torchscript(p),
+        {"weights": "FILE"},
+        "is a TorchScript model, not a state_dict",
+    ),
+    "weights as torchscript": (
+        "weights.pt",
+        lambda p, sd: p.write_bytes(sd.read_bytes()),
+        {"torchscript": "FILE"},
+        "is not a TorchScript file.*is a PyTorch weights file",
+    ),
+    "text as torchscript": (
+        "model.ts",
+        lambda p, sd: p.write_text("hello"),
+        {"torchscript": "FILE"},
+        "is not a TorchScript file.*text file",
+    ),
+    "zip as torchscript": (
+        "model.zip",
+        lambda p, sd: _zip_of_notes(p),
+        {"torchscript": "FILE"},
+        "is not a TorchScript file.*zip archive",
+    ),
+    "missing weights": ("absent.pth", lambda p, sd: None, {"weights": "FILE"}, "no such weights file"),
+    "folder as weights": ("folder.pth", lambda p, sd: p.mkdir(), {"weights": "FILE"}, "is a folder"),
+    "binary labels": (
+        "labels.txt",
+        lambda p, sd: p.write_bytes(bytes(range(256))),
+        {"labels": "FILE"},
+        "not a text file of class names.*binary",
+    ),
+    "labels with NUL bytes": ("nul.txt", lambda p, sd: p.write_bytes(b"cat\x00\ndog\n"), {"labels": "FILE"}, "binary"),
+    "empty labels": ("blank.txt", lambda p, sd: p.write_text("\n\n"), {"labels": "FILE"}, "holds no class names"),
+    "too few labels": (
+        "three.txt",
+        lambda p, sd: p.write_text("a\nb\nc\n"),
+        {"labels": "FILE"},
+        "has 3 class names but .*squeezenet.pth holds a 1000-class model: expected 1000",
+    ),
+    "too few labels, classes given": (
+        "three_given.txt",
+        lambda p, sd: p.write_text("a\nb\nc\n"),
+        {"labels": "FILE", "num_classes": 1000},
+        "has 3 class names but squeezenet1_1 has 1000 outputs: expected",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES), ids=list(BAD_FILES))
+def test_every_bad_model_file_says_what_it_is_not_in_plain_words(case, tmp_path, small_weights):
+    file_name, write, keywords, expected = BAD_FILES[case]
+    path = tmp_path / file_name
+    write(path, small_weights)
+    kwargs = {key: (path if value == "FILE" else value) for key, value in keywords.items()}
+    if "torchscript" not in kwargs:
+        kwargs.setdefault("weights", small_weights)
+    with pytest.raises(ModelLoadError) as caught:
+        load_model(ARCH, **kwargs)
+    message = str(caught.value)
+    assert file_name in message
+    assert re.search(expected, message), message
+    assert not re.search(r"[A-Z]\w*(Error|Exception)\b|miniz|Traceback|PytorchStreamReader|enforce fail", message)
+    assert not re.search(r"(^|[\s(])--\w", message), message
+    assert len(message) < 600
+
+
+def test_a_wrong_class_count_points_at_the_setting_and_the_cli_adds_its_flag(tmp_path, photo, capsys):
+    from engine.cli import main
+
+    path = tmp_path / "ten.pth"
+    torch.save(torchvision.models.squeezenet1_1(weights=None, num_classes=10).state_dict(), path)
+    with pytest.raises(ModelLoadError) as caught:
+        load_model(ARCH, weights=path)
+    assert caught.value.option == "num_classes" and "--" not in str(caught.value)
+    assert main(["predict", str(photo), "--model", ARCH, "--weights", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "ten.pth" in err and "10-class model" in err and "--num-classes 10" in err
+    assert main(["predict", str(photo), "--model", ARCH, "--weights", str(path), "--num-classes", "10"]) == 0
