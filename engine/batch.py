@@ -1,5 +1,5 @@
 """Explain every image of a folder: per-image exports, an index (CSV, JSON, HTML), resumable, and
-never stopped by a bad file (those are listed at the end with the reason)."""
+never stopped by a bad file (those are listed at the end, and in the index, with the reason)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from .colormaps import DEFAULT_SCALE
 from .errors import ConfigError, FGVisError, ImageLoadError
-from .export import export_record, planned_paths, write_all_or_nothing
+from .export import SUFFIXES, export_record, planned_paths, write_all_or_nothing
 from .fgvis import explain
 from .images import load_image
 from .models import ClassifierModel, sha256_of
@@ -26,10 +26,19 @@ from .types import FGVisConfig, StepState
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+#: Columns of ``index.csv`` (and keys of each ``index.json`` row). ``status`` is ``"done"``, ``"cancelled"``
+#: (a partial result) or ``"failed"``; a failed row has the reason in ``reason``, the image name, the class
+#: and game when the failure was of one item (empty when the image itself could not be read), and no numbers.
 INDEX_COLUMNS = (
     "image", "target", "target_label", "game", "defense", "prob_original", "prob_explanation", "prob_rescored",
     "top1_explanation_label", "mask_mean", "steps", "goal_met", "survives_8bit", "cancelled", "summary",
+    "status", "reason",
 )  # fmt: skip
+#: The index files, and the record of the items that failed (kept so the index can be rewritten from disk).
+INDEX_FILES = ("index.csv", "index.json", "index.html")
+FAILURES_FILE = "failures.json"
+#: Name endings of the pictures an export writes (``STEM + ending``): never explained as photos.
+OUTPUT_PICTURES = tuple(suffix for suffix in SUFFIXES.values() if Path(suffix).suffix.lower() in IMAGE_SUFFIXES)
 
 
 @dataclass
@@ -52,9 +61,61 @@ class BatchSummary:
     warnings: list[str] = field(default_factory=list)  # e.g. a batch split after CUDA ran out of memory
 
 
-def image_files(folder: Path) -> list[Path]:
-    """The images directly in ``folder``, sorted by name."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def image_files(folder: Path, out_dir: Path | None = None) -> list[Path]:
+    """The images directly in ``folder``, sorted by name, without the pictures a batch wrote.
+
+    Subfolders are not searched, so a results folder inside ``folder`` (``--out images/results``) is never
+    read. Left out of ``folder`` itself: every file an export summary JSON there names as its own, and, when
+    ``folder`` is a batch's results folder (it holds an ``index.json``, or it is ``out_dir``, the folder the
+    coming batch writes to), every file named like an export's pictures (``*_overlay.png``,
+    ``*_evidence.png``, ``*_explanation.png``, ``*_mask8.png``, ``*_mask16.png``)."""
+    folder = Path(folder)
+    paths = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(without_batch_outputs(paths, out_dir))
+
+
+def without_batch_outputs(paths: Sequence[Path], out_dir: Path | None = None) -> list[Path]:
+    """``paths`` without the pictures a batch wrote (the rule of :func:`image_files`, folder by folder)."""
+    outputs: dict[Path, set[str]] = {}
+    kept = []
+    for path in paths:
+        folder = path.parent
+        if folder not in outputs:
+            outputs[folder] = _written_by_a_batch(folder, out_dir)
+        if path.name in outputs[folder] or (None in outputs[folder] and path.name.lower().endswith(OUTPUT_PICTURES)):
+            log.info("left out %s: a picture written by a batch, not a photo", path)
+            continue
+        kept.append(path)
+    return kept
+
+
+def _written_by_a_batch(folder: Path, out_dir: Path | None) -> set:
+    """Names of the files the export summaries in ``folder`` list, plus ``None`` when ``folder`` is a batch's
+    results folder (then every name ending like an export's pictures is one of its outputs)."""
+    names: set = set()
+    for summary_path in folder.glob("*.json"):
+        if summary_path.name in INDEX_FILES or summary_path.name == FAILURES_FILE:
+            continue
+        data = _read_json(summary_path)
+        if isinstance(data, dict) and isinstance(data.get("files"), dict):
+            names.update(str(name) for name in data["files"].values())
+    if (folder / "index.json").is_file() or (out_dir is not None and _same_folder(folder, out_dir)):
+        names.add(None)
+    return names
+
+
+def _same_folder(first: Path, second: Path) -> bool:
+    try:
+        return Path(first).resolve() == Path(second).resolve()
+    except OSError:
+        return False
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def images_in(folder: Path) -> list[Path]:
@@ -89,13 +150,18 @@ def run_batch(
     """Explain each image for each target and game, ``batch_size`` items per optimisation.
 
     An item whose summary JSON already exists (and was not cancelled) is skipped, so an interrupted run
-    resumes where it stopped; ``overwrite`` redoes everything. Files that cannot be read are listed in
-    ``BatchSummary.failures`` and the run goes on. The index (``index.csv``, ``index.json``,
-    ``index.html``) lists every finished item in ``out_dir``.
+    resumes where it stopped; ``overwrite`` redoes everything. Pictures a batch wrote are not explained
+    (:func:`image_files`), also when ``out_dir`` is the images folder. Files that cannot be read (and items
+    that fail) are listed in ``BatchSummary.failures`` and the run goes on. The index (``index.csv``,
+    ``index.json``, ``index.html``) lists every finished item in ``out_dir`` and, as ``"failed"`` rows with
+    the reason, what could not be explained; those are kept in ``failures.json`` until an item succeeds.
     """
     config = config or FGVisConfig()
     out_dir = Path(out_dir)
-    paths = image_files(inputs) if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
+    if isinstance(inputs, (str, Path)):
+        paths = image_files(inputs, out_dir)
+    else:
+        paths = without_batch_outputs([Path(p) for p in inputs], out_dir)
     wanted = parse_targets(targets)
     if not isinstance(wanted, int):
         wanted = [model.resolve_target(t) for t in wanted]  # a bad class name stops the run before it starts
@@ -103,13 +169,18 @@ def run_batch(
     stop = should_stop or (lambda: False)
     stems = unique_stems(paths)
     items = []  # (path, stem, pixels, target index)
+    failed: list[dict] = []  # this run's failure records (see _failure)
+    readable: set[str] = set()  # images that could be read this run
+    settled: set[str] = set()  # items written, found done, or failed this run
     for path, stem in zip(paths, stems, strict=True):
         try:
             pixels = np.asarray(load_image(path).convert("RGB"))
             chosen = _targets_for(model, pixels, wanted)
         except (ImageLoadError, FGVisError) as exc:
             summary.failures.append((path.name, str(exc)))
+            failed.append(_failure(path.name, str(exc)))
             continue
+        readable.add(path.name)
         items.extend((path, stem, pixels, target) for target in chosen)
     total = len(items) * len(games)
     done = 0
@@ -125,6 +196,7 @@ def run_batch(
             if not overwrite and _finished(out_dir, item_stem):
                 done += 1
                 summary.skipped.append(item_stem)
+                settled.add(item_stem)
                 report(item_stem, "skipped (already done)")
             else:
                 pending.append((path, item_stem, pixels, target))
@@ -137,9 +209,11 @@ def run_batch(
                 result = explain(model, [c[2] for c in chunk], [c[3] for c in chunk], game=game, defense=defense,
                                  config=config, on_step=on_step, should_stop=stop)  # fmt: skip
             except FGVisError as exc:
-                for path, item_stem, _, _ in chunk:
+                for path, item_stem, _, target in chunk:
                     done += 1
                     summary.failures.append((path.name, str(exc)))
+                    failed.append(_failure(path.name, str(exc), item_stem, target, model.label(target), game))
+                    settled.add(item_stem)
                     report(item_stem, f"failed: {exc}")
                 continue
             summary.warnings.extend(result.warnings)
@@ -151,6 +225,7 @@ def run_batch(
                 export_record(record, out_dir, item_stem, model=model, colormap=colormap, scale=scale,
                               overwrite=True, extra={"app_version": app_version})  # fmt: skip
                 done += 1
+                settled.add(item_stem)
                 if result.cancelled:
                     report(item_stem, "cancelled")
                 else:
@@ -161,41 +236,89 @@ def run_batch(
                 break
         if summary.cancelled:
             break
-    summary.index_files = write_index(out_dir)
+    # An earlier failure stays listed until this run settles it: its image now reads (or fails again, with
+    # this run's reason), its item is written or found done (or fails again).
+    unreadable = {record["image"] for record in failed if record["item"] is None}
+    kept = [
+        record
+        for record in read_failures(out_dir)
+        if record["image"] not in unreadable
+        and (record["item"] not in settled if record["item"] is not None else record["image"] not in readable)
+    ]
+    summary.index_files = write_index(out_dir, failures=kept + failed)
     return summary
 
 
-def write_index(out_dir: Path) -> dict[str, Path]:
-    """(Re)write ``index.csv``, ``index.json`` and ``index.html`` from every summary JSON in ``out_dir``."""
+def _failure(image: str, reason: str, item: str | None = None, target: int | None = None,
+             target_label: str | None = None, game: str | None = None) -> dict:  # fmt: skip
+    """One record of ``failures.json``: an image that could not be read (``item`` ``None``) or one item
+    (image, class, game) that could not be explained."""
+    return {"image": image, "item": item, "target": target, "target_label": target_label, "game": game,
+            "reason": reason}  # fmt: skip
+
+
+def read_failures(out_dir: Path) -> list[dict]:
+    """The failure records in ``out_dir``'s ``failures.json`` (none when there is no such file, as in
+    folders written before it existed, or it cannot be read)."""
+    data = _read_json(Path(out_dir) / FAILURES_FILE)
+    if not isinstance(data, list):
+        return []
+    records = []
+    for entry in data:
+        if isinstance(entry, dict) and isinstance(entry.get("image"), str):
+            record = _failure(entry["image"], str(entry.get("reason", "")))
+            record.update({key: entry.get(key) for key in ("item", *_FAILURE_COLUMNS[1:])})
+            records.append(record)
+    return records
+
+
+_FAILURE_COLUMNS = ("image", "target", "target_label", "game")
+
+
+def write_index(out_dir: Path, failures: Sequence[dict] | None = None) -> dict[str, Path]:
+    """(Re)write ``index.csv``, ``index.json`` and ``index.html`` from every summary JSON in ``out_dir``,
+    followed by one ``"failed"`` row per failure record (:data:`INDEX_COLUMNS`).
+
+    ``failures`` replaces the records of ``failures.json`` (written together with the index, all or
+    nothing); ``None`` keeps the ones on disk."""
     out_dir = Path(out_dir)
     rows = []
     for summary_path in sorted(out_dir.glob("*.json")):
-        if summary_path.name.startswith("index"):
+        if summary_path.name in INDEX_FILES or summary_path.name == FAILURES_FILE:
             continue
-        try:
-            data = json.loads(summary_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
+        data = _read_json(summary_path)
         if not isinstance(data, dict) or "prob_explanation" not in data:
             continue
         data["summary"] = summary_path.name
+        data["status"] = "cancelled" if data.get("cancelled") else "done"
+        data["reason"] = None
         rows.append(data)
+    records = read_failures(out_dir) if failures is None else list(failures)
+    failed_rows = [
+        {**dict.fromkeys(INDEX_COLUMNS), **{key: record.get(key) for key in _FAILURE_COLUMNS}, "status": "failed",
+         "reason": record.get("reason", "")}
+        for record in sorted(records, key=lambda r: (r["image"], r.get("item") or ""))
+    ]  # fmt: skip
     csv_buffer = io.StringIO()
     writer = csv.DictWriter(csv_buffer, fieldnames=INDEX_COLUMNS, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(rows + failed_rows)
     for row in rows:
         evidence = out_dir / row.get("files", {}).get("overlay", "")
         row["thumbnail"] = _thumbnail(evidence) if evidence.is_file() else None
-    html = index_report(rows)
+    html = index_report(rows + failed_rows)
     for row in rows:
         row.pop("thumbnail")
     files = {"csv": out_dir / "index.csv", "json": out_dir / "index.json", "html": out_dir / "index.html"}
-    write_all_or_nothing({
+    contents = {
         files["csv"]: csv_buffer.getvalue().encode("utf-8"),
-        files["json"]: (json.dumps(rows, indent=1, ensure_ascii=False) + "\n").encode("utf-8"),
+        files["json"]: (json.dumps(rows + failed_rows, indent=1, ensure_ascii=False) + "\n").encode("utf-8"),
         files["html"]: html.encode("utf-8"),
-    })  # fmt: skip
+    }
+    if failures is not None:
+        records_json = json.dumps(list(failures), indent=1, ensure_ascii=False) + "\n"
+        contents[out_dir / FAILURES_FILE] = records_json.encode("utf-8")
+    write_all_or_nothing(contents)
     return files
 
 

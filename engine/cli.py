@@ -291,8 +291,9 @@ def _batch(args) -> int:
         )  # fmt: skip
     finally:
         signal.signal(signal.SIGINT, previous_handler)
-    print(f"{len(summary.written)} written, {len(summary.skipped)} already done, {len(summary.failures)} failed; "
-          f"index: {summary.index_files.get('html')}")  # fmt: skip
+    listed = " (listed in the index with the reason)" if summary.failures else ""
+    print(f"{len(summary.written)} written, {len(summary.skipped)} already done, {len(summary.failures)} failed"
+          f"{listed}; index: {summary.index_files.get('html')}")  # fmt: skip
     for name, reason in summary.failures:
         print(f"  could not explain {name}: {reason}", file=sys.stderr)
     for warning in summary.warnings:

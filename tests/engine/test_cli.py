@@ -138,7 +138,8 @@ def test_batch_command_lists_bad_files_resumes_and_rescores(samples, tmp_path, c
     summary = json.loads((out / "coffee_967_preserve.json").read_text())
     assert abs(summary["prob_rescored"] - summary["prob_explanation"]) < 0.01  # 8-bit PNG round trip
     assert (summary["scale"], summary["value_range"]) == ("fixed", [0.0, 1.0])
-    assert (out / "index.html").is_file() and (out / "index.csv").read_text().count("\n") == 2
+    assert (out / "index.html").is_file() and (out / "index.csv").read_text().count("\n") == 3
+    assert "broken.jpg" in (out / "index.csv").read_text() and "listed in the index" in captured.out
     assert main(["batch", str(images), "--out", str(out), "--steps", "2"]) == 2
     assert "0 written, 1 already done" in capsys.readouterr().out
 
