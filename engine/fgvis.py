@@ -706,9 +706,16 @@ def _unchanged(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+#: A preserved explanation whose target probability is at least this many times the photo's, and
+#: :data:`INFLATION_RISE` higher, gets a note: the mask amplified the class instead of keeping it.
+INFLATION_RATIO = 2.0
+INFLATION_RISE = 0.2
+
+
 def _item_notes(result: Explanation, classifier: ClassifierModel) -> list[str]:
     """What a reviewer must know about single items of a finished run: a target that is not the model's
-    top-1 on the image, and a goal that was not met (items numbered from 1 in the whole batch)."""
+    top-1 on the image, a preserved explanation that inflates the score, and a goal that was not met
+    (items numbered from 1 in the whole batch)."""
     notes = []
     count = len(result)
     for index in range(count):
@@ -720,6 +727,12 @@ def _item_notes(result: Explanation, classifier: ClassifierModel) -> list[str]:
                 f"{item}'{result.target_labels[index]}' is not the model's top-1 on this image (p = {p_x:.3g}; "
                 f"top-1 '{classifier.label(top1)}'): the explanation shows what evidence there is for it, which "
                 "may be little"
+            )
+        if result.game == "preserve" and p_e >= INFLATION_RATIO * p_x and p_e - p_x >= INFLATION_RISE:
+            notes.append(
+                f"{item}the explanation raises p('{result.target_labels[index]}') from {p_x:.3g} to {p_e:.3g} "
+                f"({p_e / max(p_x, 1e-12):.3g}x): the model finds more for this class in e than in the photo, so e "
+                "shows evidence the mask made stronger, not only evidence the photo holds"
             )
         if not bool(result.goal_met[index]) and not result.cancelled:
             config = result.config

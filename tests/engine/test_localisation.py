@@ -133,6 +133,9 @@ def test_awkward_targets_give_a_finite_explanation_with_its_status_and_a_note(cl
         top1 = int(result.top1_original[0])
         if top1 != target:
             assert any("is not the model's top-1" in note for note in result.warnings)
+        p_x, p_e = float(result.prob_original[0]), float(result.prob_explanation[0])
+        inflated = game == "preserve" and p_e >= 2 * p_x and p_e - p_x >= 0.2
+        assert inflated == any("the model finds more for this class in e" in note for note in result.warnings)
         if not bool(result.goal_met[0]):
             assert any(f"the {game} goal" in note and "was not met" in note for note in result.warnings)
         else:
