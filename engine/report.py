@@ -126,8 +126,9 @@ def _result_section(number: int, record: ExplanationRecord, colormap: str, scale
     tops = _top5_table(record)
     plot = _img(curve_plot(record.history), "curve", 360) if record.history else ""
     notes = f"<h3>Reviewer notes</h3><p>{_multiline(record.notes)}</p>" if record.notes.strip() else ""
+    # Each result starts a page: its pictures and tables are never split across two (PDF; browsers too).
     return (
-        f"<h2>{number}. {_e(record.target_label)} &middot; {record.game} &middot; "
+        f"<h2 style='page-break-before: always'>{number}. {_e(record.target_label)} &middot; {record.game} &middot; "
         f"defense {'on' if record.defense else 'off'}</h2>{pictures}"
         f"<table cellspacing='8'><tr><td valign='top'><table border='1' cellspacing='0' cellpadding='3'>"
         f"{fact_rows}</table></td><td valign='top'>{tops}<br>{plot}<br>"

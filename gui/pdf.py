@@ -12,6 +12,34 @@ from engine.export import ExportError, write_all_or_nothing
 RESOLUTION_DPI = 150
 
 
+def page_layout() -> QPageLayout:
+    """A4 portrait with 12 mm margins."""
+    return QPageLayout(QPageSize(QPageSize.PageSizeId.A4), QPageLayout.Orientation.Portrait,
+                       QMarginsF(12, 12, 12, 12), QPageLayout.Unit.Millimeter)  # fmt: skip
+
+
+def paged_document(html: str, layout: QPageLayout | None = None) -> QTextDocument:
+    """``html`` laid out on the PDF's pages (``document.pageSize().height()`` is one page)."""
+    document = QTextDocument()
+    document.setDocumentMargin(0)
+    document.setHtml(html)
+    document.setPageSize((layout or page_layout()).paintRectPixels(RESOLUTION_DPI).size().toSizeF())
+    return document
+
+
+def page_of(document: QTextDocument, text: str) -> list[int]:
+    """The 0-based page of every occurrence of ``text`` in a :func:`paged_document`."""
+    pages, cursor = [], document.find(text)
+    height = document.pageSize().height()
+    while not cursor.isNull():
+        rect = document.documentLayout().blockBoundingRect(cursor.block())
+        line = cursor.block().layout().lineForTextPosition(cursor.positionInBlock())
+        y = rect.top() + (line.y() if line.isValid() else 0.0)
+        pages.append(int(y // height))
+        cursor = document.find(text, cursor)
+    return pages
+
+
 def write_pdf(html: str, path: Path) -> int:
     """Render ``html`` to an A4 PDF at ``path`` and return its number of pages.
 
@@ -23,13 +51,9 @@ def write_pdf(html: str, path: Path) -> int:
     buffer.open(QIODevice.OpenModeFlag.WriteOnly)
     writer = QPdfWriter(buffer)
     writer.setResolution(RESOLUTION_DPI)
-    writer.setPageLayout(QPageLayout(QPageSize(QPageSize.PageSizeId.A4), QPageLayout.Orientation.Portrait,
-                                     QMarginsF(12, 12, 12, 12), QPageLayout.Unit.Millimeter))  # fmt: skip
+    writer.setPageLayout(page_layout())
     writer.setTitle(path.stem)
-    document = QTextDocument()
-    document.setDocumentMargin(0)
-    document.setHtml(html)
-    document.setPageSize(writer.pageLayout().paintRectPixels(RESOLUTION_DPI).size().toSizeF())
+    document = paged_document(html, writer.pageLayout())
     pages = document.pageCount()
     document.print_(writer)
     del writer  # finishes the PDF in the buffer
