@@ -1,8 +1,10 @@
-"""Batch…: explain every image of a folder through the worker, with overall and per-item progress,
-cancel, and the list of files that could not be explained. Same engine call as ``fgvis batch``."""
+"""Batch…: explain every image of a folder through the worker, with overall progress that moves with
+every optimisation step, cancel (also asked before closing a running batch), the list of files that
+could not be explained, and "Open results folder". Same engine call as ``fgvis batch``."""
 
 from __future__ import annotations
 
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -11,19 +13,29 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QListWidget,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
 )
 
 from engine import FGVisConfig
+from engine.batch import image_files
 
 from .path_field import PathField
 from .records import next_id
 
+#: The overall bar counts items in steps of 1/SUBSTEPS, so that it moves while an item is optimised.
+SUBSTEPS = 1000
+
 
 class BatchDialog(QDialog):
-    """Non-modal; talks to the worker passed in. ``batch_id`` is set while a batch runs."""
+    """Non-modal; talks to the worker passed in. ``batch_id`` is set while a batch runs.
+
+    ``batch_started(int batch id)`` fires when a batch is handed to the worker (the main window tells
+    queued jobs why they wait until the worker reports the batch's end)."""
+
+    batch_started = Signal(int)
 
     def __init__(self, parent, worker, config: FGVisConfig, defense: bool, folder: str = "") -> None:
         super().__init__(parent)
@@ -47,7 +59,9 @@ class BatchDialog(QDialog):
         form.addRow("Game", self.game)
         form.addRow(self.overwrite)
         self.overall = QProgressBar()
-        self.overall.setFormat("%v / %m items")
+        self.overall.setRange(0, SUBSTEPS)
+        self.overall.setFormat("no batch yet")
+        self.done_items, self.total_items = 0, 0
         self.item = QProgressBar()
         self.item.setFormat("step %v / %m")
         self.log = QListWidget()
@@ -59,11 +73,15 @@ class BatchDialog(QDialog):
         self.start_button = QPushButton("Start")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
+        self.open_button = QPushButton("Open results folder")
+        self.open_button.setToolTip("Show the results folder (index.html lists every item) in the file manager")
+        self.open_button.setEnabled(False)
         close = QPushButton("Close")
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.cancel_button)
         buttons.addStretch(1)
+        buttons.addWidget(self.open_button)
         buttons.addWidget(close)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -75,6 +93,7 @@ class BatchDialog(QDialog):
         self.start_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
         close.clicked.connect(self.close)
+        self.open_button.clicked.connect(self.open_results)
         worker.batch_progress.connect(self._on_progress)
         worker.batch_step.connect(self._on_step)
         worker.batch_finished.connect(self._on_finished)
@@ -89,11 +108,16 @@ class BatchDialog(QDialog):
         if target is None:
             self.status.setText("Choose a folder for the results.")
             return
+        count = len(image_files(source))
+        if not count:
+            self.status.setText(f"There are no images in {source}.")
+            return
         games = ["preserve", "delete"] if self.game.currentText() == "both" else [self.game.currentText()]
         self.batch_id = next_id()
         self.summary = None
         self.log.clear()
-        self.overall.setValue(0)
+        self.done_items, self.total_items = 0, count
+        self._show_overall(0.0)
         self.item.setValue(0)
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -108,21 +132,46 @@ class BatchDialog(QDialog):
             config=self.config,
             overwrite=self.overwrite.isChecked(),
         )
+        self.batch_started.emit(self.batch_id)
 
     def cancel(self) -> None:
         if self.batch_id is not None:
             self.worker.cancel(self.batch_id)
             self.status.setText("Cancelling after the current step…")
 
+    def confirm_stop(self) -> bool:
+        """Ask before a running batch is stopped by closing the dialog (tests replace this)."""
+        answer = QMessageBox.question(
+            self, "Stop the batch?",
+            "A batch is running. Stop it after the current step? Finished items are kept; Start resumes later.",
+        )  # fmt: skip
+        return answer == QMessageBox.StandardButton.Yes
+
     def closeEvent(self, event) -> None:
-        self.cancel()
+        if self.batch_id is not None:
+            if not self.confirm_stop():
+                event.ignore()
+                return
+            self.cancel()
         super().closeEvent(event)
+
+    def open_results(self) -> bool:
+        from .main_window import open_folder
+
+        folder = self.out_dir.path()
+        return folder is not None and folder.is_dir() and open_folder(folder)
+
+    def _show_overall(self, fraction: float) -> None:
+        """``done_items`` plus ``fraction`` (0..1) of the running item, of ``total_items``."""
+        total = max(self.total_items, 1)
+        self.overall.setValue(round(SUBSTEPS * min((self.done_items + fraction) / total, 1.0)))
+        self.overall.setFormat(f"{self.done_items} / {self.total_items} items done")
 
     def _on_progress(self, batch_id: int, report) -> None:
         if batch_id != self.batch_id:
             return
-        self.overall.setMaximum(max(report.total, 1))
-        self.overall.setValue(report.done)
+        self.done_items, self.total_items = report.done, report.total
+        self._show_overall(0.0)
         self.log.addItem(f"{report.item}: {report.state}")
         self.log.scrollToBottom()
 
@@ -130,6 +179,7 @@ class BatchDialog(QDialog):
         if batch_id == self.batch_id:
             self.item.setMaximum(total)
             self.item.setValue(step)
+            self._show_overall(step / max(total, 1))
 
     def _on_finished(self, batch_id: int, summary) -> None:
         if batch_id != self.batch_id:
@@ -153,3 +203,5 @@ class BatchDialog(QDialog):
         self.batch_id = None
         self.start_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+        folder = self.out_dir.path()
+        self.open_button.setEnabled(folder is not None and folder.is_dir())

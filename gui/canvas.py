@@ -8,8 +8,8 @@ import weakref
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QImage, QPainter, QPixmap, QTransform
-from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsScene, QGraphicsView
+from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap, QTransform
+from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene, QGraphicsView
 
 from .layers import BlendMode, Layer, LayerStack
 
@@ -110,7 +110,18 @@ class Canvas(QGraphicsView):
             self.scene().addItem(item)
             self.items_by_layer[layer] = item
         layers.layer_changed.connect(self._on_layer_changed)
+        # Where the model's input was cut from: a dashed outline above every layer (not exported).
+        self.crop_outline = QGraphicsRectItem()
+        pen = QPen(QColor(255, 255, 255, 200), 0, Qt.PenStyle.DashLine)
+        pen.setCosmetic(True)
+        self.crop_outline.setPen(pen)
+        self.crop_outline.setZValue(len(layers.layers) + 1)
+        self.crop_outline.setVisible(False)
+        self.crop_outline.setToolTip("The model's input crop")
+        self.scene().addItem(self.crop_outline)
         self._fit_pending = True
+        self._fitted = True
+        self._pan_start: tuple[int, int] | None = None
         # Weak: a reference cycle between widgets would leave their deletion to the garbage collector,
         # which may run in the middle of event handling and crash Qt.
         self._linked: list[weakref.ref[Canvas]] = []
@@ -125,6 +136,7 @@ class Canvas(QGraphicsView):
             self._update_scene_rect()
 
     def _update_scene_rect(self) -> None:
+        """A new photo (or none) shows whole: the view fits whenever the photo's size changes."""
         base = self.layers.layers[0].data
         if base is None:
             return
@@ -132,15 +144,31 @@ class Canvas(QGraphicsView):
         if rect != self.sceneRect():
             self.setSceneRect(rect)
             self._fit_pending = True
+            self._fitted = True
         if self._fit_pending and self.viewport().width() > 1:
             self.fit()
+
+    def set_crop_outline(self, box: tuple[float, float, float, float] | None) -> None:
+        """Outline ``(left, top, right, bottom)`` in photo pixels, or hide the outline (``None``)."""
+        if box is None:
+            self.crop_outline.setVisible(False)
+            return
+        left, top, right, bottom = box
+        self.crop_outline.setRect(QRectF(left, top, right - left, bottom - top))
+        self.crop_outline.setVisible(True)
 
     # ------------------------------------------------------------------ zoom and pan
     @property
     def zoom(self) -> float:
         return self.transform().m11()
 
+    @property
+    def fitted(self) -> bool:
+        """Whether the view follows "fit" (it re-fits on resize) rather than a zoom the user chose."""
+        return self._fitted
+
     def set_zoom(self, factor: float) -> None:
+        self._fitted = False
         factor = min(max(factor, ZOOM_LIMITS[0]), ZOOM_LIMITS[1])
         self.setTransform(QTransform.fromScale(factor, factor))
         self._emit_view_changed()
@@ -157,6 +185,7 @@ class Canvas(QGraphicsView):
             return
         self.fitInView(self.sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
         self._fit_pending = False
+        self._fitted = True
         self._emit_view_changed()
 
     def actual_size(self) -> None:
@@ -171,8 +200,17 @@ class Canvas(QGraphicsView):
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
-        if self._fit_pending:
+        if self._fit_pending or self._fitted:
             self.fit()
+
+    def mousePressEvent(self, event) -> None:
+        self._pan_start = (self.horizontalScrollBar().value(), self.verticalScrollBar().value())
+        super().mousePressEvent(event)
+
+    def mouseReleaseEvent(self, event) -> None:
+        super().mouseReleaseEvent(event)
+        if self._pan_start != (self.horizontalScrollBar().value(), self.verticalScrollBar().value()):
+            self._fitted = False  # the user dragged the photo: keep where they put it
 
     def mouseMoveEvent(self, event) -> None:
         super().mouseMoveEvent(event)
@@ -203,6 +241,7 @@ class Canvas(QGraphicsView):
         self._syncing = True
         try:
             self._fit_pending = False
+            self._fitted = leader._fitted
             self.setTransform(leader.transform())
             self.horizontalScrollBar().setValue(leader.horizontalScrollBar().value())
             self.verticalScrollBar().setValue(leader.verticalScrollBar().value())
@@ -214,7 +253,10 @@ class Canvas(QGraphicsView):
         rect = self.sceneRect()
         image = QImage(int(rect.width()), int(rect.height()), QImage.Format.Format_RGB32)
         image.fill(Qt.GlobalColor.black)
+        outline = self.crop_outline.isVisible()
+        self.crop_outline.setVisible(False)
         painter = QPainter(image)
         self.scene().render(painter, QRectF(image.rect()), rect)
         painter.end()
+        self.crop_outline.setVisible(outline)
         return image

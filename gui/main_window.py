@@ -14,10 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QIcon, QKeySequence, QPixmap
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QAction, QDesktopServices, QIcon, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
+    QDialog,
     QDockWidget,
     QFileDialog,
     QLabel,
@@ -26,6 +27,10 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QPushButton,
+    QScrollArea,
+    QStackedWidget,
+    QTableWidget,
+    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -56,7 +61,8 @@ from .worker import WorkerThread, available_devices
 log = logging.getLogger(__name__)
 
 SESSION_FILTER = "FGVis sessions (*.fgvis)"
-REPORT_FILTER = "PDF report (*.pdf);;HTML report (*.html)"
+PDF_FILTER, HTML_FILTER = "PDF report (*.pdf)", "HTML report (*.html)"
+REPORT_FILTER = f"{PDF_FILTER};;{HTML_FILTER}"
 AUTOSAVE_DELAY_MS = 2000
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp *.gif);;All files (*)"
 MAX_RECENT = 10
@@ -99,6 +105,8 @@ class MainWindow(QMainWindow):
         self._opening_session: Path | None = None
         self._owns_recovery = False  # only a recovery file this window wrote (or took over) is removed on exit
         self.last_export: dict | None = None
+        self._batches: set[int] = set()  # batches the worker is running
+        self._deleted: tuple[ImageRecord, int, ResultRecord] | None = None  # the last deleted result (undo)
         self._compare_windows: list[CompareWindow] = []
         self._closing = False
         self.setWindowTitle("FGVis Studio")
@@ -107,7 +115,11 @@ class MainWindow(QMainWindow):
 
         self.layers = default_layers()
         self.canvas = Canvas(self.layers)
-        self.setCentralWidget(self.canvas)
+        self.empty_state = self._build_empty_state()
+        self.centre = QStackedWidget()
+        self.centre.addWidget(self.empty_state)
+        self.centre.addWidget(self.canvas)
+        self.setCentralWidget(self.centre)
         self.image_list = QListWidget()
         self.image_list.setIconSize(QPixmap(64, 64).size())
         self.predictions = PredictionsPanel()
@@ -146,6 +158,8 @@ class MainWindow(QMainWindow):
         worker.export_failed.connect(self._on_export_failed)
         worker.session_loaded.connect(self._on_session_loaded)
         worker.session_failed.connect(self._on_session_failed)
+        worker.batch_finished.connect(self._on_batch_ended)
+        worker.batch_failed.connect(self._on_batch_ended)
         self.results.notes_edited.connect(self.schedule_autosave)
         self.autosave_timer = QTimer(self)
         self.autosave_timer.setSingleShot(True)
@@ -177,11 +191,17 @@ class MainWindow(QMainWindow):
         method_layout.setContentsMargins(0, 0, 0, 0)
         method_layout.addWidget(self.method)
         method_layout.addWidget(self.run_button)
+        method_layout.addStretch(1)
+        method_scroll = QScrollArea()  # on a 768-px screen the settings scroll instead of growing the window
+        method_scroll.setWidget(method_box)
+        method_scroll.setWidgetResizable(True)
+        method_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        method_scroll.setMinimumHeight(120)
         self.docks = {}
         for name, title, widget, area in (
             ("images", "Images", self.image_list, Qt.DockWidgetArea.LeftDockWidgetArea),
             ("predictions", "Predictions", self.predictions, Qt.DockWidgetArea.RightDockWidgetArea),
-            ("method", "Method", method_box, Qt.DockWidgetArea.RightDockWidgetArea),
+            ("method", "Method", method_scroll, Qt.DockWidgetArea.RightDockWidgetArea),
             ("layers", "Layers", self.layer_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
             ("jobs", "Jobs", self.jobs_panel, Qt.DockWidgetArea.BottomDockWidgetArea),
             ("results", "Results", self.results, Qt.DockWidgetArea.BottomDockWidgetArea),
@@ -199,7 +219,8 @@ class MainWindow(QMainWindow):
             act = QAction(text, self)
             if shortcut:
                 act.setShortcuts(shortcut if isinstance(shortcut, list) else [shortcut])
-            act.setToolTip(tip or text)
+            act.setToolTip(_tooltip(tip or text, act))
+            act.setStatusTip(tip or _plain(text))
             act.triggered.connect(slot)
             return act
 
@@ -210,32 +231,78 @@ class MainWindow(QMainWindow):
             "save_session": action("&Save session", self.save_session_quick, QKeySequence(keys.Save)),
             "save_session_as": action("Save session &as…", self.save_session_dialog, QKeySequence("Ctrl+Shift+S")),
             "export_result": action("&Export result…", self.export_result_dialog, QKeySequence("Ctrl+E")),
-            "export_report": action("Export &report (HTML/PDF)…", self.export_report_dialog),
-            "batch": action("&Batch…", self.batch_dialog),
+            "export_report": action(
+                "Export &report (HTML/PDF)…", self.export_report_dialog, QKeySequence("Ctrl+Shift+E")
+            ),
+            "open_export_folder": action(
+                "Open the export &folder",
+                self.open_export_folder,
+                None,
+                "Show the files of the last export in the file manager",
+            ),
+            "batch": action("&Batch…", self.batch_dialog, QKeySequence("Ctrl+B"), "Explain every image of a folder"),
             "load_model": action("Load &model…", self.load_model_dialog),
             "builtin_model": action("Use the &built-in model", self.use_builtin_model),
             "quit": action("&Quit", self.close, QKeySequence(keys.Quit)),
-            "run": action("&Run", self.run_jobs, [QKeySequence("Ctrl+R"), QKeySequence("F5")]),
-            "cancel": action("&Cancel job", self.cancel_job, QKeySequence("Esc")),
-            "cancel_all": action("Cancel &all jobs", self.cancel_all),
-            "compare": action("Co&mpare selected results", self.compare_selected),
-            "zoom_in": action("Zoom &in", self.canvas.zoom_in, [QKeySequence(keys.ZoomIn), QKeySequence("=")]),
+            "run": action(
+                "&Run",
+                self.run_jobs,
+                [QKeySequence("Ctrl+R"), QKeySequence("F5")],
+                "Queue an explanation of the target class for the current image",
+            ),
+            "cancel": action(
+                "&Cancel job",
+                self.cancel_job,
+                QKeySequence("Esc"),
+                "Stop the running job after its current step; its partial result is kept",
+            ),
+            "cancel_all": action(
+                "Cancel &all jobs",
+                self.cancel_all,
+                QKeySequence("Shift+Esc"),
+                "Stop the running job and drop the queued ones",
+            ),
+            "compare": action(
+                "Co&mpare selected results",
+                self.compare_selected,
+                QKeySequence("Ctrl+M"),
+                "Show two selected results side by side (Ctrl+click two rows of Results)",
+            ),
+            "delete_result": action(
+                "&Delete result",
+                self.delete_result,
+                QKeySequence(keys.Delete),
+                "Remove the selected result from this image (Undo brings it back)",
+            ),
+            "undo_delete": action("&Undo delete", self.undo_delete, QKeySequence(keys.Undo)),
+            "zoom_in": action(
+                "Zoom &in", self.canvas.zoom_in, [QKeySequence(keys.ZoomIn), QKeySequence("+"), QKeySequence("=")]
+            ),
             "zoom_out": action("Zoom &out", self.canvas.zoom_out, [QKeySequence(keys.ZoomOut), QKeySequence("-")]),
             "fit": action("&Fit", self.canvas.fit, QKeySequence("Ctrl+0")),
             "actual": action("&1:1", self.canvas.actual_size, QKeySequence("Ctrl+1")),
             "next": action("&Next image", lambda: self.step_image(1), QKeySequence("PgDown")),
             "previous": action("&Previous image", lambda: self.step_image(-1), QKeySequence("PgUp")),
+            "shortcuts": action("&Keyboard shortcuts", self.show_shortcuts, QKeySequence(keys.HelpContents)),
             "about": action("&About", self.about),
         }
         self.action_groups = {
             "needs_image": [self.actions["run"], self.actions["next"], self.actions["previous"]],
-            "needs_result": [self.actions["export_result"], self.actions["export_report"]],
+            "needs_result": [
+                self.actions["export_result"],
+                self.actions["export_report"],
+                self.actions["delete_result"],
+            ],
             "needs_two_results": [self.actions["compare"]],
             "job_running": [self.actions["cancel"], self.actions["cancel_all"]],
             "idle": [self.actions["load_model"], self.actions["builtin_model"]],
         }
         for act in self.actions.values():
             self.addAction(act)
+        self.actions["open_export_folder"].setEnabled(False)
+        self.actions["undo_delete"].setEnabled(False)
+        for name in ("compare", "delete_result", "undo_delete"):
+            self.results.table.addAction(self.actions[name])
 
     def _build_menus_and_toolbar(self) -> None:
         menu = self.menuBar()
@@ -249,7 +316,7 @@ class MainWindow(QMainWindow):
         for name in ("open_session", "save_session", "save_session_as"):
             file_menu.addAction(self.actions[name])
         file_menu.addSeparator()
-        for name in ("export_result", "export_report", "batch"):
+        for name in ("export_result", "export_report", "open_export_folder", "batch"):
             file_menu.addAction(self.actions[name])
         file_menu.addSeparator()
         file_menu.addAction(self.actions["load_model"])
@@ -263,9 +330,11 @@ class MainWindow(QMainWindow):
         for dock in self.docks.values():
             view_menu.addAction(dock.toggleViewAction())
         run_menu = menu.addMenu("&Run")
-        for name in ("run", "cancel", "cancel_all", "compare"):
+        for name in ("run", "cancel", "cancel_all", "compare", "delete_result", "undo_delete"):
             run_menu.addAction(self.actions[name])
-        menu.addMenu("&Help").addAction(self.actions["about"])
+        help_menu = menu.addMenu("&Help")
+        help_menu.addAction(self.actions["shortcuts"])
+        help_menu.addAction(self.actions["about"])
 
         toolbar = self.addToolBar("Main")
         toolbar.setObjectName("toolbar_main")
@@ -288,8 +357,46 @@ class MainWindow(QMainWindow):
             for act in actions:
                 act.setEnabled(enabled[group])
         self.run_button.setEnabled(enabled["needs_image"])
+        reason = self.run_blocked_reason()
+        run_tip = "Queue an explanation of the target class for the current image (Ctrl+R)"
+        if reason:
+            run_tip = f"Run is not available: {reason}"
+        elif self.batch_running:
+            run_tip += ". A batch is running: the job waits until it ends"
+        self.run_button.setToolTip(run_tip)
+        self.actions["run"].setToolTip(run_tip)
+        self.centre.setCurrentWidget(self.canvas if self.current is not None else self.empty_state)
         self.jobs_panel.set_running(running)
         self.device_combo.setEnabled(not running)
+
+    def run_blocked_reason(self) -> str:
+        """Why Run is disabled, in words; ``""`` when it can run."""
+        if self.model_info is None:
+            return "the model is still loading (or could not be loaded: File → Load model)"
+        if self.current is None:
+            return "open an image first (File → Open image, or drop one on the window)"
+        return ""
+
+    def _build_empty_state(self) -> QWidget:
+        """What the centre shows before any image is open: a hint, a drop target and two buttons."""
+        page = QWidget()
+        page.setAcceptDrops(False)  # drops go to the window
+        hint = QLabel("<h2>No image yet</h2><p>Drop photos here, open one, or try a sample.</p>")
+        hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        open_button = QPushButton("Open image…")
+        open_button.clicked.connect(self.open_dialog)
+        samples = engine.sample_images()
+        sample_button = QPushButton(f"Open sample ({samples[0].name})" if samples else "Open sample")
+        sample_button.setEnabled(bool(samples))
+        sample_button.clicked.connect(lambda: self.open_paths(samples[:1]))
+        self.sample_button = sample_button
+        layout = QVBoxLayout(page)
+        layout.addStretch(1)
+        layout.addWidget(hint)
+        for button in (open_button, sample_button):
+            layout.addWidget(button, 0, Qt.AlignmentFlag.AlignHCenter)
+        layout.addStretch(1)
+        return page
 
     # ------------------------------------------------------------------ images
     def open_dialog(self) -> None:
@@ -325,25 +432,35 @@ class MainWindow(QMainWindow):
         if image is None:
             self.predictions.show_predictions(None)
         elif self.model_info is not None and image.model_generation == self.model_info.generation:
-            self.predictions.show_predictions(image.predictions)
+            self.predictions.show_predictions(image.predictions, probabilities=image.probabilities)
         else:
             self.predictions.show_predictions(None, "Predicting…")
             self.worker.submit_predict(image.id, image.pixels)
         self.results.show_image(image)
+        self._show_crop(image)
         self.setWindowTitle(f"FGVis Studio — {image.name}" if image else "FGVis Studio")
         self._update_actions()
+
+    def _show_crop(self, image: ImageRecord | None) -> None:
+        """Outline the model's input crop on the photo once the current model has looked at it."""
+        known = (
+            image is not None and self.model_info is not None and image.model_generation == self.model_info.generation
+        )
+        self.canvas.set_crop_outline(image.crop_box if known else None)
 
     def step_image(self, delta: int) -> None:
         if self.images:
             self.image_list.setCurrentRow((self.image_list.currentRow() + delta) % len(self.images))
 
-    def _on_predictions(self, image_id: int, generation: int, predictions, crop_box) -> None:
+    def _on_predictions(self, image_id: int, generation: int, predictions, crop_box, probabilities) -> None:
         image = self._image(image_id)
         if image is None or self.model_info is None or generation != self.model_info.generation:
             return
         image.predictions, image.crop_box, image.model_generation = predictions, crop_box, generation
+        image.probabilities = probabilities
         if image is self.current:
-            self.predictions.show_predictions(predictions)
+            self.predictions.show_predictions(predictions, probabilities=probabilities)
+            self._show_crop(image)
             self._update_actions()
 
     def _image(self, image_id: int) -> ImageRecord | None:
@@ -417,6 +534,8 @@ class MainWindow(QMainWindow):
             queued.append(job)
         self.docks["jobs"].raise_()
         self.stall_monitor.start()
+        if self.batch_running:
+            self.statusBar().showMessage("A batch is running: the job starts when it ends.", 8000)
         self._update_actions()
         return queued
 
@@ -436,11 +555,13 @@ class MainWindow(QMainWindow):
 
     def _on_job_progress(self, report: JobProgress) -> None:
         self.last_progress = report
-        self.jobs_panel.progress(report)
+        self.jobs_panel.progress(report, colormap=self.layers[EVIDENCE].colormap)
         job = self.jobs.get(report.job_id)
         if job is None or self.current is None or job.image_id != self.current.id or report.preview is None:
             return
-        if self.current.crop_box is not None:
+        # The live preview takes the viewer only while no result is selected: a result the user is
+        # looking at stays on screen, and the preview goes on in the job's row.
+        if self.current.crop_box is not None and self.results.current_result() is None:
             self.layers[EVIDENCE].set_data(report.preview, self.current.crop_box)
         self.statusBar().showMessage(
             f"{job.title()}: step {report.step}/{report.total}, p = {report.target_prob:.3f}, "
@@ -448,18 +569,20 @@ class MainWindow(QMainWindow):
         )
 
     def _on_job_finished(self, result: ResultRecord) -> None:
+        # The queue's bookkeeping first: whatever happens while showing the result, the job is over.
+        self._job_done(result.job.id, "cancelled (partial result)" if result.cancelled else "done", result.steps)
         image = self._image(result.job.image_id)
         if image is not None:
             image.results.append(result)
             if image is self.current:
                 self.results.show_image(image, select=result)
-                self.docks["results"].raise_()
+                if not self.jobs:  # the Jobs tab stays in front while more of the queue runs
+                    self.docks["results"].raise_()
         warned = f" (warning: {'; '.join(result.warnings)})" if result.warnings else ""
         self.statusBar().showMessage(
             f"{result.title()}: {result.status}, p(e) = {result.prob_explanation:.3f}{warned}", 8000
         )
         self.schedule_autosave()
-        self._job_done(result.job.id, "cancelled (partial result)" if result.cancelled else "done", result.steps)
         self.result_added.emit(result)
 
     def _on_job_failed(self, job_id: int, message: str) -> None:
@@ -519,6 +642,58 @@ class MainWindow(QMainWindow):
                 text += "   outside the model's crop"
         self.pixel_info.setText(text)
 
+    def delete_result(self) -> None:
+        """Remove the selected result from its image; :meth:`undo_delete` brings back the last one."""
+        result, image = self.results.current_result(), self.current
+        if result is None or image is None:
+            return
+        index = next(i for i, r in enumerate(image.results) if r is result)
+        del image.results[index]
+        self._deleted = (image, index, result)
+        self.actions["undo_delete"].setEnabled(True)
+        self.results.show_image(image, select=image.results[min(index, len(image.results) - 1)]
+                                if image.results else None)  # fmt: skip
+        self.statusBar().showMessage(f"Result #{index + 1} deleted ({result.title()}); Ctrl+Z brings it back.", 8000)
+        self.schedule_autosave()
+
+    def undo_delete(self) -> None:
+        if self._deleted is None:
+            return
+        image, index, result = self._deleted
+        self._deleted = None
+        self.actions["undo_delete"].setEnabled(False)
+        if not any(i is image for i in self.images):
+            return
+        image.results.insert(min(index, len(image.results)), result)
+        if image is not self.current:
+            self.image_list.setCurrentRow(next(i for i, im in enumerate(self.images) if im is image))
+        self.results.show_image(image, select=result)
+        self.statusBar().showMessage(f"Result #{index + 1} restored.", 5000)
+        self.schedule_autosave()
+
+    def show_shortcuts(self) -> QDialog:
+        """Help → Keyboard shortcuts: every action that has one."""
+        rows = [(_plain(act.text()), ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText)
+                                                 for k in act.shortcuts()))
+                for act in self.actions.values() if act.shortcuts()]  # fmt: skip
+        dialog = QDialog(self)
+        dialog.setWindowTitle("Keyboard shortcuts")
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        table = QTableWidget(len(rows), 2)
+        table.setHorizontalHeaderLabels(["Command", "Keys"])
+        table.verticalHeader().setVisible(False)
+        table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        for row, (command, keys) in enumerate(rows):
+            table.setItem(row, 0, QTableWidgetItem(command))
+            table.setItem(row, 1, QTableWidgetItem(keys))
+        table.resizeColumnsToContents()
+        layout = QVBoxLayout(dialog)
+        layout.addWidget(table)
+        dialog.resize(460, 560)
+        dialog.show()
+        self.shortcuts_dialog = dialog
+        return dialog
+
     def compare_selected(self) -> None:
         selected = self.results.selected_results()
         if len(selected) != 2 or self.current is None:
@@ -559,6 +734,7 @@ class MainWindow(QMainWindow):
 
     def _on_export_done(self, result: ResultRecord, paths: dict) -> None:
         self.last_export = paths
+        self.actions["open_export_folder"].setEnabled(True)
         self.results.show_image(self.current, select=self.results.current_result())
         rescored = "" if result.prob_rescored is None else (
             f"; the exported explanation PNG re-scores {result.prob_rescored:.4f} "
@@ -570,13 +746,22 @@ class MainWindow(QMainWindow):
     def _on_export_failed(self, message: str) -> None:
         self.show_error("Export failed", message)
 
+    def open_export_folder(self) -> bool:
+        """Show the folder of the last export in the system's file manager."""
+        if not self.last_export:
+            return False
+        return open_folder(next(iter(self.last_export.values())).parent)
+
     def export_report_dialog(self) -> None:
         if self.current is None:
             return
         default = str(Path(self._last_folder()) / f"{_safe_stem(self.current.name)}_report.pdf")
-        path, _ = QFileDialog.getSaveFileName(self, "Export the review report", default, REPORT_FILTER)
-        if path:
-            self.export_report(Path(path), overwrite=True)  # the file dialog already asked about replacing
+        path, chosen = QFileDialog.getSaveFileName(self, "Export the review report", default, REPORT_FILTER)
+        if not path:
+            return
+        wanted = report_path(path, chosen)
+        # The dialog asked about replacing the name it returned, not one we added a suffix to.
+        self.export_report(wanted, overwrite=wanted == Path(path))
 
     def export_report(self, path: Path, *, overwrite: bool = False) -> Path | None:
         """The current image's report with all its results: ``.pdf`` (Qt) or ``.html`` (self-contained)."""
@@ -619,7 +804,10 @@ class MainWindow(QMainWindow):
                         setattr(layer, prop, value)
 
     def session_snapshot(self) -> Session:
-        view = {"current": self.images.index(self.current) if self.current in self.images else -1,
+        current = next((i for i, image in enumerate(self.images) if image is self.current), -1)
+        selected = self.results.current_result()
+        number = self.results.number(selected) if selected is not None else None
+        view = {"current": current, "selected_result": number - 1 if number else -1,
                 "method": self.method.settings(), "layers": self.layer_settings()}  # fmt: skip
         images = [SessionImage(image.name, str(image.path) if image.path else None, image.sha256, image.notes,
                                list(image.results)) for image in self.images]  # fmt: skip
@@ -670,8 +858,12 @@ class MainWindow(QMainWindow):
             self.apply_layer_settings(view["layers"])
         current = view.get("current", 0)
         if images:
-            self.image_list.setCurrentRow(first + (current if isinstance(current, int) and 0 <= current < len(images)
-                                                   else 0))  # fmt: skip
+            current = current if isinstance(current, int) and 0 <= current < len(images) else 0
+            self.image_list.setCurrentRow(first + current)
+            selected = view.get("selected_result", -1)
+            results = images[current].results
+            if isinstance(selected, int) and not isinstance(selected, bool) and 0 <= selected < len(results):
+                self.results.select(results[selected])
         if self._opening_session is not None and self._opening_session != self.recovery_path():
             self.session_path = self._opening_session
         self.session_opened.emit(len(images), problems)
@@ -736,8 +928,27 @@ class MainWindow(QMainWindow):
             return None
         dialog = BatchDialog(self, self.worker, config, self.method.defense.isChecked(), self._last_folder())
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.batch_started.connect(self._on_batch_started)
         dialog.show()
         return dialog
+
+    def _on_batch_started(self, batch_id: int) -> None:
+        """A batch holds the worker until the worker says it ended (the dialog may be closed by then):
+        queued jobs say why they wait."""
+        self._batches.add(batch_id)
+        self._show_batch_state()
+
+    def _on_batch_ended(self, batch_id: int, _details) -> None:
+        self._batches.discard(batch_id)
+        self._show_batch_state()
+
+    def _show_batch_state(self) -> None:
+        self.jobs_panel.set_waiting_reason("waiting for the batch to finish" if self.batch_running else "")
+        self._update_actions()
+
+    @property
+    def batch_running(self) -> bool:
+        return bool(self._batches)
 
     # ------------------------------------------------------------------ errors, settings, closing
     def show_error(self, title: str, message: str) -> None:
@@ -806,7 +1017,6 @@ class MainWindow(QMainWindow):
         self.resizeDocks([docks["images"], docks["layers"]], [150, 420], Qt.Orientation.Vertical)
         self.resizeDocks([docks["images"], docks["predictions"]], [270, 330], Qt.Orientation.Horizontal)
         self.resizeDocks([docks["predictions"], docks["method"]], [300, 330], Qt.Orientation.Vertical)
-        self.predictions.table.setMinimumHeight(110)
 
     def save_settings(self) -> None:
         settings = self.settings
@@ -845,6 +1055,33 @@ class MainWindow(QMainWindow):
         paths = [Path(url.toLocalFile()) for url in event.mimeData().urls() if url.isLocalFile()]
         self.open_paths([p for p in paths if p.is_file()])
         event.acceptProposedAction()
+
+
+def report_path(path: str | Path, chosen_filter: str = "") -> Path:
+    """The report file the user meant: the name typed in the save dialog, with the suffix of the chosen
+    filter added when it has neither ``.pdf`` nor ``.html`` (``my_review`` + "PDF report" -> ``my_review.pdf``)."""
+    path = Path(path)
+    if path.suffix.lower() in (".pdf", ".html", ".htm"):
+        return path
+    suffix = ".html" if chosen_filter == HTML_FILTER else ".pdf"
+    return path.with_name(path.name + suffix)
+
+
+def open_folder(folder: Path) -> bool:
+    """Show ``folder`` in the system's file manager; False when there is none (e.g. offscreen)."""
+    return QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+
+
+def _plain(text: str) -> str:
+    """A menu text without its ``&`` mnemonics and trailing ellipsis (``"&Open image…"`` -> ``"Open image"``)."""
+    return text.replace("&&", "\0").replace("&", "").replace("\0", "&").rstrip("…")
+
+
+def _tooltip(text: str, act: QAction) -> str:
+    """The tooltip a toolbar shows: plain words and the first shortcut, e.g. ``"Zoom in (Ctrl++)"``."""
+    keys = act.shortcuts()
+    shortcut = keys[0].toString(QKeySequence.SequenceFormat.NativeText) if keys else ""
+    return f"{_plain(text)} ({shortcut})" if shortcut else _plain(text)
 
 
 def _safe_stem(name: str) -> str:

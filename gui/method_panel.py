@@ -105,6 +105,25 @@ class MethodPanel(QWidget):
         advanced_form.addRow("Seed", self.seed)
         self.advanced.setVisible(False)
         self.reset_button = QPushButton("Reset to defaults")
+        tips = {
+            self.auto_lambda: "λ per image: it grows while the game's goal holds and shrinks when it does not\n"
+            "(the default)",
+            self.lambda_value: "Weight of the sparsity term: larger keeps (or deletes) fewer pixels, at the risk\n"
+            "of missing the goal. Used when 'automatic' is off",
+            self.steps: "Most optimisation steps per explanation; a run stops earlier once it has converged",
+            self.lr: "Step size of the optimiser on the mask (0 = the default for the game)",
+            self.optimizer: "The optimiser that updates the mask",
+            self.preserve_ratio: "Preserve goal: the explanation must keep at least this share of the photo's\n"
+            "probability for the class (and the class stays the model's top-1 on it)",
+            self.delete_ratio: "Delete goal: with the evidence removed the class may keep at most this share\n"
+            "of the photo's probability",
+            self.patience: "Stop when the loss has not improved for this many steps (off: always run every step)",
+            self.seed: "Random seed: the same seed and settings give the same mask",
+            self.advanced_toggle: "Show the optimiser, goals, early stop and seed",
+            self.reset_button: "Put every method setting back to its default",
+        }
+        for widget, tip in tips.items():
+            widget.setToolTip(tip)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)

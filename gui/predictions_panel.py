@@ -29,6 +29,8 @@ class PredictionsPanel(QWidget):
         super().__init__(parent)
         self.labels: list[str] = []
         self._target: int | None = None
+        self._probabilities = None  # (num_classes,) on the current photo, or None
+        self._note = ""
         self.table = QTableWidget(0, 2)
         self.table.setHorizontalHeaderLabels(["class", "probability"])
         self.table.verticalHeader().setVisible(False)
@@ -37,7 +39,9 @@ class PredictionsPanel(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setMinimumHeight(110)
+        rows = self.table.verticalHeader().defaultSectionSize()
+        header = self.table.horizontalHeader().sizeHint().height()
+        self.table.setMinimumHeight(header + 5 * rows + 2 * self.table.frameWidth() + 2)  # all of the top-5
         self.status = QLabel("Open an image to see what the model predicts.")
         self.status.setWordWrap(True)
         self.search = QLineEdit()
@@ -63,8 +67,10 @@ class PredictionsPanel(QWidget):
         completer.activated.connect(self._on_completion)
         self.search.setCompleter(completer)
 
-    def show_predictions(self, predictions: list[Prediction] | None, note: str = "") -> None:
-        """Fill the table; selects the top-1 as target unless the user already chose a class."""
+    def show_predictions(self, predictions: list[Prediction] | None, note: str = "", probabilities=None) -> None:
+        """Fill the table with the top-5 and select the top-1 as target. ``probabilities``
+        (``(num_classes,)``, every class on the photo) lets a typed class show its probability too."""
+        self._probabilities = probabilities
         self.table.blockSignals(True)
         self.table.setRowCount(0)
         for prediction in predictions or []:
@@ -77,9 +83,12 @@ class PredictionsPanel(QWidget):
             probability.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.table.setItem(row, 1, probability)
         self.table.blockSignals(False)
-        self.status.setText(note or ("Top-5 on the model's input crop." if predictions else "No image."))
+        self._note = note or ("Top-5 on the model's input crop." if predictions else "No image.")
+        self.status.setText(self._note)
         if predictions:
             self.set_target(predictions[0].index)
+        elif self._target is not None:
+            self.set_target(self._target)  # the probability on the previous photo no longer applies
 
     def target(self) -> int | None:
         return self._target
@@ -89,7 +98,13 @@ class PredictionsPanel(QWidget):
         if not 0 <= index < len(self.labels):
             return
         self._target = index
-        self.target_label.setText(f"Target: <b>{self.labels[index]}</b> (class {index})")
+        self.status.setText(self._note)  # a "matches N classes" hint is answered
+        on_photo = ""
+        probabilities = self._probabilities
+        if probabilities is not None and index < len(probabilities):
+            rank = int((probabilities > probabilities[index]).sum()) + 1
+            on_photo = f": p = {float(probabilities[index]):.3g} on this photo (rank {rank})"
+        self.target_label.setText(f"Target: <b>{self.labels[index]}</b> (class {index}){on_photo}")
         self.table.blockSignals(True)
         self.table.clearSelection()
         for row in range(self.table.rowCount()):

@@ -1,5 +1,8 @@
 """Plain data that crosses between the worker thread and the GUI thread: numpy arrays and numbers only
-(copies), never live tensors or Qt objects."""
+(copies), never live tensors or Qt objects.
+
+Records that hold arrays compare by identity (``eq=False``): the window keeps them in lists and asks
+``record in records``, and a field-wise ``==`` over numpy arrays is ambiguous."""
 
 from __future__ import annotations
 
@@ -49,13 +52,14 @@ class ModelInfo:
     generation: int
 
 
-@dataclass
+@dataclass(eq=False)
 class ImageRecord:
     """One open image. ``pixels``: ``(H, W, 3)`` uint8 RGB after EXIF orientation.
 
     ``display`` is the same picture as ``(H, W)`` uint32 ``0xFFRRGGBB``, prepared in the worker for the
-    viewer. ``predictions`` and ``crop_box`` belong to the model generation ``model_generation`` (``None``
-    until the worker has looked at the image). ``crop_box`` is ``(left, top, right, bottom)`` in photo
+    viewer. ``predictions`` (top-5), ``probabilities`` (``(num_classes,)`` float32) and ``crop_box``
+    belong to the model generation ``model_generation`` (``None`` until the worker has looked at the
+    image). ``crop_box`` is ``(left, top, right, bottom)`` in photo
     pixels: where the model's input was cut from."""
 
     id: int
@@ -66,12 +70,13 @@ class ImageRecord:
     sha256: str | None = None
     notes: str = ""
     predictions: list[Prediction] | None = None
+    probabilities: np.ndarray | None = None
     crop_box: tuple[float, float, float, float] | None = None
     model_generation: int = -1
     results: list[ResultRecord] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class JobSpec:
     """One optimisation asked for by the user: one image, one class, one game."""
 
@@ -91,7 +96,7 @@ class JobSpec:
         return f"{self.image_name}: {self.target_label} ({self.game}, defense {'on' if self.defense else 'off'})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class JobProgress:
     """One throttled progress report. ``preview``: evidence ``(h, w)`` float32 in 0..1 (small)."""
 
@@ -109,16 +114,22 @@ class JobProgress:
         return self.elapsed_s / max(self.step, 1) * (self.total - self.step)
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, eq=False)
 class ResultRecord(ExplanationRecord):
     """A finished (or cancelled) job: the engine's :class:`~engine.record.ExplanationRecord` plus the
-    job that asked for it and an id unique in this process."""
+    job that asked for it and an id unique in this process.
+
+    Two results are the same only if they are the same object: the same job run twice gives two results
+    with equal fields, and the inherited field-wise ``==`` would compare numpy masks (ambiguous)."""
 
     id: int
     job: JobSpec
 
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
     def title(self) -> str:
-        return f"#{self.id} {self.target_label} · {self.game} · defense {'on' if self.defense else 'off'}"
+        return f"{self.target_label} · {self.game} · defense {'on' if self.defense else 'off'}"
 
     @classmethod
     def from_record(cls, record: ExplanationRecord, job: JobSpec) -> ResultRecord:

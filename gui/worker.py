@@ -21,7 +21,7 @@ import torch
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 import engine
-from engine import ClassifierModel, FGVisConfig, FGVisError, StepState
+from engine import ClassifierModel, FGVisConfig, FGVisError, Prediction, StepState
 from engine.batch import run_batch
 from engine.colormaps import DEFAULT_SCALE
 from engine.export import export_record
@@ -101,7 +101,8 @@ class Worker(QObject):
     Signals
     -------
     image_loaded(ImageRecord), image_failed(str path, str message)
-    predictions_ready(int image_id, int generation, list[Prediction], tuple crop_box)
+    predictions_ready(int image_id, int generation, list[Prediction], tuple crop_box, probabilities)
+    (``probabilities``: ``(num_classes,)`` float32, every class on the model's input crop)
     model_loaded(ModelInfo), model_failed(str message)
     job_started(int job_id), job_progress(JobProgress), job_finished(ResultRecord),
     job_failed(int job_id, str message)
@@ -111,7 +112,7 @@ class Worker(QObject):
 
     image_loaded = Signal(object)
     image_failed = Signal(str, str)
-    predictions_ready = Signal(int, int, object, object)
+    predictions_ready = Signal(int, int, object, object, object)
     model_loaded = Signal(object)
     model_failed = Signal(str)
     job_started = Signal(int)
@@ -239,8 +240,10 @@ class Worker(QObject):
         if self._model is None:
             return
         tensor, geometry = self._model.preprocess(task.pixels)
-        predictions = self._model.predict(tensor, k=5)
-        self.predictions_ready.emit(task.image_id, self._generation, predictions, geometry.crop_box)
+        probabilities = self._model.probabilities(tensor)[0].float().cpu().numpy()
+        order = np.argsort(-probabilities, kind="stable")[:5]
+        predictions = [Prediction(int(i), self._model.label(int(i)), float(probabilities[i])) for i in order]
+        self.predictions_ready.emit(task.image_id, self._generation, predictions, geometry.crop_box, probabilities)
 
     def _load_model(self, task: _LoadModel) -> None:
         spec = task.spec

@@ -174,7 +174,7 @@ def test_batch_dialog_runs_through_the_worker(window, qtbot, tmp_path, photo):
     dialog.start()
     qtbot.waitUntil(lambda: dialog.summary is not None, timeout=60_000)
     assert len(dialog.summary.written) == 2 and [n for n, _ in dialog.summary.failures] == ["b.jpg"]
-    assert dialog.overall.value() == dialog.overall.maximum() == 2
+    assert dialog.overall.value() == dialog.overall.maximum() and dialog.overall.format() == "2 / 2 items done"
     assert any("could not explain b.jpg" in dialog.log.item(i).text() for i in range(dialog.log.count()))
     assert planned_paths(tmp_path / "out", "a_0_preserve")["summary"].parent.is_dir()
     assert (tmp_path / "out" / "index.html").is_file()
@@ -194,5 +194,5 @@ def test_engine_warnings_are_shown_with_the_result(with_results):
 
     result = dataclasses.replace(with_results.results.current_result(), warnings=["ran without the <CUDA> graph"])
     details = _details(result)
-    assert "<b>Warning:</b> ran without the &lt;CUDA&gt; graph" in details
+    assert "<b>⚠ Warning:</b> ran without the &lt;CUDA&gt; graph" in details
     assert "Warning" not in _details(dataclasses.replace(result, warnings=[]))

@@ -1,0 +1,393 @@
+"""Defects a reviewer hit in the first ten minutes of a review session (issue 15), one test each, and the
+things a professional tool is expected to have. Every test drives the real window and worker thread on
+the toy classifier."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from PySide6.QtWidgets import QApplication, QTabBar, QToolBar
+
+import engine
+from gui.layers import EVIDENCE
+from gui.main_window import HTML_FILTER, PDF_FILTER, report_path
+from gui.results_panel import _details
+
+from ..conftest import FRUITS
+
+LONG = 100_000  # steps: a run that only ends when cancelled
+
+
+def _run(window, qtbot, steps=4, game="preserve"):
+    window.method.steps.setValue(steps)
+    window.method.game.setCurrentText(game)
+    results = []
+    window.result_added.connect(results.append)
+    jobs = window.run_jobs()
+    qtbot.waitUntil(lambda: len(results) == len(jobs), timeout=60_000)
+    window.result_added.disconnect(results.append)
+    return results
+
+
+def _start_long_job(window, qtbot):
+    window.method.steps.setValue(LONG)
+    window.method.patience.setValue(0)
+    window.method.game.setCurrentText("preserve")
+    (job,) = window.run_jobs()
+    qtbot.waitUntil(lambda: window.last_progress is not None and window.last_progress.job_id == job.id,
+                    timeout=30_000)  # fmt: skip
+    return job
+
+
+def _front_tab(window) -> str:
+    """The title of the dock tab in front (Jobs / Results)."""
+    bars = [bar for bar in window.findChildren(QTabBar) if bar.count() and bar.isVisible()]
+    return next(bar.tabText(bar.currentIndex()) for bar in bars if "Results" in
+                [bar.tabText(i) for i in range(bar.count())])  # fmt: skip
+
+
+def _errors(window):
+    shown = []
+    window.error_shown.connect(lambda title, message: shown.append((title, message)))
+    return shown
+
+
+# ---------------------------------------------------------------- 1. the same job twice
+def test_the_same_job_twice_gives_two_results_and_leaves_the_app_idle(opened, qtbot, tmp_path):
+    window = opened
+    errors = _errors(window)
+    first = _run(window, qtbot)[0]
+    second = _run(window, qtbot)[0]  # same class, game, defense and settings
+    assert errors == []
+    assert window.current.results == [first, second] and window.results.table.rowCount() == 2
+    assert window.results.current_result() is second
+    assert window.jobs_panel.state(first.job.id) == window.jobs_panel.state(second.job.id) == "done"
+    assert not window.jobs and not window.actions["cancel"].isEnabled()
+    assert window.actions["load_model"].isEnabled() and window.device_combo.isEnabled()
+    assert window.autosave_timer.isActive()
+    window.export_result(tmp_path / "export")  # the export-done path selects the result again
+    qtbot.waitUntil(lambda: window.last_export is not None, timeout=30_000)
+    assert errors == [] and window.results.current_result() is second
+
+
+# ---------------------------------------------------------------- 2. the preview and the tabs
+def test_a_running_job_does_not_replace_the_result_the_user_looks_at(opened, qtbot):
+    window = opened
+    first = _run(window, qtbot)[0]
+    window.results.select(first)
+    job = _start_long_job(window, qtbot)
+    qtbot.waitUntil(lambda: window.last_progress.step >= 3, timeout=30_000)
+    assert window.layers[EVIDENCE].data is first.evidence
+    assert not window.jobs_panel._items[job.id].icon(0).isNull()  # the preview goes on in the job's row
+    window.cancel_job()
+    qtbot.waitUntil(lambda: not window.jobs, timeout=30_000)
+
+
+def test_the_jobs_tab_stays_in_front_until_the_queue_is_done(opened, qtbot):
+    window = opened
+    fronts = []
+    window.result_added.connect(lambda result: fronts.append(_front_tab(window)))
+    _run(window, qtbot, game="both")
+    assert fronts == ["Jobs", "Results"]
+
+
+# ---------------------------------------------------------------- 3. the results table
+@pytest.mark.parametrize("size", [(1366, 768), (1400, 900), (1920, 1080)])
+def test_the_results_table_shows_several_rows_and_the_selected_one(opened, qtbot, size):
+    window = opened
+    window.resize(*size)
+    for _ in range(3):
+        _run(window, qtbot, steps=2, game="both")
+    QApplication.processEvents()
+    table = window.results.table
+    assert table.rowCount() == 6
+    assert table.viewport().height() >= 3 * table.rowHeight(0)
+    window.results.select(window.current.results[0])
+    QApplication.processEvents()
+    rect = table.visualItemRect(table.item(table.currentRow(), 0))
+    assert table.currentRow() == 0 and rect.top() >= 0 and rect.bottom() <= table.viewport().height()
+    window.results.select(window.current.results[-1])
+    QApplication.processEvents()
+    rect = table.visualItemRect(table.item(5, 0))
+    assert rect.top() >= 0 and rect.bottom() <= table.viewport().height()
+
+
+# ---------------------------------------------------------------- 4. zoom of a new, larger photo
+def _whole_photo_visible(canvas) -> bool:
+    shown = canvas.mapToScene(canvas.viewport().rect()).boundingRect()
+    return shown.adjusted(-1, -1, 1, 1).contains(canvas.sceneRect())
+
+
+def test_a_larger_photo_opens_whole_and_the_view_refits_on_resize(opened, qtbot, tmp_path):
+    window = opened
+    canvas = window.canvas
+    big = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (1500, 2000, 3), dtype=np.uint8)).save(big)
+    with qtbot.waitSignal(window.image_opened, timeout=30_000):
+        window.open_paths([big])
+    QApplication.processEvents()
+    assert canvas.sceneRect().width() == 2000 and _whole_photo_visible(canvas)
+    window.resize(900, 700)
+    QApplication.processEvents()
+    assert _whole_photo_visible(canvas)
+    canvas.zoom_in()  # a zoom the user chose is kept on resize
+    zoom = canvas.zoom
+    window.resize(1300, 850)
+    QApplication.processEvents()
+    assert canvas.zoom == pytest.approx(zoom) and not canvas.fitted
+
+
+# ---------------------------------------------------------------- 5. what a result means
+def test_the_panel_says_when_the_decision_is_another_class_and_what_deletion_evidence_is(opened, qtbot):
+    window = opened
+    preserved, deleted = _run(window, qtbot, game="both")
+    other = (preserved.target + 1) % len(FRUITS)
+    photo_chose_other = dataclasses.replace(
+        preserved, top5_original=[(other, FRUITS[other], 0.9), *preserved.top5_original[1:]],
+        top1_explanation=preserved.target, prob_original=0.016, prob_explanation=0.988,
+    )  # fmt: skip
+    text = _details(photo_chose_other)
+    assert "decision is kept" not in text and "the decision on the photo is another class" in text
+    assert FRUITS[other] in text
+    assert "1 - m" in _details(deleted) and "<b>m</b>: what the mask kept" in _details(preserved)
+
+
+def test_score_inflation_is_a_warning_in_the_results_panel(opened, qtbot):
+    window = opened
+    window.predictions.set_target(window.current.predictions[-1].index)  # a class the photo barely has
+    (result,) = _run(window, qtbot, steps=30)
+    inflated = result.prob_explanation >= 2 * result.prob_original and (
+        result.prob_explanation - result.prob_original >= 0.2
+    )
+    notes = [w for w in result.warnings if "finds more for this class in e" in w]
+    assert bool(notes) == inflated
+    assert any("is not the model's top-1" in w for w in result.warnings)
+    assert "⚠" in window.results.table.item(0, 10).text()
+    assert "Warning" in window.results.details.text()
+
+
+# ---------------------------------------------------------------- 6. the report's file type
+def test_the_report_gets_the_suffix_of_the_chosen_filter(opened, qtbot, tmp_path, monkeypatch):
+    assert report_path("/x/my_review", PDF_FILTER).name == "my_review.pdf"
+    assert report_path("/x/my_review", HTML_FILTER).name == "my_review.html"
+    assert report_path("/x/my_review.HTML", PDF_FILTER).name == "my_review.HTML"
+    assert report_path("/x/v1.2", HTML_FILTER).name == "v1.2.html"
+    window = opened
+    _run(window, qtbot)
+    from gui import main_window
+
+    for chosen, magic in ((PDF_FILTER, b"%PDF"), (HTML_FILTER, b"<!DOCTYPE html")):
+        monkeypatch.setattr(main_window.QFileDialog, "getSaveFileName",
+                            lambda *args, chosen=chosen: (str(tmp_path / "my_review"), chosen))  # fmt: skip
+        window.export_report_dialog()
+        suffix = ".pdf" if chosen == PDF_FILTER else ".html"
+        assert (tmp_path / f"my_review{suffix}").read_bytes().startswith(magic)
+    assert not (tmp_path / "my_review").exists()
+
+
+# ---------------------------------------------------------------- 7. batch
+@pytest.fixture
+def image_folder(tmp_path, photo):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(photo, folder / "a.png")
+    (folder / "b.jpg").write_bytes(b"broken")
+    shutil.copy(photo, folder / "c.png")
+    return folder
+
+
+def test_a_running_batch_shows_progress_asks_before_closing_and_holds_queued_jobs(opened, qtbot, image_folder):
+    window = opened
+    window.method.steps.setValue(LONG)
+    window.method.patience.setValue(0)
+    dialog = window.batch_dialog()
+    dialog.input_dir.edit.setText(str(image_folder))
+    dialog.out_dir.edit.setText(str(image_folder.parent / "out"))
+    dialog.start()
+    qtbot.waitUntil(lambda: dialog.item.value() >= 2, timeout=30_000)
+    assert dialog.done_items == 0 and dialog.overall.value() > 0  # moves before the first item ends
+    (job,) = window.run_jobs()
+    assert window.jobs_panel.state(job.id) == "queued: waiting for the batch to finish"
+    assert "batch" in window.run_button.toolTip()
+    dialog.confirm_stop = lambda: False
+    dialog.close()
+    assert dialog.isVisible() and dialog.batch_id is not None  # not stopped
+    dialog.confirm_stop = lambda: True
+    dialog.close()
+    qtbot.waitUntil(lambda: not window.batch_running, timeout=30_000)  # the worker said the batch ended
+    window.cancel_all()
+    qtbot.waitUntil(lambda: not window.jobs, timeout=30_000)
+    assert not window.batch_running and window.jobs_panel.state(job.id).startswith("cancelled")
+
+
+# ---------------------------------------------------------------- 8. the predictions panel
+def test_typing_a_class_answers_the_hint_and_shows_its_probability_on_the_photo(opened):
+    panel = opened.predictions
+    panel.search.setText("e")
+    panel.search.returnPressed.emit()
+    assert "matches" in panel.status.text()
+    panel.search.setText("elderberry")
+    panel.search.returnPressed.emit()
+    assert "matches" not in panel.status.text()
+    probabilities = opened.current.probabilities
+    index = FRUITS.index("elderberry")
+    rank = int((probabilities > probabilities[index]).sum()) + 1
+    assert f"p = {probabilities[index]:.3g} on this photo (rank {rank})" in panel.target_label.text()
+
+
+# ---------------------------------------------------------------- 9. keys and tooltips
+def test_plus_zooms_and_toolbar_tooltips_are_plain_words_with_their_keys(opened, qtbot):
+    window = opened
+    window.canvas.setFocus()
+    zoom = window.canvas.zoom
+    qtbot.keyClicks(window.canvas, "+")
+    assert window.canvas.zoom == pytest.approx(zoom * 1.25)
+    toolbar = window.findChild(QToolBar, "toolbar_main")
+    for act in toolbar.actions():
+        if act.text():
+            assert "&" not in act.toolTip(), act.toolTip()
+    assert window.actions["zoom_in"].toolTip().startswith("Zoom in (")
+    assert "Ctrl+R" in window.run_button.toolTip()
+
+
+# ---------------------------------------------------------------- 10. bad model files
+@pytest.mark.parametrize("content", [b"", b"this is not a checkpoint", b"PK\x03\x04" + bytes(64)])
+def test_a_bad_model_file_says_what_it_is_not(opened, qtbot, tmp_path, content):
+    from gui.records import ModelSpec
+
+    bad = tmp_path / "weights.pth"
+    bad.write_bytes(content)
+    with qtbot.waitSignal(opened.error_shown, timeout=60_000) as shown:
+        opened._load_model(ModelSpec("resnet18", weights=bad))
+    message = shown.args[1]
+    assert "weights.pth" in message and "--" not in message
+    for internal in ("IndexError", "RuntimeError", "miniz", "Traceback", "pop from empty list"):
+        assert internal not in message
+
+
+# ---------------------------------------------------------------- 11. layout
+def test_the_window_fits_a_1366x768_laptop_and_shows_all_five_predictions(opened, qtbot):
+    window = opened
+    assert window.minimumSizeHint().height() <= 680  # 768 less a taskbar and a title bar
+    window.resize(1366, 700)
+    QApplication.processEvents()
+    table = window.predictions.table
+    assert table.rowCount() == 5
+    assert table.visualItemRect(table.item(4, 0)).bottom() <= table.viewport().height()
+
+
+def test_compare_shows_a_colour_bar_per_result(opened, qtbot):
+    window = opened
+    _run(window, qtbot, game="both")
+    window.results.table.selectAll()
+    window.compare_selected()
+    (compare,) = window._compare_windows
+    qtbot.addWidget(compare)
+    assert len(compare.color_bars) == 2
+    for bar, result in zip(compare.color_bars, window.current.results, strict=True):
+        assert bar.shown.high == pytest.approx(float(np.percentile(result.evidence, 99.5)), abs=1 / 255)
+
+
+# ---------------------------------------------------------------- 12. reports and sessions
+def test_no_result_is_split_across_pdf_pages(opened, qtbot):
+    from engine.report import image_report
+    from gui.pdf import page_of, paged_document
+
+    window = opened
+    _run(window, qtbot, game="both")
+    _run(window, qtbot, game="both")
+    image = window.current
+    document = paged_document(image_report(image.name, image.results, photo=image.pixels))
+    first_rows, last_rows = page_of(document, "model input x"), page_of(document, "adversarial-evidence monitor")
+    assert len(first_rows) == len(last_rows) == 4
+    assert first_rows == last_rows and len(set(first_rows)) == 4
+
+
+def test_a_reopened_session_keeps_result_numbers_and_the_selection(opened, make_window, qtbot, tmp_path):
+    window = opened
+    _run(window, qtbot, game="both")
+    _run(window, qtbot)
+    numbers = [window.results.table.item(row, 0).text() for row in range(3)]
+    assert numbers == ["1", "2", "3"]
+    window.results.select(window.current.results[1])
+    path = tmp_path / "review.fgvis"
+    assert window.save_session(path)
+    other = make_window()
+    with qtbot.waitSignal(other.session_opened, timeout=30_000):
+        other.open_session(path)
+    assert [other.results.table.item(row, 0).text() for row in range(3)] == numbers
+    assert other.results.current_result() is other.current.results[1]
+
+
+# ---------------------------------------------------------------- expected of a professional tool
+def test_an_empty_window_offers_open_and_a_sample_and_says_why_run_is_off(window, qtbot):
+    assert window.centre.currentWidget() is window.empty_state
+    assert not window.run_button.isEnabled() and "open an image first" in window.run_button.toolTip()
+    with qtbot.waitSignal(window.image_opened, timeout=30_000):
+        window.sample_button.click()
+    assert window.current.path == engine.sample_images()[0]
+    assert window.centre.currentWidget() is window.canvas
+
+
+def test_delete_a_result_and_undo(opened, qtbot):
+    window = opened
+    first, second = _run(window, qtbot, game="both")
+    window.results.select(first)
+    window.actions["delete_result"].trigger()
+    assert window.current.results == [second] and window.results.current_result() is second
+    window.actions["undo_delete"].trigger()
+    assert window.current.results == [first, second] and window.results.current_result() is first
+    assert not window.actions["undo_delete"].isEnabled()
+
+
+def test_every_method_setting_has_a_tooltip_and_the_shortcuts_are_listed(window):
+    from PySide6.QtWidgets import QAbstractButton, QAbstractSpinBox, QComboBox
+
+    inputs = [w for kind in (QAbstractButton, QAbstractSpinBox, QComboBox) for w in window.method.findChildren(kind)]
+    assert inputs and all(w.toolTip() for w in inputs), [w for w in inputs if not w.toolTip()]
+    dialog = window.show_shortcuts()
+    table = dialog.findChild(type(window.results.table))
+    commands = {table.item(row, 0).text(): table.item(row, 1).text() for row in range(table.rowCount())}
+    for command in ("Compare selected results", "Export report (HTML/PDF)", "Batch", "Cancel all jobs",
+                    "Delete result", "Zoom in"):  # fmt: skip
+        assert commands.get(command), command
+    assert "+" in commands["Zoom in"]
+    dialog.close()
+
+
+def test_the_queue_eta_the_crop_outline_and_open_folder(opened, qtbot, tmp_path, monkeypatch):
+    window = opened
+    image = window.current
+    outline = window.canvas.crop_outline
+    left, top, right, bottom = image.crop_box
+    assert outline.isVisible() and outline.rect().getCoords() == pytest.approx((left, top, right, bottom))
+    window.method.steps.setValue(LONG)
+    window.method.patience.setValue(0)
+    window.method.game.setCurrentText("both")
+    window.run_jobs()
+    qtbot.waitUntil(lambda: window.last_progress is not None and window.last_progress.step >= 2, timeout=30_000)
+    eta = window.jobs_panel.queue_eta_s()
+    step_time = window.last_progress.elapsed_s / window.last_progress.step
+    budget = window.last_progress.total  # each job's step budget (the panel caps LONG)
+    assert eta == pytest.approx(step_time * (2 * budget - window.last_progress.step), rel=0.5)
+    assert "2 job(s) in the queue" in window.jobs_panel.queue_label.text()
+    window.cancel_all()
+    qtbot.waitUntil(lambda: not window.jobs, timeout=30_000)
+    assert not window.actions["open_export_folder"].isEnabled()
+    window.results.select(window.current.results[0])
+    window.export_result(tmp_path / "export")
+    qtbot.waitUntil(lambda: window.last_export is not None, timeout=30_000)
+    opened_urls = []
+    from gui import main_window
+
+    monkeypatch.setattr(main_window.QDesktopServices, "openUrl", lambda url: opened_urls.append(url) or True)
+    window.actions["open_export_folder"].trigger()
+    assert [url.toLocalFile() for url in opened_urls] == [str(tmp_path / "export")]
+    # the exported overlay is the photo with the evidence, never the outline
+    overlay = np.asarray(Image.open(window.last_export["overlay"]))
+    assert overlay.shape[:2] == image.pixels.shape[:2]
+    assert window.canvas.crop_outline.isVisible()
