@@ -52,8 +52,8 @@ class ModelDialog(QDialog):
         form.addRow("TorchScript", self.script)
         form.addRow("Classes", self.num_classes)
         form.addRow("Labels", self.labels)
-        note = QLabel("Full pickled models are not accepted here: they can run code. Use the fgvis command "
-                      "line with --trust-pickle for files you trust.")  # fmt: skip
+        note = QLabel("Full pickled models are not accepted here: they can run code. Save the model's "
+                      "state_dict, or export it as TorchScript, and load that.")  # fmt: skip
         note.setWordWrap(True)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)

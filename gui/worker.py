@@ -254,7 +254,7 @@ class Worker(QObject):
             )  # fmt: skip
             model.module.to(_checked_device(task.device))
         except FGVisError as exc:
-            self.model_failed.emit(str(exc))
+            self.model_failed.emit(_with_dialog_hint(exc))
             return
         self._model = model
         self._generation += 1
@@ -398,6 +398,25 @@ class Worker(QObject):
                 image.results.append(ResultRecord.from_record(record, job))
             images.append(image)
         self.session_loaded.emit(images, session.view, problems)
+
+
+#: What to change in File > Load model… for the engine's ``ModelLoadError.option``.
+DIALOG_HINTS = {
+    "num_classes": "In Load model, set Classes{value}.",
+    "labels": "In Load model, choose a class-names file with one name per line (or none).",
+    "weights": "In Load model, choose the architecture the weights were saved from and its state_dict file.",
+    "torchscript": "In Load model, choose \"TorchScript file\" for this file.",
+    "allow_pickle": "The app does not open pickled models (they can run code): save the model's state_dict, "
+    "or export it as TorchScript, and load that.",
+}
+
+
+def _with_dialog_hint(exc: FGVisError) -> str:
+    """The engine's message and, for a bad model file, what to change in the Load model dialog."""
+    hint = DIALOG_HINTS.get(getattr(exc, "option", None) or "", "")
+    value = getattr(exc, "value", None)
+    hint = hint.format(value=f" to {value}" if value is not None else "")
+    return f"{exc}\n\n{hint}" if hint else str(exc)
 
 
 def _placeholder(entry) -> np.ndarray:

@@ -391,3 +391,17 @@ def test_the_queue_eta_the_crop_outline_and_open_folder(opened, qtbot, tmp_path,
     overlay = np.asarray(Image.open(window.last_export["overlay"]))
     assert overlay.shape[:2] == image.pixels.shape[:2]
     assert window.canvas.crop_outline.isVisible()
+
+
+def test_a_model_file_with_another_class_count_says_what_to_set_in_the_dialog(opened, qtbot, tmp_path):
+    import torch
+    import torchvision
+
+    from gui.records import ModelSpec
+
+    weights = tmp_path / "ten_classes.pth"
+    torch.save(torchvision.models.squeezenet1_1(num_classes=10).state_dict(), weights)
+    with qtbot.waitSignal(opened.error_shown, timeout=60_000) as shown:
+        opened._load_model(ModelSpec("squeezenet1_1", weights=weights))
+    message = shown.args[1]
+    assert "ten_classes.pth" in message and "In Load model, set Classes to 10." in message and "--" not in message
