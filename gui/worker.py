@@ -405,7 +405,7 @@ DIALOG_HINTS = {
     "num_classes": "In Load model, set Classes{value}.",
     "labels": "In Load model, choose a class-names file with one name per line (or none).",
     "weights": "In Load model, choose the architecture the weights were saved from and its state_dict file.",
-    "torchscript": "In Load model, choose \"TorchScript file\" for this file.",
+    "torchscript": 'In Load model, choose "TorchScript file" for this file.',
     "allow_pickle": "The app does not open pickled models (they can run code): save the model's state_dict, "
     "or export it as TorchScript, and load that.",
 }
