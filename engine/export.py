@@ -5,6 +5,7 @@ like ``e`` did."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -98,10 +99,46 @@ def export_record(
         record.prob_rescored = rescore_png(model, contents["explanation"], record.target)
     summary = {**record.metadata(), "colormap": colormap, "value_range": [shown.low, shown.high],
                "scale": shown.scale, "scale_text": shown.text(), **(extra or {}),
-               "files": {kind: path.name for kind, path in paths.items() if kind != "summary"}}  # fmt: skip
+               "files": {kind: path.name for kind, path in paths.items() if kind != "summary"},
+               "files_sha256": {kind: hashlib.sha256(data).hexdigest() for kind, data in contents.items()}}  # fmt: skip
     contents["summary"] = (json.dumps(summary, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-    write_all_or_nothing({paths[kind]: data for kind, data in contents.items()})
+    # The summary is the item's completion mark: an old one goes first and the new one lands last, so a
+    # process killed in between leaves an item without a summary (redone on resume), never an old summary
+    # beside new files. complete_export() checks the files against the hashes it lists.
+    if paths["summary"].exists():
+        try:
+            paths["summary"].unlink()
+        except OSError as exc:
+            raise ExportError(f"cannot replace {paths['summary']}: {exc.strerror or exc}") from exc
+    write_all_or_nothing({paths[kind]: data for kind, data in contents.items() if kind != "summary"})
+    write_all_or_nothing({paths["summary"]: contents["summary"]})
     return paths
+
+
+def complete_export(out_dir: Path, stem: str) -> dict | None:
+    """The summary of a finished export of ``stem`` in ``out_dir`` whose files are all there with the
+    contents it lists (``files_sha256``), else ``None`` (missing, unreadable, or files from another run).
+    Summaries written before the hashes existed are trusted if every listed file exists."""
+    paths = planned_paths(out_dir, stem)
+    try:
+        summary = json.loads(paths["summary"].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict):
+        return None
+    hashes = summary.get("files_sha256")
+    for kind, path in paths.items():
+        if kind == "summary":
+            continue
+        try:
+            if isinstance(hashes, dict):
+                if hashlib.sha256(path.read_bytes()).hexdigest() != hashes.get(kind):
+                    return None
+            elif not path.is_file():
+                return None
+        except OSError:
+            return None
+    return summary
 
 
 def compose_overlay(
