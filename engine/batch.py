@@ -3,6 +3,7 @@ never stopped by a bad file (those are listed at the end, and in the index, with
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -15,10 +16,12 @@ import numpy as np
 
 from .colormaps import DEFAULT_SCALE
 from .errors import ConfigError, FGVisError, ImageLoadError
-from .export import SUFFIXES, export_record, planned_paths, write_all_or_nothing
+from .export import SUFFIXES, complete_export, export_record, write_all_or_nothing
 from .fgvis import explain
 from .images import load_image
+from .inputs import regular_file
 from .models import ClassifierModel, sha256_of
+from .output import file_stems, readable_name, remove_stale_temporaries
 from .record import ExplanationRecord
 from .report import index_report
 from .types import FGVisConfig, StepState
@@ -27,7 +30,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 #: Columns of ``index.csv`` (and keys of each ``index.json`` row). ``status`` is ``"done"``, ``"cancelled"``
-#: (a partial result) or ``"failed"``; a failed row has the reason in ``reason``, the image name, the class
+#: (a partial result), ``"failed"`` or ``"ignored"`` (a file of the folder that is not an image); a failed or
+#: ignored row has the reason in ``reason``, the image name, the class
 #: and game when the failure was of one item (empty when the image itself could not be read), and no numbers.
 INDEX_COLUMNS = (
     "image", "target", "target_label", "game", "defense", "prob_original", "prob_explanation", "prob_rescored",
@@ -59,10 +63,14 @@ class BatchSummary:
     cancelled: bool = False
     index_files: dict[str, Path] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # e.g. a batch split after CUDA ran out of memory
+    ignored: list[str] = field(default_factory=list)  # files of the folder that are not images (by suffix)
 
 
 def image_files(folder: Path, out_dir: Path | None = None) -> list[Path]:
     """The images directly in ``folder``, sorted by name, without the pictures a batch wrote.
+
+    Every entry with an image suffix is listed, also one that is not a regular file (a FIFO, a broken or
+    looping symbolic link): reading it fails with the reason, so it is reported, never silently skipped.
 
     Subfolders are not searched, so a results folder inside ``folder`` (``--out images/results``) is never
     read. Left out of ``folder`` itself: every file an export summary JSON there names as its own, and, when
@@ -70,8 +78,30 @@ def image_files(folder: Path, out_dir: Path | None = None) -> list[Path]:
     coming batch writes to), every file named like an export's pictures (``*_overlay.png``,
     ``*_evidence.png``, ``*_explanation.png``, ``*_mask8.png``, ``*_mask16.png``)."""
     folder = Path(folder)
-    paths = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    paths = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not _is_folder(p)]
     return sorted(without_batch_outputs(paths, out_dir))
+
+
+def ignored_files(folder: Path) -> list[str]:
+    """Names of the files directly in ``folder`` that a batch does not look at: no image suffix (hidden
+    files, the batch's own JSON/NPY outputs and index files excepted)."""
+    names = []
+    with contextlib.suppress(OSError):
+        for path in Path(folder).iterdir():
+            name = path.name
+            if name.startswith(".") or path.suffix.lower() in IMAGE_SUFFIXES or _is_folder(path):
+                continue
+            if name in INDEX_FILES or name == FAILURES_FILE or name.endswith((".json", ".npy")):
+                continue
+            names.append(readable_name(name))
+    return sorted(names)
+
+
+def _is_folder(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def without_batch_outputs(paths: Sequence[Path], out_dir: Path | None = None) -> list[Path]:
@@ -134,10 +164,16 @@ def parse_targets(spec: str | Sequence) -> int | list:
     """``"top1"``/``"top3"``/``"topK"`` -> K; ``"3,espresso"`` or a list -> the listed classes."""
     if isinstance(spec, str):
         text = spec.strip().lower()
-        if text.startswith("top") and text[3:].isdigit() and int(text[3:]) >= 1:
+        if text.startswith("top") and text[3:].isdecimal() and text[3:].isascii():
+            if int(text[3:]) < 1:
+                raise ConfigError(f"targets {spec!r}: topK needs K >= 1")
             return int(text[3:])
-        return [part.strip() for part in spec.split(",") if part.strip()]
-    return list(spec)
+        classes = [part.strip() for part in spec.split(",") if part.strip()]
+    else:
+        classes = list(spec)
+    if not classes:
+        raise ConfigError(f"no classes in the targets {spec!r}: give top1, topK or classes separated by commas")
+    return classes
 
 
 def run_batch(
@@ -158,29 +194,35 @@ def run_batch(
     """
     config = config or FGVisConfig()
     out_dir = Path(out_dir)
-    if isinstance(inputs, (str, Path)):
-        paths = image_files(inputs, out_dir)
-    else:
-        paths = without_batch_outputs([Path(p) for p in inputs], out_dir)
     wanted = parse_targets(targets)
     if not isinstance(wanted, int):
         wanted = [model.resolve_target(t) for t in wanted]  # a bad class name stops the run before it starts
     summary = BatchSummary()
+    if isinstance(inputs, (str, Path)):
+        paths = image_files(inputs, out_dir)
+        summary.ignored = ignored_files(inputs)
+    else:
+        paths = without_batch_outputs([Path(p) for p in inputs], out_dir)
+    for stale in remove_stale_temporaries(out_dir) if out_dir.is_dir() else []:
+        log.warning("removed %s, left behind by a batch that was killed", stale)
     stop = should_stop or (lambda: False)
-    stems = unique_stems(paths)
+    stems = file_stems(paths)
     items = []  # (path, stem, pixels, target index)
     failed: list[dict] = []  # this run's failure records (see _failure)
     readable: set[str] = set()  # images that could be read this run
     settled: set[str] = set()  # items written, found done, or failed this run
     for path, stem in zip(paths, stems, strict=True):
+        name = readable_name(path.name)
         try:
+            regular_file(path, "an image file", ImageLoadError)
             pixels = np.asarray(load_image(path).convert("RGB"))
             chosen = _targets_for(model, pixels, wanted)
         except (ImageLoadError, FGVisError) as exc:
-            summary.failures.append((path.name, str(exc)))
-            failed.append(_failure(path.name, str(exc)))
+            reason = readable_name(str(exc))
+            summary.failures.append((name, reason))
+            failed.append(_failure(name, reason))
             continue
-        readable.add(path.name)
+        readable.add(name)
         items.extend((path, stem, pixels, target) for target in chosen)
     total = len(items) * len(games)
     done = 0
@@ -211,21 +253,30 @@ def run_batch(
             except FGVisError as exc:
                 for path, item_stem, _, target in chunk:
                     done += 1
-                    summary.failures.append((path.name, str(exc)))
-                    failed.append(_failure(path.name, str(exc), item_stem, target, model.label(target), game))
+                    name, reason = readable_name(path.name), readable_name(str(exc))
+                    summary.failures.append((name, reason))
+                    failed.append(_failure(name, reason, item_stem, target, model.label(target), game))
                     settled.add(item_stem)
-                    report(item_stem, f"failed: {exc}")
+                    report(item_stem, f"failed: {reason}")
                 continue
             summary.warnings.extend(result.warnings)
-            for index, (path, item_stem, _, _) in enumerate(chunk):
-                record = ExplanationRecord.from_explanation(
-                    result, index, model, image_name=path.name, image_path=str(path.resolve()),
-                    image_sha256=sha256_of(path),
-                )  # fmt: skip
-                export_record(record, out_dir, item_stem, model=model, colormap=colormap, scale=scale,
-                              overwrite=True, extra={"app_version": app_version})  # fmt: skip
+            for index, (path, item_stem, _, target) in enumerate(chunk):
                 done += 1
                 settled.add(item_stem)
+                name = readable_name(path.name)
+                try:
+                    record = ExplanationRecord.from_explanation(
+                        result, index, model, image_name=name, image_path=readable_name(str(path.resolve())),
+                        image_sha256=sha256_of(path),
+                    )  # fmt: skip
+                    export_record(record, out_dir, item_stem, model=model, colormap=colormap, scale=scale,
+                                  overwrite=True, extra={"app_version": app_version})  # fmt: skip
+                except (FGVisError, OSError) as exc:  # one item's files, never the other items
+                    reason = readable_name(str(exc))
+                    summary.failures.append((name, reason))
+                    failed.append(_failure(name, reason, item_stem, target, model.label(target), game))
+                    report(item_stem, f"failed: {reason}")
+                    continue
                 if result.cancelled:
                     report(item_stem, "cancelled")
                 else:
@@ -238,23 +289,27 @@ def run_batch(
             break
     # An earlier failure stays listed until this run settles it: its image now reads (or fails again, with
     # this run's reason), its item is written or found done (or fails again).
+    # Ignored files are listed as this run found them.
     unreadable = {record["image"] for record in failed if record["item"] is None}
     kept = [
         record
         for record in read_failures(out_dir)
-        if record["image"] not in unreadable
+        if record["status"] == "failed" and record["image"] not in unreadable
         and (record["item"] not in settled if record["item"] is not None else record["image"] not in readable)
-    ]
-    summary.index_files = write_index(out_dir, failures=kept + failed)
+    ]  # fmt: skip
+    ignored = [_failure(name, "not an image file (by its suffix): not looked at", status="ignored")
+               for name in summary.ignored]  # fmt: skip
+    summary.index_files = write_index(out_dir, failures=kept + failed + ignored)
     return summary
 
 
 def _failure(image: str, reason: str, item: str | None = None, target: int | None = None,
-             target_label: str | None = None, game: str | None = None) -> dict:  # fmt: skip
-    """One record of ``failures.json``: an image that could not be read (``item`` ``None``) or one item
-    (image, class, game) that could not be explained."""
+             target_label: str | None = None, game: str | None = None, status: str = "failed") -> dict:  # fmt: skip
+    """One record of ``failures.json``: an image that could not be read (``item`` ``None``), one item
+    (image, class, game) that could not be explained, or (``status`` ``"ignored"``) a file of the folder
+    that is not an image."""
     return {"image": image, "item": item, "target": target, "target_label": target_label, "game": game,
-            "reason": reason}  # fmt: skip
+            "reason": reason, "status": status}  # fmt: skip
 
 
 def read_failures(out_dir: Path) -> list[dict]:
@@ -266,7 +321,8 @@ def read_failures(out_dir: Path) -> list[dict]:
     records = []
     for entry in data:
         if isinstance(entry, dict) and isinstance(entry.get("image"), str):
-            record = _failure(entry["image"], str(entry.get("reason", "")))
+            status = "ignored" if entry.get("status") == "ignored" else "failed"
+            record = _failure(entry["image"], str(entry.get("reason", "")), status=status)
             record.update({key: entry.get(key) for key in ("item", *_FAILURE_COLUMNS[1:])})
             records.append(record)
     return records
@@ -295,8 +351,8 @@ def write_index(out_dir: Path, failures: Sequence[dict] | None = None) -> dict[s
         rows.append(data)
     records = read_failures(out_dir) if failures is None else list(failures)
     failed_rows = [
-        {**dict.fromkeys(INDEX_COLUMNS), **{key: record.get(key) for key in _FAILURE_COLUMNS}, "status": "failed",
-         "reason": record.get("reason", "")}
+        {**dict.fromkeys(INDEX_COLUMNS), **{key: record.get(key) for key in _FAILURE_COLUMNS},
+         "status": record.get("status", "failed"), "reason": record.get("reason", "")}
         for record in sorted(records, key=lambda r: (r["image"], r.get("item") or ""))
     ]  # fmt: skip
     csv_buffer = io.StringIO()
@@ -323,11 +379,10 @@ def write_index(out_dir: Path, failures: Sequence[dict] | None = None) -> dict[s
 
 
 def _finished(out_dir: Path, stem: str) -> bool:
-    summary = planned_paths(out_dir, stem)["summary"]
-    try:
-        return not json.loads(summary.read_text(encoding="utf-8")).get("cancelled", True)
-    except (OSError, ValueError, AttributeError):
-        return False
+    """Whether item ``stem`` is done: its files are whole and from one run (:func:`complete_export`) and
+    the run was not cancelled."""
+    summary = complete_export(out_dir, stem)
+    return summary is not None and summary.get("cancelled") is False
 
 
 def _targets_for(model: ClassifierModel, pixels: np.ndarray, wanted: int | list) -> list[int]:
@@ -344,12 +399,5 @@ def _thumbnail(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def unique_stems(paths: Sequence[Path]) -> list[str]:
-    """File stems made unique (``a``, ``a_2``...) so outputs of same-named files never collide."""
-    seen: dict[str, int] = {}
-    stems = []
-    for path in paths:
-        count = seen.get(path.stem, 0)
-        seen[path.stem] = count + 1
-        stems.append(path.stem if count == 0 else f"{path.stem}_{count + 1}")
-    return stems
+#: Output stems of input files (unique, valid, stable): :func:`engine.output.file_stems`.
+unique_stems = file_stems

@@ -46,20 +46,21 @@ def image_report(
 
 def index_report(rows: Sequence[dict], title: str = "FGVis batch results") -> str:
     """A table of many results (batch runs): ``rows`` are export summaries (JSON dicts) with an optional
-    ``thumbnail`` (uint8 RGB array) each, and rows with ``"status": "failed"`` (``image``, ``reason``, and
-    ``target``/``target_label``/``game`` when known) for what could not be explained, listed as such and not
-    counted as results."""
+    ``thumbnail`` (uint8 RGB array) each, and rows with ``"status": "failed"`` or ``"ignored"`` (``image``,
+    ``reason``, and ``target``/``target_label``/``game`` when known) for what could not be explained or was
+    not an image, listed as such and not counted as results."""
     head = ("<tr><th>image</th><th>class</th><th>game</th><th>p(x)</th><th>p(e)</th><th>re-scored</th>"
             "<th>mask mean</th><th>steps</th><th>status</th><th>evidence</th></tr>")  # fmt: skip
     body = []
     failed = [row for row in rows if row.get("status") == "failed"]
+    ignored = [row for row in rows if row.get("status") == "ignored"]
     for row in rows:
-        if row.get("status") == "failed":
+        if row.get("status") in ("failed", "ignored"):
             target = f"{_e(row.get('target_label') or '')} ({row['target']})" if row.get("target") is not None else "-"
             body.append(
                 f"<tr><td>{_e(row['image'])}</td><td>{target}</td><td>{_e(row.get('game') or '-')}</td>"
                 f"<td>-</td><td>-</td><td>-</td><td>-</td><td>-</td>"
-                f"<td><b>failed</b>: {_e(row.get('reason') or 'no reason given')}</td><td></td></tr>"
+                f"<td><b>{row['status']}</b>: {_e(row.get('reason') or 'no reason given')}</td><td></td></tr>"
             )
             continue
         status = "cancelled" if row.get("cancelled") else ("goal met" if row.get("goal_met") else "goal not met")
@@ -72,7 +73,8 @@ def index_report(rows: Sequence[dict], title: str = "FGVis batch results") -> st
             f"<td>{_num(row.get('prob_rescored'))}</td><td>{row['mask_mean']:.3f}</td><td>{row['steps']}</td>"
             f"<td>{status}</td><td>{thumb}</td></tr>"
         )
-    count = f"{len(rows) - len(failed)} result(s)" + (f", {len(failed)} failed" if failed else "")
+    count = f"{len(rows) - len(failed) - len(ignored)} result(s)" + (f", {len(failed)} failed" if failed else "")
+    count += f", {len(ignored)} file(s) not images" if ignored else ""
     return "\n".join([_head(title), f"<h1>{_e(title)}</h1>", f"<p>{count}</p>",
                       f"<table border='1' cellspacing='0' cellpadding='3'>{head}{''.join(body)}</table>",
                       "</body></html>"])  # fmt: skip

@@ -19,7 +19,7 @@ def folder(tmp_path, photo):
     shutil.copy(photo, images / "a.png")
     (images / "b_broken.jpg").write_bytes(b"\xff\xd8 truncated")
     shutil.copy(photo, images / "c.png")
-    (images / "notes.txt").write_text("not an image, not listed")
+    (images / "notes.txt").write_text("not an image: listed as ignored")
     return images
 
 
@@ -38,7 +38,9 @@ def test_a_bad_file_in_the_middle_is_listed_and_the_rest_is_done(toy_model, fold
     assert all(float(r["prob_rescored"]) >= 0 for r in done)
     assert [r["image"] for r in rows if r["status"] == "failed"] == ["b_broken.jpg"]
     assert len([r for r in json.loads((out / "index.json").read_text()) if r["status"] == "done"]) == 8
-    assert (out / "index.html").read_text().count("<tr>") == 1 + 8 + 1
+    assert [(r["image"], r["status"]) for r in rows if r["status"] == "ignored"] == [("notes.txt", "ignored")]
+    assert summary.ignored == ["notes.txt"]
+    assert (out / "index.html").read_text().count("<tr>") == 1 + 8 + 1 + 1
 
 
 def test_a_second_run_resumes_and_skips_finished_items(toy_model, folder, tmp_path):
@@ -76,8 +78,10 @@ OLD_COLUMNS = INDEX_COLUMNS[: INDEX_COLUMNS.index("summary") + 1]
 
 
 def _index(out):
-    rows = list(csv.DictReader((out / "index.csv").open()))
-    return rows, json.loads((out / "index.json").read_text()), (out / "index.html").read_text()
+    """The index's rows and records, without the "ignored" row of notes.txt (tested above)."""
+    rows = [r for r in csv.DictReader((out / "index.csv").open()) if r["status"] != "ignored"]
+    records = [r for r in json.loads((out / "index.json").read_text()) if r["status"] != "ignored"]
+    return rows, records, (out / "index.html").read_text()
 
 
 def test_a_file_that_failed_is_listed_in_every_index_with_the_reason_until_it_is_fixed(toy_model, folder, tmp_path,
@@ -99,7 +103,7 @@ def test_a_file_that_failed_is_listed_in_every_index_with_the_reason_until_it_is
     assert records[-1]["status"] == "failed" and records[-1]["reason"] == reason
     assert records[-1]["prob_explanation"] is None and records[0]["summary"].endswith("_preserve.json")
     assert "b_broken.jpg" in html and "failed" in html and "2 result(s), 1 failed" in html
-    assert html.count("<tr>") == 1 + 2 + 1
+    assert html.count("<tr>") == 1 + 2 + 1 + 1  # + notes.txt, ignored
 
     # The index is rewritten from what is on disk: the failure is kept there too.
     (out / "index.csv").unlink()
@@ -117,7 +121,7 @@ def test_a_file_that_failed_is_listed_in_every_index_with_the_reason_until_it_is
     assert fixed.written == [f"b_broken_{fixed_target(out)}_preserve"] and not fixed.failures
     rows, records, html = _index(out)
     assert [r["status"] for r in rows] == ["done"] * 3 and "failed" not in html
-    assert json.loads((out / "failures.json").read_text()) == []
+    assert [r["status"] for r in json.loads((out / "failures.json").read_text())] == ["ignored"]
 
 
 def fixed_target(out):
