@@ -2,7 +2,11 @@
 
 Exit codes: 0 done, 1 a file could not be written (or would be overwritten without ``--overwrite``),
 2 bad input (image, model, target, option; for ``batch``: some files could not be read, the others are
-done), 130 interrupted with Ctrl-C (partial results are still written, marked ``"cancelled": true``).
+done), 130 interrupted with Ctrl-C (partial results are still written, marked ``"cancelled": true``; a
+second Ctrl-C aborts at once, leaving no partial file).
+
+Every option is checked before anything is read or written: a bad value ends the command with one line
+naming the option (argparse's ``error: argument --steps: ...``) and exit 2.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import re
 import signal
 import sys
 import threading
@@ -21,10 +27,11 @@ import numpy as np
 
 from .baselines import METHODS
 from .batch import images_in, unique_stems
-from .colormaps import DEFAULT_SCALE, SCALES
+from .colormaps import COLORMAPS, DEFAULT_SCALE, SCALES
 from .errors import FGVisError, ModelLoadError
 from .export import ExportError, existing_files, export_record
 from .models import DEFAULT_MODEL, ClassifierModel, load_model, sha256_of
+from .output import readable_name
 from .record import ExplanationRecord
 from .types import GAMES, OPTIMIZERS, REFERENCES, Explanation, FGVisConfig, StepState
 
@@ -39,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.handler(args)
+    except KeyboardInterrupt:  # the second Ctrl-C: stop now (files being written are removed, not left half)
+        print("\naborted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_WRITE_ERROR
@@ -78,6 +88,54 @@ def _hint(exc: FGVisError) -> str:
     return f"{flag} FILE" + (" with --model ARCHITECTURE" if exc.option == "weights" else "")
 
 
+#: Seeds torch accepts.
+MAX_SEED = 2**63 - 1
+
+
+def _integer(low: int, high: int | None = None):
+    """An argparse type: a decimal integer in ``low .. high``."""
+
+    def parse(text: str) -> int:
+        text = text.strip()
+        if not re.fullmatch(r"[+-]?[0-9]+", text):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+        value = int(text)
+        if value < low or (high is not None and value > high):
+            bounds = f"from {low} to {high}" if high is not None else f"{low} or more"
+            raise argparse.ArgumentTypeError(f"{value} is out of range: give a whole number {bounds}")
+        return value
+
+    return parse
+
+
+def _number(low: float, *, strict: bool):
+    """An argparse type: a finite float ``> low`` (``strict``) or ``>= low``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            relation = ">" if strict else ">="
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give a finite number {relation} {low:g}")
+        return value
+
+    return parse
+
+
+def _device(text: str) -> str:
+    """An argparse type: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (whether it exists is checked on use)."""
+    value = text.strip().lower()
+    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device this app runs on: give auto, cpu, cuda or cuda:N")
+    return value
+
+
+POSITIVE = _integer(1)
+NON_NEGATIVE = _integer(0)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fgvis", description="FGVis explanations of CNN image classifiers.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
@@ -85,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="top-k classes of images")
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    predict.add_argument("--top", type=int, default=5, help="how many classes (default 5)")
+    predict.add_argument("--top", type=POSITIVE, default=5, help="how many classes (default 5)")
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_model_options(predict)
     predict.set_defaults(handler=_predict)
@@ -111,41 +169,41 @@ def _parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="benchmarks that print tables")
     bench_commands = bench.add_subparsers(dest="bench", required=True)
     speed = bench_commands.add_parser("speed", help="time per optimisation step vs a bare forward+backward")
-    speed.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16])
-    speed.add_argument("--repeats", type=int, default=10, help="timed steps per measurement")
-    speed.add_argument("--device", default="auto")
+    speed.add_argument("--batch-sizes", type=POSITIVE, nargs="+", default=[1, 4, 16])
+    speed.add_argument("--repeats", type=POSITIVE, default=10, help="timed steps per measurement")
+    speed.add_argument("--device", type=_device, default="auto")
     speed.set_defaults(handler=_bench_speed)
     games = bench_commands.add_parser("defaults", help="both games on the bundled photos with the default model")
-    games.add_argument("--steps", type=int, default=defaults.steps)
-    games.add_argument("--lr", type=float, default=None)
-    games.add_argument("--lambda-init", type=float, default=defaults.lambda_init)
+    games.add_argument("--steps", type=POSITIVE, default=defaults.steps)
+    games.add_argument("--lr", type=_number(0, strict=True), default=None)
+    games.add_argument("--lambda-init", type=_number(0, strict=True), default=defaults.lambda_init)
     games.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
-    games.add_argument("--device", default="auto")
+    games.add_argument("--device", type=_device, default="auto")
     games.set_defaults(handler=_bench_defaults)
     early = bench_commands.add_parser("early-stop", help="early stopping vs the fixed step budget, per bundled photo")
-    early.add_argument("--steps", type=int, default=defaults.steps)
-    early.add_argument("--patience", type=int, default=defaults.patience)
-    early.add_argument("--device", default="auto")
+    early.add_argument("--steps", type=POSITIVE, default=defaults.steps)
+    early.add_argument("--patience", type=NON_NEGATIVE, default=defaults.patience)
+    early.add_argument("--device", type=_device, default="auto")
     early.add_argument("--images", type=Path, help="folder of photos to use instead of the bundled ones")
     early.set_defaults(handler=_bench_early_stop)
     throughput = bench_commands.add_parser("throughput", help="explanations per second per model and batch size")
     throughput.add_argument("--models", nargs="+", default=["efficientnet_lite0", "resnet50", "vgg16"])
-    throughput.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16, 64])
-    throughput.add_argument("--repeats", type=int, default=10, help="timed steps per measurement")
-    throughput.add_argument("--device", default="auto")
+    throughput.add_argument("--batch-sizes", type=POSITIVE, nargs="+", default=[1, 4, 16, 64])
+    throughput.add_argument("--repeats", type=POSITIVE, default=10, help="timed steps per measurement")
+    throughput.add_argument("--device", type=_device, default="auto")
     throughput.add_argument("--no-cuda-graph", action="store_true", help="time the eager step (CUDA)")
     throughput.set_defaults(handler=_bench_throughput)
     precision = bench_commands.add_parser("precision", help="mixed precision (autocast) against float32")
-    precision.add_argument("--steps", type=int, default=100)
+    precision.add_argument("--steps", type=POSITIVE, default=100)
     precision.add_argument("--dtypes", nargs="+", choices=["bf16", "fp16"], default=["bf16", "fp16"])
-    precision.add_argument("--device", default="auto")
+    precision.add_argument("--device", type=_device, default="auto")
     precision.set_defaults(handler=_bench_precision)
     profile = bench_commands.add_parser("profile", help="where a defended step spends its time, for one model")
     profile.add_argument("--model", default="vgg16", help="vgg16 (default), resnet50, efficientnet_lite0, ...")
-    profile.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
-    profile.add_argument("--repeats", type=int, default=10, help="timed steps per measurement")
-    profile.add_argument("--top", type=int, default=12, help="operators listed per profile")
-    profile.add_argument("--device", default="auto")
+    profile.add_argument("--batch-sizes", type=POSITIVE, nargs="+", default=[1, 16])
+    profile.add_argument("--repeats", type=POSITIVE, default=10, help="timed steps per measurement")
+    profile.add_argument("--top", type=POSITIVE, default=12, help="operators listed per profile")
+    profile.add_argument("--device", type=_device, default="auto")
     profile.set_defaults(handler=_bench_profile)
     quality = bench_commands.add_parser(
         "quality", help="faithfulness, localisation, sanity and sparsity of FGVis and the baseline methods"
@@ -158,10 +216,10 @@ def _parser() -> argparse.ArgumentParser:
     quality.add_argument("--images", type=Path, help="folder of images (default: generated shapes / bundled photos)")
     quality.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     quality.add_argument("--out", type=Path, help="folder for quality.md/.csv/.json and the curve plots")
-    quality.add_argument("--count", type=int, default=32, help="images to use (default 32)")
-    quality.add_argument("--randomisation-items", type=int, default=4)
-    quality.add_argument("--steps", type=int, default=defaults.steps, help="FGVis step budget")
-    quality.add_argument("--mp-steps", type=int, default=300, help="Meaningful Perturbation iterations")
+    quality.add_argument("--count", type=POSITIVE, default=32, help="images to use (default 32)")
+    quality.add_argument("--randomisation-items", type=NON_NEGATIVE, default=4)
+    quality.add_argument("--steps", type=POSITIVE, default=defaults.steps, help="FGVis step budget")
+    quality.add_argument("--mp-steps", type=POSITIVE, default=300, help="Meaningful Perturbation iterations")
     quality.add_argument("--reference", choices=["blur", "zero"], default="blur")
     quality.set_defaults(handler=_bench_quality)
     return parser
@@ -171,17 +229,18 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
     defaults = FGVisConfig()
     parser.add_argument("--game", choices=(*GAMES, "both"), default="preserve")
     parser.add_argument("--no-defense", action="store_true", help="turn off the adversarial-evidence defense")
-    parser.add_argument("--steps", type=int, default=defaults.steps, help=f"iteration budget ({defaults.steps})")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.05)")
-    parser.add_argument("--lambda", dest="lambda_", type=float, default=None, help="fixed lambda (default: auto)")
+    parser.add_argument("--steps", type=POSITIVE, default=defaults.steps, help=f"iteration budget ({defaults.steps})")
+    parser.add_argument("--lr", type=_number(0, strict=True), default=None, help="learning rate (default: 0.05)")
+    parser.add_argument("--lambda", dest="lambda_", type=_number(0, strict=False), default=None,
+                        help="fixed lambda (default: auto)")  # fmt: skip
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
     parser.add_argument("--reference", choices=REFERENCES, default=defaults.reference)
     parser.add_argument(
         "--no-binarize", action="store_true", help="keep the soft mask, not the smallest 0/1 mask meeting the goal"
     )
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--batch-size", type=int, default=8, help="items optimised together (default 8)")
-    parser.add_argument("--colormap", default="inferno", help="colormap of the evidence PNG")
+    parser.add_argument("--seed", type=_integer(0, MAX_SEED), default=defaults.seed)
+    parser.add_argument("--batch-size", type=POSITIVE, default=8, help="items optimised together (default 8)")
+    parser.add_argument("--colormap", choices=COLORMAPS, default="inferno", help="colormap of the evidence PNG")
     parser.add_argument("--scale", choices=SCALES, default=DEFAULT_SCALE,
                         help="value range of the evidence PNG and overlay: robust (0 .. 99.5th percentile, the "
                              "default) or fixed (0 .. 1); the range is written to the JSON")  # fmt: skip
@@ -200,10 +259,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", default=DEFAULT_MODEL, help=f"{DEFAULT_MODEL} (built in) or a torchvision name")
     group.add_argument("--weights", type=Path, help="state_dict file for --model")
     group.add_argument("--torchscript", type=Path, help="TorchScript classifier file")
-    group.add_argument("--num-classes", type=int, help="number of classes of --model")
+    group.add_argument("--num-classes", type=POSITIVE, help="number of classes of --model")
     group.add_argument("--labels", type=Path, help="text file with one class name per line")
     group.add_argument("--trust-pickle", action="store_true", help="allow unpickling (runs code from the file!)")
-    group.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    group.add_argument("--device", type=_device, default="auto", help="auto (default), cpu, cuda or cuda:N")
 
 
 def _load(args) -> ClassifierModel:
@@ -325,13 +384,14 @@ def _interrupt_handler(stop: threading.Event):
 
 def _write_result(args, model: ClassifierModel, result: Explanation, index: int, path: Path, stem: str) -> None:
     record = ExplanationRecord.from_explanation(
-        result, index, model, image_name=path.name, image_path=str(path.resolve()), image_sha256=sha256_of(path)
-    )
+        result, index, model, image_name=readable_name(path.name), image_path=readable_name(str(path.resolve())),
+        image_sha256=sha256_of(path),
+    )  # fmt: skip
     files = export_record(record, args.out, f"{stem}_{result.game}", model=model, colormap=args.colormap,
                           scale=args.scale, overwrite=True, extra={"app_version": _version()})  # fmt: skip
     status = " (cancelled)" if result.cancelled else ""
     print(
-        f"{path.name}: {result.game} {record.target_label!r} p {record.prob_original:.3f} -> "
+        f"{record.image_name}: {result.game} {record.target_label!r} p {record.prob_original:.3f} -> "
         f"{record.prob_explanation:.3f} (re-scored PNG {record.prob_rescored:.3f}), mask mean "
         f"{record.mask_mean:.3f}{status} -> {files['summary']}"
     )

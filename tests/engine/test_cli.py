@@ -54,7 +54,9 @@ def test_explain_same_file_name_twice_does_not_overwrite(samples, tmp_path):
     shutil.copy(samples["chelsea"], other / "coffee.jpg")
     out = tmp_path / "out"
     assert main(["explain", str(samples["coffee"]), str(other / "coffee.jpg"), "--steps", "1", "--out", str(out)]) == 0
-    assert (out / "coffee_preserve.json").exists() and (out / "coffee_2_preserve.json").exists()
+    summaries = sorted(out.glob("coffee_*_preserve.json"))  # coffee_<hash of its path>_preserve.json, twice
+    assert len(summaries) == 2
+    assert {json.loads(p.read_text())["target_label"] for p in summaries} == {"espresso", "tiger cat"}
 
 
 def test_bad_inputs_exit_2_with_a_message(samples, tmp_path, capsys):
