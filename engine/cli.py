@@ -355,6 +355,8 @@ def _batch(args) -> int:
           f"{listed}; index: {summary.index_files.get('html')}")  # fmt: skip
     for name, reason in summary.failures:
         print(f"  could not explain {name}: {reason}", file=sys.stderr)
+    if summary.ignored:
+        print(f"  not images (by their suffix), not looked at: {', '.join(summary.ignored)}", file=sys.stderr)
     for warning in summary.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if summary.cancelled:

@@ -1053,7 +1053,7 @@ class MainWindow(QMainWindow):
 
     def dropEvent(self, event) -> None:
         paths = [Path(url.toLocalFile()) for url in event.mimeData().urls() if url.isLocalFile()]
-        self.open_paths([p for p in paths if p.is_file()])
+        self.open_paths([p for p in paths if not p.is_dir()])  # anything else that is not an image gets a message
         event.acceptProposedAction()
 
 
