@@ -206,83 +206,57 @@ def run_batch(
     for stale in remove_stale_temporaries(out_dir) if out_dir.is_dir() else []:
         log.warning("removed %s, left behind by a batch that was killed", stale)
     stop = should_stop or (lambda: False)
-    stems = file_stems(paths)
-    items = []  # (path, stem, pixels, target index)
+    items = []  # (path, stem, target index)
     failed: list[dict] = []  # this run's failure records (see _failure)
     readable: set[str] = set()  # images that could be read this run
     settled: set[str] = set()  # items written, found done, or failed this run
-    for path, stem in zip(paths, stems, strict=True):
-        name = readable_name(path.name)
+    for path, stem in zip(paths, file_stems(paths), strict=True):
         try:
-            regular_file(path, "an image file", ImageLoadError)
-            pixels = np.asarray(load_image(path).convert("RGB"))
-            chosen = _targets_for(model, pixels, wanted)
-        except (ImageLoadError, FGVisError) as exc:
-            reason = readable_name(str(exc))
+            chosen = plan_image(model, path, wanted)
+        except FGVisError as exc:
+            name, reason = readable_name(path.name), readable_name(str(exc))
             summary.failures.append((name, reason))
             failed.append(_failure(name, reason))
             continue
-        readable.add(name)
-        items.extend((path, stem, pixels, target) for target in chosen)
+        readable.add(readable_name(path.name))
+        items.extend((path, stem, target) for target in chosen)
     total = len(items) * len(games)
     done = 0
 
-    def report(item: str, state: str) -> None:
+    def settle(outcome: ItemOutcome) -> None:
+        nonlocal done
+        done += 1
+        settled.add(outcome.item)
+        if outcome.status == "failed":
+            summary.failures.append((outcome.image, outcome.reason))
+            failed.append(outcome.failure_record())
+        elif outcome.status == "written":
+            summary.written.append(outcome.item)
+        elif outcome.status == "skipped":
+            summary.skipped.append(outcome.item)
         if on_progress is not None:
-            on_progress(BatchProgress(done, total, item, state))
+            on_progress(BatchProgress(done, total, outcome.item, outcome.state()))
 
     for game in games:
         pending = []
-        for path, stem, pixels, target in items:
-            item_stem = f"{stem}_{target}_{game}"
-            if not overwrite and _finished(out_dir, item_stem):
-                done += 1
-                summary.skipped.append(item_stem)
-                settled.add(item_stem)
-                report(item_stem, "skipped (already done)")
+        for path, stem, target in items:
+            item = BatchItem(path, f"{stem}_{target}_{game}", target, game)
+            if not overwrite and _finished(out_dir, item.stem):
+                settle(ItemOutcome.of(item, model, "skipped"))
             else:
-                pending.append((path, item_stem, pixels, target))
+                pending.append(item)
         for start in range(0, len(pending), max(1, batch_size)):
             if stop():
                 summary.cancelled = True
                 break
-            chunk = pending[start : start + batch_size]
-            try:
-                result = explain(model, [c[2] for c in chunk], [c[3] for c in chunk], game=game, defense=defense,
-                                 config=config, on_step=on_step, should_stop=stop)  # fmt: skip
-            except FGVisError as exc:
-                for path, item_stem, _, target in chunk:
-                    done += 1
-                    name, reason = readable_name(path.name), readable_name(str(exc))
-                    summary.failures.append((name, reason))
-                    failed.append(_failure(name, reason, item_stem, target, model.label(target), game))
-                    settled.add(item_stem)
-                    report(item_stem, f"failed: {reason}")
-                continue
-            summary.warnings.extend(result.warnings)
-            for index, (path, item_stem, _, target) in enumerate(chunk):
-                done += 1
-                settled.add(item_stem)
-                name = readable_name(path.name)
-                try:
-                    record = ExplanationRecord.from_explanation(
-                        result, index, model, image_name=name, image_path=readable_name(str(path.resolve())),
-                        image_sha256=sha256_of(path),
-                    )  # fmt: skip
-                    export_record(record, out_dir, item_stem, model=model, colormap=colormap, scale=scale,
-                                  overwrite=True, extra={"app_version": app_version})  # fmt: skip
-                except (FGVisError, OSError) as exc:  # one item's files, never the other items
-                    reason = readable_name(str(exc))
-                    summary.failures.append((name, reason))
-                    failed.append(_failure(name, reason, item_stem, target, model.label(target), game))
-                    report(item_stem, f"failed: {reason}")
-                    continue
-                if result.cancelled:
-                    report(item_stem, "cancelled")
-                else:
-                    summary.written.append(item_stem)
-                    report(item_stem, "written")
-            if result.cancelled:
+            outcomes, warnings = explain_chunk(
+                model, pending[start : start + batch_size], out_dir, defense=defense, config=config,
+                colormap=colormap, scale=scale, app_version=app_version, on_step=on_step, should_stop=stop,
+            )  # fmt: skip
+            summary.warnings.extend(warnings)
+            for outcome in outcomes:
+                settle(outcome)
+            if any(outcome.status == "cancelled" for outcome in outcomes):
                 summary.cancelled = True
                 break
         if summary.cancelled:
@@ -301,6 +275,98 @@ def run_batch(
                for name in summary.ignored]  # fmt: skip
     summary.index_files = write_index(out_dir, failures=kept + failed + ignored)
     return summary
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One optimisation of a batch: an image, its output stem (``IMAGE-STEM_CLASS_GAME``), class and game."""
+
+    path: Path
+    stem: str
+    target: int
+    game: str
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    """What became of one :class:`BatchItem`: ``status`` is ``"written"``, ``"skipped"`` (already done),
+    ``"cancelled"`` (partial result written, marked cancelled) or ``"failed"`` (``reason`` says why)."""
+
+    image: str
+    item: str
+    target: int
+    target_label: str
+    game: str
+    status: str
+    reason: str = ""
+
+    @classmethod
+    def of(cls, item: BatchItem, model: ClassifierModel, status: str, reason: str = "") -> ItemOutcome:
+        return cls(readable_name(item.path.name), item.stem, item.target, model.label(item.target), item.game,
+                   status, readable_name(reason))  # fmt: skip
+
+    def state(self) -> str:
+        """The progress line's words for this outcome."""
+        return {"skipped": "skipped (already done)", "failed": f"failed: {self.reason}"}.get(self.status, self.status)
+
+    def failure_record(self) -> dict:
+        return _failure(self.image, self.reason, self.item, self.target, self.target_label, self.game)
+
+
+def plan_image(model: ClassifierModel, path: Path, wanted: int | list) -> list[int]:
+    """The classes to explain on the image at ``path`` (its top-K, or the listed classes); reads the image
+    (and keeps nothing of it). Raises :class:`FGVisError` (ImageLoadError...) when it cannot be read."""
+    regular_file(path, "an image file", ImageLoadError)
+    if not isinstance(wanted, int):
+        load_image(path)  # a listed class still needs a readable image
+        return list(wanted)
+    return _targets_for(model, np.asarray(load_image(path).convert("RGB")), wanted)
+
+
+def explain_chunk(
+    model: ClassifierModel, chunk: Sequence[BatchItem], out_dir: Path, *, defense: bool = True,
+    config: FGVisConfig | None = None, colormap: str = "inferno", scale: str = DEFAULT_SCALE, app_version: str = "",
+    on_step: Callable[[StepState], None] | None = None, should_stop: Callable[[], bool] | None = None,
+) -> tuple[list[ItemOutcome], list[str]]:  # fmt: skip
+    """Explain the items of one game together (one batched optimisation) and export each one; returns an
+    outcome per item and the run's warnings. The images are read here, so a batch holds the pixels of one
+    chunk at a time. An item whose image or export fails is a ``"failed"`` outcome, never an exception."""
+    outcomes: dict[int, ItemOutcome] = {}
+    loaded = []  # (position in chunk, pixels)
+    for position, item in enumerate(chunk):
+        try:
+            loaded.append((position, np.asarray(load_image(item.path).convert("RGB"))))
+        except FGVisError as exc:
+            outcomes[position] = ItemOutcome.of(item, model, "failed", str(exc))
+    warnings: list[str] = []
+    if loaded:
+        games = {chunk[position].game for position, _ in loaded}
+        if len(games) != 1:
+            raise ConfigError(f"one chunk explains one game, not {sorted(games)}")
+        try:
+            result = explain(model, [pixels for _, pixels in loaded], [chunk[p].target for p, _ in loaded],
+                             game=games.pop(), defense=defense, config=config or FGVisConfig(), on_step=on_step,
+                             should_stop=should_stop)  # fmt: skip
+        except FGVisError as exc:
+            result = None
+            for position, _ in loaded:
+                outcomes[position] = ItemOutcome.of(chunk[position], model, "failed", str(exc))
+        if result is not None:
+            warnings = list(result.warnings)
+            for index, (position, _) in enumerate(loaded):
+                item = chunk[position]
+                try:
+                    record = ExplanationRecord.from_explanation(
+                        result, index, model, image_name=readable_name(item.path.name),
+                        image_path=readable_name(str(item.path.resolve())), image_sha256=sha256_of(item.path),
+                    )  # fmt: skip
+                    export_record(record, out_dir, item.stem, model=model, colormap=colormap, scale=scale,
+                                  overwrite=True, extra={"app_version": app_version})  # fmt: skip
+                except (FGVisError, OSError) as exc:  # one item's files, never the other items
+                    outcomes[position] = ItemOutcome.of(item, model, "failed", str(exc))
+                    continue
+                outcomes[position] = ItemOutcome.of(item, model, "cancelled" if result.cancelled else "written")
+    return [outcomes[position] for position in range(len(chunk))], warnings
 
 
 def _failure(image: str, reason: str, item: str | None = None, target: int | None = None,
