@@ -8,6 +8,9 @@ import csv
 import io
 import json
 import logging
+import os
+import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,44 +208,33 @@ def run_batch(
         paths = without_batch_outputs([Path(p) for p in inputs], out_dir)
     for stale in remove_stale_temporaries(out_dir) if out_dir.is_dir() else []:
         log.warning("removed %s, left behind by a batch that was killed", stale)
+    with batch_lock(out_dir):
+        return _run_locally(model, paths, out_dir, summary, wanted, games=games, defense=defense, config=config,
+                            batch_size=batch_size, overwrite=overwrite, colormap=colormap, scale=scale,
+                            app_version=app_version, on_progress=on_progress, on_step=on_step,
+                            should_stop=should_stop)  # fmt: skip
+
+
+def _run_locally(model, paths, out_dir, summary, wanted, *, games, defense, config, batch_size, overwrite, colormap,
+                 scale, app_version, on_progress, on_step, should_stop) -> BatchSummary:  # fmt: skip
     stop = should_stop or (lambda: False)
     items = []  # (path, stem, target index)
-    failed: list[dict] = []  # this run's failure records (see _failure)
-    readable: set[str] = set()  # images that could be read this run
-    settled: set[str] = set()  # items written, found done, or failed this run
+    tally = BatchTally(summary, on_progress)
     for path, stem in zip(paths, file_stems(paths), strict=True):
         try:
             chosen = plan_image(model, path, wanted)
         except FGVisError as exc:
-            name, reason = readable_name(path.name), readable_name(str(exc))
-            summary.failures.append((name, reason))
-            failed.append(_failure(name, reason))
+            tally.image_failed(path, str(exc))
             continue
-        readable.add(readable_name(path.name))
+        tally.image_read(path)
         items.extend((path, stem, target) for target in chosen)
-    total = len(items) * len(games)
-    done = 0
-
-    def settle(outcome: ItemOutcome) -> None:
-        nonlocal done
-        done += 1
-        settled.add(outcome.item)
-        if outcome.status == "failed":
-            summary.failures.append((outcome.image, outcome.reason))
-            failed.append(outcome.failure_record())
-        elif outcome.status == "written":
-            summary.written.append(outcome.item)
-        elif outcome.status == "skipped":
-            summary.skipped.append(outcome.item)
-        if on_progress is not None:
-            on_progress(BatchProgress(done, total, outcome.item, outcome.state()))
-
+    tally.total = len(items) * len(games)
     for game in games:
         pending = []
         for path, stem, target in items:
             item = BatchItem(path, f"{stem}_{target}_{game}", target, game)
             if not overwrite and _finished(out_dir, item.stem):
-                settle(ItemOutcome.of(item, model, "skipped"))
+                tally.settle(ItemOutcome.of(item, model, "skipped"))
             else:
                 pending.append(item)
         for start in range(0, len(pending), max(1, batch_size)):
@@ -255,26 +247,119 @@ def run_batch(
             )  # fmt: skip
             summary.warnings.extend(warnings)
             for outcome in outcomes:
-                settle(outcome)
+                tally.settle(outcome)
             if any(outcome.status == "cancelled" for outcome in outcomes):
                 summary.cancelled = True
                 break
         if summary.cancelled:
             break
-    # An earlier failure stays listed until this run settles it: its image now reads (or fails again, with
-    # this run's reason), its item is written or found done (or fails again).
-    # Ignored files are listed as this run found them.
-    unreadable = {record["image"] for record in failed if record["item"] is None}
-    kept = [
-        record
-        for record in read_failures(out_dir)
-        if record["status"] == "failed" and record["image"] not in unreadable
-        and (record["item"] not in settled if record["item"] is not None else record["image"] not in readable)
-    ]  # fmt: skip
-    ignored = [_failure(name, "not an image file (by its suffix): not looked at", status="ignored")
-               for name in summary.ignored]  # fmt: skip
-    summary.index_files = write_index(out_dir, failures=kept + failed + ignored)
+    tally.write_index(out_dir)
     return summary
+
+
+#: The file that marks an output folder as being written by a batch (hidden: never listed as input).
+LOCK_FILE = ".fgvis-batch.lock"
+
+
+@contextlib.contextmanager
+def batch_lock(out_dir: Path):
+    """Hold ``out_dir`` for one batch run: a second run writing to the same folder is refused with a clear
+    :class:`ConfigError` (two runs would redo and overwrite each other's items). A lock left by a process
+    that no longer runs on this machine is taken over; one from another machine (a shared folder) is
+    respected until removed by hand."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = out_dir / LOCK_FILE
+    mine = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(2):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read_json(lock)
+            if isinstance(holder, dict) and _alive(holder):
+                raise ConfigError(
+                    f"another batch (process {holder.get('pid')} on {holder.get('host')}, started "
+                    f"{holder.get('started')}) is writing to {out_dir}: wait for it to end or choose another folder "
+                    f"(if it is gone, delete {lock})"
+                ) from None
+            with contextlib.suppress(OSError):
+                lock.unlink()  # left by a run that was killed
+            continue
+        with os.fdopen(descriptor, "w") as stream:
+            json.dump(mine, stream)
+        break
+    else:
+        raise ConfigError(f"cannot take {lock}: another batch keeps taking it")
+    try:
+        yield lock
+    finally:
+        with contextlib.suppress(OSError):
+            if _read_json(lock) == mine:
+                lock.unlink()
+
+
+def _alive(holder: dict) -> bool:
+    """Whether the process that wrote a lock may still run (always assumed for another machine)."""
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder.get("pid")), 0)
+    except (ProcessLookupError, ValueError, TypeError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class BatchTally:
+    """The bookkeeping of one batch run, whichever engine runs it (this process or Ray): outcomes into the
+    :class:`BatchSummary`, progress reports, and at the end the index with this run's failures.
+
+    An earlier failure (``failures.json``) stays listed until this run settles it: its image now reads (or
+    fails again, with this run's reason), its item is written or found done (or fails again). Ignored files
+    are listed as this run found them."""
+
+    def __init__(self, summary: BatchSummary, on_progress: Callable[[BatchProgress], None] | None = None,
+                 total: int = 0) -> None:  # fmt: skip
+        self.summary, self.on_progress, self.total = summary, on_progress, total
+        self.done = 0
+        self.failed: list[dict] = []  # this run's failure records (see _failure)
+        self.readable: set[str] = set()  # images that could be read this run
+        self.settled: set[str] = set()  # items written, found done, failed or cancelled this run
+
+    def image_read(self, path: Path) -> None:
+        self.readable.add(readable_name(Path(path).name))
+
+    def image_failed(self, path: Path | str, reason: str) -> None:
+        name, reason = readable_name(Path(path).name), readable_name(reason)
+        self.summary.failures.append((name, reason))
+        self.failed.append(_failure(name, reason))
+
+    def settle(self, outcome: ItemOutcome) -> None:
+        self.done += 1
+        self.settled.add(outcome.item)
+        if outcome.status == "failed":
+            self.summary.failures.append((outcome.image, outcome.reason))
+            self.failed.append(outcome.failure_record())
+        elif outcome.status == "written":
+            self.summary.written.append(outcome.item)
+        elif outcome.status == "skipped":
+            self.summary.skipped.append(outcome.item)
+        if self.on_progress is not None:
+            self.on_progress(BatchProgress(self.done, self.total, outcome.item, outcome.state()))
+
+    def write_index(self, out_dir: Path) -> None:
+        unreadable = {record["image"] for record in self.failed if record["item"] is None}
+        kept = [
+            record
+            for record in read_failures(out_dir)
+            if record["status"] == "failed" and record["image"] not in unreadable
+            and (record["item"] not in self.settled if record["item"] is not None
+                 else record["image"] not in self.readable)
+        ]  # fmt: skip
+        ignored = [_failure(name, "not an image file (by its suffix): not looked at", status="ignored")
+                   for name in self.summary.ignored]  # fmt: skip
+        self.summary.index_files = write_index(out_dir, failures=kept + self.failed + ignored)
 
 
 @dataclass(frozen=True)

@@ -228,3 +228,23 @@ def test_temporaries_of_a_killed_run_are_removed_on_the_next(toy_model, tmp_path
     run_batch(toy_model, folder, out, config=STEPS)
     assert not stale.exists() and fresh.exists() and mine.exists()
     assert remove_stale_temporaries(out, older_than_s=-1) == [fresh]
+
+
+def test_a_folder_another_batch_is_writing_is_refused_and_a_dead_runs_lock_taken_over(toy_model, tmp_path, photo):
+    import socket
+
+    from engine import ConfigError
+    from engine.batch import LOCK_FILE, batch_lock
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(photo, folder / "a.png")
+    out = tmp_path / "out"
+    with batch_lock(out):  # this process is the other batch
+        with pytest.raises(ConfigError, match="another batch .* is writing to"):
+            run_batch(toy_model, folder, out, config=STEPS)
+    assert not (out / LOCK_FILE).exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / LOCK_FILE).write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
+    assert len(run_batch(toy_model, folder, out, config=STEPS).written) == 1
+    assert not (out / LOCK_FILE).exists()
