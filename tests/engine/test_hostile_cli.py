@@ -240,9 +240,8 @@ def test_a_folder_another_batch_is_writing_is_refused_and_a_dead_runs_lock_taken
     folder.mkdir()
     shutil.copy(photo, folder / "a.png")
     out = tmp_path / "out"
-    with batch_lock(out):  # this process is the other batch
-        with pytest.raises(ConfigError, match="another batch .* is writing to"):
-            run_batch(toy_model, folder, out, config=STEPS)
+    with batch_lock(out), pytest.raises(ConfigError, match=r"another batch .* is writing to"):  # we are the other
+        run_batch(toy_model, folder, out, config=STEPS)
     assert not (out / LOCK_FILE).exists()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (out / LOCK_FILE).write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
