@@ -19,8 +19,9 @@ import collections
 import hashlib
 import logging
 import math
+import numbers
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from .defense import ActivationFilter
 from .errors import ConfigError, DefenseError, DeviceError, TargetError
 from .images import load_image
 from .model_pass import TRIAL_ROUNDS, ModelPass, record_cuda_graph
-from .models import ClassifierModel, frozen
+from .models import ClassifierModel, _short_reason, frozen
 from .preprocess import Geometry
 from .types import GAMES, Explanation, FGVisConfig, StepState
 
@@ -95,13 +96,81 @@ def explain(
     config = config or FGVisConfig()
     if game not in GAMES:
         raise ConfigError(f"game must be one of {GAMES}, not {game!r}")
+    target = _checked_target(target)
     classifier = _as_classifier(model, image)
     inputs, geometries, originals = _prepare_inputs(classifier, image)
     device = _resolve_device(config.device, classifier)
+    _check_inputs(classifier, inputs, device)
     run = _Run(classifier, game, defense, config, device, on_step, should_stop, cache)
     result = run.explain_splitting(inputs, geometries, originals, target)
     result.warnings.extend(_item_notes(result, classifier))
     return result
+
+
+_TARGET_KINDS = 'a class index (an integer), a class name, "top1" or None'
+
+
+def _checked_target(target: Target) -> Target:
+    """``target`` with NumPy (and 0-d tensor) integers made ``int`` and arrays made lists; a bool, a float
+    or any other kind of value is refused with a :class:`TargetError` (an integer tensor stays as it is)."""
+    if isinstance(target, torch.Tensor):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise TargetError(f"a tensor of targets must hold integer class indices, not {target.dtype} values")
+        return target
+    if isinstance(target, np.ndarray):
+        if target.dtype == np.bool_ or not np.issubdtype(target.dtype, np.integer):
+            raise TargetError(f"an array of targets must hold integer class indices, not {target.dtype} values")
+        return int(target) if target.ndim == 0 else [int(value) for value in target.ravel()]
+    if isinstance(target, Sequence | Iterator) and not isinstance(target, str | bytes):
+        return [_checked_target_item(item) for item in target]
+    return _checked_target_item(target)
+
+
+def _checked_target_item(item):
+    if item is None or isinstance(item, str):
+        return item
+    if isinstance(item, torch.Tensor | np.ndarray) and item.ndim == 0:
+        item = item.item()
+    if isinstance(item, numbers.Integral) and not isinstance(item, bool | np.bool_):
+        return int(item)
+    raise TargetError(f"a target must be {_TARGET_KINDS}, not {type(item).__name__} {item!r}")
+
+
+def _check_inputs(classifier: ClassifierModel, inputs: torch.Tensor, device: torch.device) -> None:
+    """Refuse inputs ``(N, C, H, W)`` the model cannot take, with the shape it expects, before the run:
+    an empty batch or image, channels other than 3 for a model fed from pixels, and any shape on which one
+    forward pass of the model fails or does not return ``(1, K)`` class scores."""
+    shape = tuple(inputs.shape)
+    height, width = classifier.input_size
+    if classifier.pixel_input:
+        expected = f"a float tensor (N, 3, H, W) in the model's input space, e.g. (1, 3, {height}, {width})"
+    else:
+        expected = "a float tensor (N, C, H, W) of the channels and size the model takes"
+    if shape[0] == 0 or 0 in shape[2:]:
+        raise ConfigError(f"the input tensor of shape {shape} is empty: expected {expected} with N >= 1")
+    hint = ""
+    if shape[-1] in (1, 3, 4) and shape[1] not in (1, 3, 4):
+        hint = " (it looks channels-last: use tensor.permute(0, 3, 1, 2), or (2, 0, 1) for one image)"
+    if classifier.pixel_input and shape[1] != 3:
+        raise ConfigError(
+            f"the input tensor of shape {shape} has {shape[1]} channel{'s' if shape[1] != 1 else ''} but "
+            f"{classifier.name} takes RGB: expected {expected}{hint}"
+        )
+    try:
+        with torch.no_grad(), frozen(classifier.module):
+            output = classifier.module(inputs[:1].to(device=device, dtype=torch.float32))
+    except torch.cuda.OutOfMemoryError:
+        return  # not a problem of the input: the run splits the batch, or says that one image does not fit
+    except Exception as exc:
+        raise ConfigError(
+            f"{classifier.name} fails on the input tensor of shape {shape}: {_short_reason(exc)}; expected "
+            f"{expected}{hint}"
+        ) from exc
+    if not isinstance(output, torch.Tensor) or output.dim() != 2 or output.shape[0] != 1:
+        returned = f"a tensor of shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else "no tensor"
+        raise ConfigError(
+            f"{classifier.name} is not a classifier: it returns {returned} for one input; expected (1, K) class scores"
+        )
 
 
 @dataclass

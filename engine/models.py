@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import numbers
 import os
 import pickle
 import re
@@ -31,10 +32,18 @@ from torch import nn
 
 from .errors import ModelLoadError, TargetError
 from .images import ImageSource, load_image
+from .inputs import regular_file
 from .preprocess import Geometry, Preprocessing
 from .resources import imagenet_labels
 
 DEFAULT_MODEL = "efficientnet_lite0"
+
+#: Most classes a model may have (a number of classes, or of names in a labels file): the classifier's
+#: last layer is allocated for them. ImageNet-21k has 21,843.
+MAX_CLASSES = 100_000
+
+#: Largest labels file read, in bytes (ImageNet-21k's 21,843 names with their synonyms take about 1 MiB).
+MAX_LABELS_FILE_BYTES = 4 * 1024 * 1024
 
 #: EfficientNet-Lite0 was trained on ``(pixel - 127) / 128``; measured clearly better than ImageNet
 #: mean/std for this checkpoint (see docs/DEFAULTS.md).
@@ -142,22 +151,37 @@ class ClassifierModel:
         return [Prediction(int(i), self.label(int(i)), float(v)) for v, i in zip(values, indices, strict=True)]
 
     def resolve_target(self, target: int | str) -> int:
-        """Class index for ``target``: an index, its decimal string, or a class name.
+        """Class index for ``target``: an index (a Python or NumPy integer), its decimal string (ASCII
+        digits), or a class name.
 
         A name matches exactly (case-insensitive) or, failing that, as the only class containing it.
 
         Raises
         ------
         TargetError
-            Out of range, unknown, or ambiguous names (the message lists candidates).
+            Out of range, unknown, or ambiguous names (the message lists candidates); an empty or blank
+            name; a value that is neither an integer nor a string (``True``, ``5.0``...).
         """
         count = self.num_classes
-        if isinstance(target, str) and target.strip().lstrip("-").isdigit():
-            target = int(target.strip())
-        if isinstance(target, int):
-            if not 0 <= target < count:
-                raise TargetError(f"class index {target} is out of range: {self.name} has {count} classes")
-            return target
+        wanted_range = f"give a class index from 0 to {count - 1} or a class name"
+        if isinstance(target, bool) or not isinstance(target, numbers.Integral | str):
+            raise TargetError(
+                f"the target class must be an integer index or a name, not {type(target).__name__} {target!r}: "
+                + wanted_range
+            )
+        if isinstance(target, str):
+            text = target.strip()
+            if not text:
+                raise TargetError(f"the target class is empty: {wanted_range}")
+            if _DECIMAL.fullmatch(text):
+                if len(text.lstrip("+-")) > 18:
+                    raise TargetError(f"class index {text[:24]}... is out of range: {self.name} has {count} classes")
+                target = int(text)
+        if not isinstance(target, str):
+            index = int(target)
+            if not 0 <= index < count:
+                raise TargetError(f"class index {index} is out of range: {self.name} has {count} classes")
+            return index
         wanted = target.strip().lower()
         exact = [i for i, name in enumerate(self.labels) if name.lower() == wanted]
         if len(exact) == 1:
@@ -170,6 +194,9 @@ class ClassifierModel:
         names = ", ".join(f"{i} {self.labels[i]!r}" for i in partial[:8])
         more = f" and {len(partial) - 8} more" if len(partial) > 8 else ""
         raise TargetError(f"{target!r} matches several classes: {names}{more}; give the index instead")
+
+
+_DECIMAL = re.compile(r"[+-]?[0-9]+")  # ASCII only: str.isdigit() also accepts "²", which int() refuses
 
 
 @contextlib.contextmanager
@@ -231,8 +258,16 @@ def load_model(
         For every problem with the files or settings: the message names the file, what it is not and what
         is expected (no command-line flags; ``ModelLoadError.option`` names the parameter that would fix it).
     """
-    if num_classes is not None and num_classes < 1:
-        raise ModelLoadError(f"the number of classes must be at least 1, not {num_classes}", option="num_classes")
+    if num_classes is not None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
+            raise ModelLoadError(
+                f"the number of classes must be a whole number, not {num_classes!r}", option="num_classes"
+            )
+        if not 1 <= num_classes <= MAX_CLASSES:
+            raise ModelLoadError(
+                f"the number of classes must be from 1 to {MAX_CLASSES:,}, not {num_classes}", option="num_classes"
+            )
+        num_classes = int(num_classes)
     label_list = _read_labels(labels)
     labels_path = None if labels is None or isinstance(labels, list) else Path(labels)
     from_labels = num_classes is None and label_list is not None
@@ -256,10 +291,15 @@ def load_model(
             raise
         count = len(label_list)
         given = f"{labels_path} has {count} class names" if labels_path else f"{count} labels were given"
+        # Name the weights file only when the caller chose it: the built-in one is nothing to fix.
+        file_classes = exc.file_classes
+        holder = (
+            f"{exc.path} holds a {file_classes}-class model"
+            if weights is not None
+            else f"{name}'s default weights have {file_classes} classes"
+        )
         raise ModelLoadError(
-            f"{given} but {exc.path} holds a {exc.file_classes}-class model: expected {exc.file_classes} class "
-            "names, one per line",
-            option="labels",
+            f"{given} but {holder}: expected {file_classes} class names, one per line", option="labels"
         ) from None
     classes = _count_classes(model)
     if label_list is not None and len(label_list) != classes:
@@ -287,7 +327,11 @@ def _read_labels(labels: list[str] | str | os.PathLike | None) -> list[str] | No
         return labels
     path = Path(labels)
     what = "a text file of class names, one per line"
-    data = _read_bytes(path, "labels", what)
+    data = _read_bytes(path, "labels", what, MAX_LABELS_FILE_BYTES + 1)
+    if len(data) > MAX_LABELS_FILE_BYTES:
+        raise ModelLoadError(
+            f"{path} is larger than the limit of {MAX_LABELS_FILE_BYTES // 2**20} MiB for {what}", option="labels"
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -297,6 +341,10 @@ def _read_labels(labels: list[str] | str | os.PathLike | None) -> list[str] | No
     names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
         raise ModelLoadError(f"{path} holds no class names: expected {what}", option="labels")
+    if len(names) > MAX_CLASSES:
+        raise ModelLoadError(
+            f"{path} holds {len(names):,} class names, more than the limit of {MAX_CLASSES:,}", option="labels"
+        )
     return names
 
 
@@ -304,11 +352,14 @@ _CONTROL_CHARACTERS = frozenset(chr(code) for code in range(32) if chr(code) not
 
 
 def _read_bytes(path: Path, noun: str, what: str, size: int = -1) -> bytes:
-    """The first ``size`` bytes (all with -1) of a file the user named as a ``noun`` file."""
-    if not path.exists():
-        raise ModelLoadError(f"{path}: no such {noun} file (expected {what})", option=_OPTIONS.get(noun))
-    if path.is_dir():
-        raise ModelLoadError(f"{path} is a folder, not a file: expected {what}", option=_OPTIONS.get(noun))
+    """The first ``size`` bytes (all with -1) of a file the user named as a ``noun`` file.
+
+    Anything but a regular file is refused before it is opened: a FIFO would block for ever, a device
+    stream for ever."""
+    try:
+        regular_file(path, what, ModelLoadError)
+    except ModelLoadError as exc:
+        raise ModelLoadError(str(exc), option=_OPTIONS.get(noun)) from None
     try:
         with open(path, "rb") as handle:
             return handle.read(size)

@@ -57,10 +57,18 @@ class Preprocessing:
             scale_x = scale_y = self.resize / min(width, height)
             new_size = (max(crop_w, round(width * scale_x)), max(crop_h, round(height * scale_y)))
             scale_x, scale_y = new_size[0] / width, new_size[1] / height
-            resized = image.resize(new_size, Image.BILINEAR)
             left = (new_size[0] - crop_w) // 2
             top = (new_size[1] - crop_h) // 2
-            resized = resized.crop((left, top, left + crop_w, top + crop_h))
+            # Resize only the part of the photo that the crop keeps: the same pixels as resizing the whole
+            # photo and cropping, but memory stays that of the crop whatever the aspect ratio (a 1x6000
+            # strip would otherwise be resized to 256x1,536,000 pixels first: gigabytes).
+            source_box = (
+                left / scale_x,
+                top / scale_y,
+                min(float(width), (left + crop_w) / scale_x),
+                min(float(height), (top + crop_h) / scale_y),
+            )
+            resized = image.resize((crop_w, crop_h), Image.BILINEAR, box=source_box)
         pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32).copy()).permute(2, 0, 1)
         tensor = self.normalize(pixels.unsqueeze(0))
         box = (left / scale_x, top / scale_y, (left + crop_w) / scale_x, (top + crop_h) / scale_y)

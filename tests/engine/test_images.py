@@ -84,7 +84,7 @@ def test_corrupt_truncated_and_missing_files_raise_clear_errors(tmp_path):
         load_image(truncated)
     with pytest.raises(ImageLoadError, match=r"no such file"):
         load_image(tmp_path / "missing.png")
-    with pytest.raises(ImageLoadError, match=r"is a folder"):
+    with pytest.raises(ImageLoadError, match=r"is not a regular file but a folder"):
         load_image(tmp_path)
 
 

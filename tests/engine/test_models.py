@@ -81,7 +81,7 @@ def test_wrong_architecture_names_missing_and_unexpected_keys(resnet18_weights):
 def test_unknown_architecture_and_missing_file(tmp_path):
     with pytest.raises(ModelLoadError, match=r"unknown architecture 'resnet9000'"):
         load_model("resnet9000", weights=tmp_path / "x.pth")
-    with pytest.raises(ModelLoadError, match=r"x.pth: no such weights file"):
+    with pytest.raises(ModelLoadError, match=r"x.pth: no such file \(expected a PyTorch weights file"):
         load_model("resnet18", weights=tmp_path / "x.pth")
 
 
@@ -136,7 +136,7 @@ def test_torchscript_model_and_its_errors(tmp_path):
     assert model.num_classes == 4 and "TorchScript" in model.name
     with pytest.raises(ModelLoadError, match=r"is a TorchScript model, not a state_dict"):
         load_model("resnet18", weights=path)
-    with pytest.raises(ModelLoadError, match=r"nothing.pt: no such TorchScript file"):
+    with pytest.raises(ModelLoadError, match=r"nothing.pt: no such file \(expected a TorchScript file"):
         load_model(torchscript=tmp_path / "nothing.pt")
     broken = tmp_path / "broken.ts"
     broken.write_bytes(path.read_bytes()[:5000])
@@ -267,8 +267,18 @@ BAD_FILES = {
         {"torchscript": "FILE"},
         "is not a TorchScript file.*zip archive",
     ),
-    "missing weights": ("absent.pth", lambda p, sd: None, {"weights": "FILE"}, "no such weights file"),
-    "folder as weights": ("folder.pth", lambda p, sd: p.mkdir(), {"weights": "FILE"}, "is a folder"),
+    "missing weights": (
+        "absent.pth",
+        lambda p, sd: None,
+        {"weights": "FILE"},
+        "no such file .expected a PyTorch weights",
+    ),
+    "folder as weights": (
+        "folder.pth",
+        lambda p, sd: p.mkdir(),
+        {"weights": "FILE"},
+        "not a regular file but a folder",
+    ),
     "binary labels": (
         "labels.txt",
         lambda p, sd: p.write_bytes(bytes(range(256))),
