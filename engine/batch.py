@@ -233,7 +233,7 @@ def _run_locally(model, paths, out_dir, summary, wanted, *, games, defense, conf
         pending = []
         for path, stem, target in items:
             item = BatchItem(path, f"{stem}_{target}_{game}", target, game)
-            if not overwrite and _finished(out_dir, item.stem):
+            if not overwrite and item_done(out_dir, item.stem):
                 tally.settle(ItemOutcome.of(item, model, "skipped"))
             else:
                 pending.append(item)
@@ -529,7 +529,7 @@ def write_index(out_dir: Path, failures: Sequence[dict] | None = None) -> dict[s
     return files
 
 
-def _finished(out_dir: Path, stem: str) -> bool:
+def item_done(out_dir: Path, stem: str) -> bool:
     """Whether item ``stem`` is done: its files are whole and from one run (:func:`complete_export`) and
     the run was not cancelled."""
     summary = complete_export(out_dir, stem)

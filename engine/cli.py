@@ -163,6 +163,16 @@ def _parser() -> argparse.ArgumentParser:
                        help='"top1" (default), "top3", "topK", or a comma-separated list of classes')  # fmt: skip
     _add_method_options(batch)
     _add_model_options(batch)
+    cluster = batch.add_argument_group("cluster (pip install -e '.[cluster]')")
+    cluster.add_argument("--engine", choices=("local", "ray"), default="local",
+                         help="local: this process (default); ray: a Ray instance or cluster (Ray Data)")  # fmt: skip
+    cluster.add_argument("--address", default=None,
+                         help="with --engine ray: auto (the cluster this machine is in), HOST:PORT or "
+                              "ray://HOST:PORT; none: a local Ray instance sized to this machine")  # fmt: skip
+    cluster.add_argument("--workers", type=POSITIVE, default=None, help="workers explaining at once (default: fit)")
+    cluster.add_argument("--gpus-per-worker", type=_number(0, strict=False), default=0.0,
+                         help="GPUs per worker (default 0: CPU); a worker with a GPU explains on it")  # fmt: skip
+    cluster.add_argument("--cpus-per-worker", type=POSITIVE, default=1, help="CPUs (and torch threads) per worker")
     batch.set_defaults(handler=_batch)
 
     defaults = FGVisConfig()
@@ -329,25 +339,36 @@ def _explain(args) -> int:
 def _batch(args) -> int:
     from .batch import run_batch
 
-    model = _load(args)
     if not args.input_dir.is_dir():
         raise FGVisError(f"{args.input_dir} is not a folder")
     games = GAMES if args.game == "both" else (args.game,)
-    args.out.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     previous_handler = signal.signal(signal.SIGINT, _interrupt_handler(stop))
-    step_progress = _Progress("batch")
+    started = time.perf_counter()
 
     def on_progress(report) -> None:
-        print(f"[{report.done}/{report.total}] {report.item}: {report.state}", file=sys.stderr)
+        elapsed = time.perf_counter() - started
+        rate = report.done / elapsed if elapsed > 0 else 0.0
+        eta = (report.total - report.done) / rate if rate > 0 else float("nan")
+        print(f"[{report.done}/{report.total}] {rate:.2f} items/s, ETA {eta:.0f} s | {report.item}: {report.state}",
+              file=sys.stderr)  # fmt: skip
 
+    options = {"targets": args.targets, "games": games, "defense": not args.no_defense, "config": _config(args),
+               "batch_size": args.batch_size, "overwrite": args.overwrite, "colormap": args.colormap,
+               "scale": args.scale, "app_version": _version(), "on_progress": on_progress,
+               "should_stop": stop.is_set}  # fmt: skip
     try:
-        summary = run_batch(
-            model, args.input_dir, args.out, targets=args.targets, games=games, defense=not args.no_defense,
-            config=_config(args), batch_size=args.batch_size, overwrite=args.overwrite, colormap=args.colormap,
-            scale=args.scale, app_version=_version(), on_progress=on_progress, on_step=step_progress,
-            should_stop=stop.is_set,
-        )  # fmt: skip
+        if args.engine == "ray":
+            from .cluster import ModelSource, run_batch_on_ray
+
+            source = ModelSource(args.model, _text(args.weights), _text(args.torchscript), args.num_classes,
+                                 _text(args.labels), args.trust_pickle)  # fmt: skip
+            summary = run_batch_on_ray(
+                source, args.input_dir, args.out, address=args.address, workers=args.workers,
+                cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, **options,
+            )  # fmt: skip
+        else:
+            summary = run_batch(_load(args), args.input_dir, args.out, on_step=_Progress("batch"), **options)
     finally:
         signal.signal(signal.SIGINT, previous_handler)
     listed = " (listed in the index with the reason)" if summary.failures else ""
@@ -363,6 +384,10 @@ def _batch(args) -> int:
         print("interrupted: finished items are kept; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_BAD_INPUT if summary.failures else 0
+
+
+def _text(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def _version() -> str:

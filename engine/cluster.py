@@ -1,0 +1,317 @@
+"""The batch on a Ray cluster (Ray Data): the same items, files and index as :func:`engine.batch.run_batch`,
+from a local Ray instance on this machine to a cluster of GPU machines.
+
+The driver (this process) lists the images, skips nothing itself and holds the output folder's lock;
+Ray Data streams the image list to a pool of actors (``_ExplainStage``), each of which loads the model
+**once** and explains a batch of images per call with the engine's batched :func:`engine.explain`
+(:func:`engine.batch.explain_chunk`), writing every item with the same atomic writes as the local batch.
+The driver turns the outcomes into progress and, at the end, writes the index from what is on disk.
+
+Faults: an image that cannot be read or an item that fails is an outcome (listed with its reason); an
+actor that dies (killed, out of memory) is restarted by Ray and its batch retried, at most
+``max_retries`` times; items it had already written are complete (atomic writes), and the index is
+built from disk, so nothing is listed twice. Ray is an optional dependency: ``pip install -e
+'.[cluster]'``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .batch import (
+    BatchItem,
+    BatchProgress,
+    BatchSummary,
+    BatchTally,
+    ItemOutcome,
+    batch_lock,
+    explain_chunk,
+    ignored_files,
+    image_files,
+    item_done,
+    parse_targets,
+    plan_image,
+    without_batch_outputs,
+)
+from .colormaps import DEFAULT_SCALE
+from .errors import FGVisError
+from .models import ClassifierModel, load_model
+from .output import file_stems, readable_name, remove_stale_temporaries
+from .types import FGVisConfig
+
+#: What to tell a user whose Python has no Ray.
+INSTALL_HINT = "pip install -e '.[cluster]' (or pip install 'ray[data]')"
+#: Seconds to wait for a cluster's address to answer before giving up.
+CONNECT_TIMEOUT_S = 10.0
+
+
+class ClusterError(FGVisError):
+    """Ray is missing, the cluster cannot be reached, or the run could not be handed to it."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """How every worker loads the classifier for itself (the arguments of :func:`engine.load_model`); a
+    model object is never shipped between machines."""
+
+    name: str = "efficientnet_lite0"
+    weights: str | None = None
+    torchscript: str | None = None
+    num_classes: int | None = None
+    labels: str | None = None
+    allow_pickle: bool = False
+
+    def load(self) -> ClassifierModel:
+        return load_model(self.name, weights=self.weights, torchscript=self.torchscript,
+                          num_classes=self.num_classes, labels=self.labels, allow_pickle=self.allow_pickle)  # fmt: skip
+
+
+def require_ray():
+    """The ``ray`` module, or a :class:`ClusterError` that says how to install it."""
+    try:
+        import ray
+        import ray.data  # Ray Data needs its extra: pandas, pyarrow
+    except ImportError as exc:
+        raise ClusterError(f"running on a Ray cluster needs Ray with Ray Data ({exc}): {INSTALL_HINT}") from None
+    return ray
+
+
+def check_address(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail fast, with a clear :class:`ClusterError`, when a cluster address does not answer.
+
+    ``None``/``"local"`` (a local Ray instance) and ``"auto"`` (the cluster this machine belongs to, found by
+    Ray itself) are not checked; ``HOST:PORT`` and ``ray://HOST:PORT`` must accept a TCP connection within
+    ``timeout_s`` seconds."""
+    if address in (None, "", "local", "auto"):
+        return
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdecimal():
+        raise ClusterError(f"{address!r} is not a Ray address: give auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise ClusterError(f"cannot reach the Ray cluster at {address} within {timeout_s:g} s: {reason}. "
+                           "Is the head running (ray start --head) and the port open?") from None  # fmt: skip
+
+
+class _ExplainStage:
+    """A Ray Data actor: loads the model once, then explains the images of each batch it is given.
+
+    ``__call__`` takes a batch of ``{"path": [...], "stem": [...]}`` and returns one row per outcome:
+    ``image``, ``item`` (``""`` for an image that could not be read), ``target``, ``target_label``, ``game``,
+    ``status``, ``reason``."""
+
+    def __init__(self, source: ModelSource, out_dir: str, wanted, games: Sequence[str], *, overwrite: bool,
+                 defense: bool, config: FGVisConfig, colormap: str, scale: str, app_version: str, batch_size: int,
+                 threads: int, use_gpu: bool, fault_marker: str | None = None) -> None:  # fmt: skip
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        self.model = source.load()
+        device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        self.model.module.to(device)
+        self.out_dir, self.wanted, self.games = Path(out_dir), wanted, tuple(games)
+        self.options = {"defense": defense, "config": dataclasses.replace(config, device=device),
+                        "colormap": colormap, "scale": scale, "app_version": app_version}  # fmt: skip
+        self.overwrite, self.batch_size, self.fault_marker = overwrite, batch_size, fault_marker
+
+    def __call__(self, batch: dict) -> dict:
+        rows: list[ItemOutcome | tuple[str, str]] = []
+        planned: list[tuple[Path, str, int]] = []
+        for path, stem in zip(batch["path"], batch["stem"], strict=True):
+            path = Path(str(path))
+            try:
+                planned.extend((path, str(stem), target) for target in plan_image(self.model, path, self.wanted))
+            except FGVisError as exc:
+                rows.append((readable_name(path.name), readable_name(str(exc))))
+        for game in self.games:
+            pending = []
+            for path, stem, target in planned:
+                item = BatchItem(path, f"{stem}_{target}_{game}", target, game)
+                if not self.overwrite and item_done(self.out_dir, item.stem):
+                    rows.append(ItemOutcome.of(item, self.model, "skipped"))
+                else:
+                    pending.append(item)
+            for start in range(0, len(pending), max(1, self.batch_size)):
+                outcomes, _ = explain_chunk(self.model, pending[start : start + self.batch_size], self.out_dir,
+                                            **self.options)  # fmt: skip
+                rows.extend(outcomes)
+                self._maybe_die()
+        return _columns(rows)
+
+    def _maybe_die(self) -> None:
+        """Fault injection for tests: the first worker to get here dies like a killed process, once."""
+        if self.fault_marker is None:
+            return
+        try:
+            os.close(os.open(self.fault_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+        os._exit(1)
+
+
+def _columns(rows) -> dict:
+    columns = {key: [] for key in ("image", "item", "target", "target_label", "game", "status", "reason")}
+    for row in rows:
+        if isinstance(row, ItemOutcome):
+            values = (row.image, row.item, row.target, row.target_label, row.game, row.status, row.reason)
+        else:  # an image that could not be read
+            values = (row[0], "", -1, "", "", "unreadable", row[1])
+        for key, value in zip(columns, values, strict=True):
+            columns[key].append(value)
+    return columns
+
+
+def run_batch_on_ray(
+    source: ModelSource, inputs: Path | Sequence[Path], out_dir: Path, *, address: str | None = None,
+    workers: int | None = None, cpus_per_worker: int = 1, gpus_per_worker: float = 0, targets="top1",
+    games: Sequence[str] = ("preserve",), defense: bool = True, config: FGVisConfig | None = None,
+    batch_size: int = 8, overwrite: bool = False, colormap: str = "inferno", scale: str = DEFAULT_SCALE,
+    app_version: str = "", max_retries: int = 3, on_progress: Callable[[BatchProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None, fault_marker: str | None = None,
+) -> BatchSummary:  # fmt: skip
+    """:func:`engine.batch.run_batch` on Ray: same arguments and results (files, index, summary).
+
+    Parameters
+    ----------
+    source
+        How each worker loads the model.
+    address
+        ``None``: a Ray instance already started in this process, else a local one sized to this machine;
+        ``"auto"``: the cluster this machine belongs to; ``HOST:PORT`` or ``ray://HOST:PORT``: that cluster.
+    workers
+        Actors explaining at once (default: the CPUs, or the GPUs, Ray has divided by what one worker takes).
+    cpus_per_worker, gpus_per_worker
+        Ray resources per actor; a worker with a GPU explains on it. ``cpus_per_worker`` is also its torch
+        thread count.
+    max_retries
+        How often a batch whose worker died is retried (by a restarted worker) before its items fail.
+    should_stop
+        Polled between batches: ``True`` stops the run (finished items are kept; the next run resumes).
+    fault_marker
+        For tests: a path; the first worker to finish a chunk creates it and dies.
+    """
+    ray = require_ray()
+    check_address(address)
+    config = config or FGVisConfig()
+    out_dir = Path(out_dir)
+    stop = should_stop or (lambda: False)
+    driver_model = source.load()  # class names are resolved (and bad ones refused) before anything starts
+    wanted = parse_targets(targets)
+    if not isinstance(wanted, int):
+        wanted = [driver_model.resolve_target(t) for t in wanted]
+    summary = BatchSummary()
+    if isinstance(inputs, (str, Path)):
+        paths = image_files(inputs, out_dir)
+        summary.ignored = ignored_files(inputs)
+    else:
+        paths = without_batch_outputs([Path(p) for p in inputs], out_dir)
+    per_image = wanted if isinstance(wanted, int) else len(wanted)
+    tally = BatchTally(summary, on_progress, total=len(paths) * per_image * len(games))
+    started_here = False
+    with batch_lock(out_dir):
+        remove_stale_temporaries(out_dir)
+        if not ray.is_initialized():
+            _start(ray, address)
+            started_here = True
+        try:
+            rows = _stream(ray, source, paths, out_dir, wanted, games, workers, cpus_per_worker, gpus_per_worker,
+                           max_retries, batch_size, overwrite, defense, config, colormap, scale, app_version,
+                           fault_marker)  # fmt: skip
+            for row in rows:
+                _settle(tally, row, per_image * len(games))
+                if stop():
+                    summary.cancelled = True
+                    break
+        except Exception as exc:  # Ray's own errors (a lost cluster, retries exhausted) end the run with a message
+            if isinstance(exc, FGVisError):
+                raise
+            raise ClusterError(f"the Ray run stopped: {type(exc).__name__}: {exc}"[:2000]) from exc
+        finally:
+            if started_here:
+                ray.shutdown()
+        tally.write_index(out_dir)
+    return summary
+
+
+def _start(ray, address: str | None) -> None:
+    options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    try:
+        if address in (None, "", "local"):
+            ray.init(num_cpus=os.cpu_count() or 1, **options)
+        else:
+            ray.init(address=address, **options)
+    except Exception as exc:  # ConnectionError, RuntimeError, ...: Ray's wording, with the address
+        raise ClusterError(f"cannot start or join Ray at {address or 'this machine'}: {exc}"[:2000]) from None
+
+
+def _stream(ray, source, paths, out_dir, wanted, games, workers, cpus_per_worker, gpus_per_worker, max_retries,
+            batch_size, overwrite, defense, config, colormap, scale, app_version, fault_marker):  # fmt: skip
+    """Yield one outcome row at a time as the actors finish their batches."""
+    if not paths:
+        return
+    available = ray.cluster_resources()
+    if workers is None:
+        by_cpu = int(available.get("CPU", 1) // max(cpus_per_worker, 1))
+        by_gpu = int(available.get("GPU", 0) // gpus_per_worker) if gpus_per_worker else by_cpu
+        workers = max(1, min(by_cpu, by_gpu, len(paths)))
+    stems = file_stems(paths)
+    dataset = ray.data.from_items([{"path": str(p), "stem": s} for p, s in zip(paths, stems, strict=True)],
+                                  override_num_blocks=max(1, min(len(paths), 4 * workers)))  # fmt: skip
+    kwargs = {
+        "source": source, "out_dir": str(out_dir), "wanted": wanted, "games": tuple(games), "overwrite": overwrite,
+        "defense": defense, "config": config, "colormap": colormap, "scale": scale, "app_version": app_version,
+        "batch_size": batch_size, "threads": max(1, int(cpus_per_worker)), "use_gpu": gpus_per_worker > 0,
+        "fault_marker": fault_marker,
+    }  # fmt: skip
+    with warnings.catch_warnings():
+        # Bounding restarts and retries is only possible through ray_remote_args in Ray 2.60 (deprecated there,
+        # without a named replacement yet; pyproject pins Ray below its removal).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        results = dataset.map_batches(
+            _ExplainStage, fn_constructor_kwargs=kwargs, batch_size=batch_size,
+            compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker,
+            num_gpus=gpus_per_worker or None, batch_format="numpy",
+            max_restarts=max_retries, max_task_retries=max_retries,
+        )  # fmt: skip
+    for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
+        for index in range(len(batch["status"])):
+            yield {key: _plain(values[index]) for key, values in batch.items()}
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def _settle(tally: BatchTally, row: dict, items_per_image: int) -> None:
+    if row["status"] == "unreadable":
+        tally.image_failed(row["image"], row["reason"])
+        tally.total -= items_per_image  # counted in the total before anything was read
+        return
+    outcome = ItemOutcome(row["image"], row["item"], int(row["target"]), row["target_label"], row["game"],
+                          row["status"], row["reason"])  # fmt: skip
+    if outcome.status != "failed" or outcome.item:
+        tally.image_read(Path(outcome.image))
+    tally.settle(outcome)
+
+
+def measure_startup(address: str | None = None) -> float:
+    """Seconds to start (or join) Ray and run one trivial task: the fixed cost of a Ray run."""
+    ray = require_ray()
+    started = time.perf_counter()
+    _start(ray, address)
+    try:
+        ray.get(ray.remote(lambda: 1).remote())
+    finally:
+        ray.shutdown()
+    return time.perf_counter() - started
