@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -437,7 +438,8 @@ def explain_chunk(
             for position, _ in loaded:
                 outcomes[position] = ItemOutcome.of(chunk[position], model, "failed", str(exc))
         if result is not None:
-            warnings = list(result.warnings)
+            names = [readable_name(chunk[position].path.name) for position, _ in loaded]
+            warnings = [_named(warning, names) for warning in result.warnings]
             for index, (position, _) in enumerate(loaded):
                 item = chunk[position]
                 try:
@@ -452,6 +454,14 @@ def explain_chunk(
                     continue
                 outcomes[position] = ItemOutcome.of(item, model, "cancelled" if result.cancelled else "written")
     return [outcomes[position] for position in range(len(chunk))], warnings
+
+
+def _named(warning: str, names: Sequence[str]) -> str:
+    """An engine note about "item K" of a batched run, with the file's name instead."""
+    match = re.match(r"item (\d+): ", warning)
+    if match and 1 <= int(match.group(1)) <= len(names):
+        return f"{names[int(match.group(1)) - 1]}: {warning[match.end() :]}"
+    return warning
 
 
 def _failure(image: str, reason: str, item: str | None = None, target: int | None = None,

@@ -121,6 +121,7 @@ class Canvas(QGraphicsView):
         self.scene().addItem(self.crop_outline)
         self._fit_pending = True
         self._fitted = True
+        self._shown_photo = None
         self._pan_start: tuple[int, int] | None = None
         # Weak: a reference cycle between widgets would leave their deletion to the garbage collector,
         # which may run in the middle of event handling and crash Qt.
@@ -133,6 +134,9 @@ class Canvas(QGraphicsView):
     def _on_layer_changed(self, layer: Layer, prop: str) -> None:
         self.items_by_layer[layer].sync(prop)
         if prop == "data" and layer is self.layers.layers[0]:
+            if layer.data is not None and layer.data is not self._shown_photo:
+                self._fit_pending = True  # another photo (even of the same size) opens whole
+            self._shown_photo = layer.data
             self._update_scene_rect()
 
     def _update_scene_rect(self) -> None:

@@ -50,7 +50,7 @@ class JobsPanel(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip("Stop the running job after its current step; its partial result is kept (Esc)")
         self.cancel_all_button = QPushButton("Cancel all")
-        self.cancel_all_button.setToolTip("Stop the running job and drop the queued ones (Ctrl+Shift+Esc)")
+        self.cancel_all_button.setToolTip("Stop the running job and drop the queued ones (Shift+Esc)")
         self.clear_button = QPushButton("Clear finished")
         self.clear_button.setToolTip("Remove finished, failed and cancelled jobs from this list")
         self.queue_label = QLabel()
@@ -100,6 +100,8 @@ class JobsPanel(QWidget):
 
     def started(self, job_id: int) -> None:
         self._set_state(job_id, "running")
+        if job_id in self._items:
+            self.tree.scrollToItem(self._items[job_id])  # the running job is in view in a short panel
 
     def progress(self, report: JobProgress, colormap: str = "inferno") -> None:
         item = self._items.get(report.job_id)

@@ -55,7 +55,12 @@ class ColorBar(QWidget):
         label = format_value(self.shown.high)
         painter.drawText(bar.right() - painter.fontMetrics().horizontalAdvance(label), text_y, label)
         middle = "robust scale (99.5th pct)" if self.shown.scale == "robust" else "fixed 0..1 scale"
-        painter.drawText(bar.center().x() - painter.fontMetrics().horizontalAdvance(middle) // 2, text_y, middle)
+        metrics = painter.fontMetrics()
+        ends = metrics.horizontalAdvance(format_value(self.shown.low)) + metrics.horizontalAdvance(label)
+        if metrics.horizontalAdvance(middle) + ends + 16 > bar.width():
+            middle = "robust" if self.shown.scale == "robust" else "fixed"  # a narrow dock: the short word
+        if metrics.horizontalAdvance(middle) + ends + 16 <= bar.width():
+            painter.drawText(bar.center().x() - metrics.horizontalAdvance(middle) // 2, text_y, middle)
         painter.end()
 
 

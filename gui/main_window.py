@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
 
 import engine
 from engine import ClassifierModel, ConfigError, FGVisError
+from engine.batch import image_files
 from engine.export import ExportError, existing_files, write_all_or_nothing
 from engine.report import image_report
 from engine.session import Session, SessionImage, save_session
@@ -106,7 +107,7 @@ class MainWindow(QMainWindow):
         self._owns_recovery = False  # only a recovery file this window wrote (or took over) is removed on exit
         self.last_export: dict | None = None
         self._batches: set[int] = set()  # batches the worker is running
-        self._deleted: tuple[ImageRecord, int, ResultRecord] | None = None  # the last deleted result (undo)
+        self._deleted: list[tuple[ImageRecord, list[tuple[int, ResultRecord]]]] = []  # deletions to undo, last last
         self._compare_windows: list[CompareWindow] = []
         self._closing = False
         self.setWindowTitle("FGVis Studio")
@@ -412,6 +413,14 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Opening {path.name}…", 3000)
 
     def _on_image_loaded(self, image: ImageRecord) -> None:
+        self.statusBar().clearMessage()
+        same = next((i for i, open_image in enumerate(self.images) if open_image.path == image.path
+                     and open_image.sha256 == image.sha256 and image.path is not None), None)  # fmt: skip
+        if same is not None:  # the same file, unchanged: show the open one (with its results)
+            self.image_list.setCurrentRow(same)
+            self.statusBar().showMessage(f"{image.name} is already open.", 5000)
+            self.image_opened.emit(self.images[same])
+            return
         self.images.append(image)
         item = QListWidgetItem(_thumbnail(image.pixels), image.name)
         item.setToolTip(str(image.path))
@@ -432,7 +441,7 @@ class MainWindow(QMainWindow):
         if image is None:
             self.predictions.show_predictions(None)
         elif self.model_info is not None and image.model_generation == self.model_info.generation:
-            self.predictions.show_predictions(image.predictions, probabilities=image.probabilities)
+            self.predictions.show_predictions(image.predictions, _crop_note(image), probabilities=image.probabilities)
         else:
             self.predictions.show_predictions(None, "Predicting…")
             self.worker.submit_predict(image.id, image.pixels)
@@ -459,7 +468,7 @@ class MainWindow(QMainWindow):
         image.predictions, image.crop_box, image.model_generation = predictions, crop_box, generation
         image.probabilities = probabilities
         if image is self.current:
-            self.predictions.show_predictions(predictions, probabilities=probabilities)
+            self.predictions.show_predictions(predictions, _crop_note(image), probabilities=probabilities)
             self._show_crop(image)
             self._update_actions()
 
@@ -468,7 +477,7 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ model and device
     def load_model_dialog(self) -> None:
-        dialog = ModelDialog(self, self._last_folder())
+        dialog = ModelDialog(self, self._last_folder("models"))
         dialog.accepted.connect(lambda: self._load_model(dialog.spec()))
         dialog.open()
 
@@ -540,9 +549,11 @@ class MainWindow(QMainWindow):
         return queued
 
     def cancel_job(self) -> None:
-        """Stop the running job after its current step (its partial result is kept)."""
-        if self.running_job is not None:
-            self.worker.cancel(self.running_job)
+        """Stop the running job after its current step (its partial result is kept); with none running
+        (e.g. the queue waits for a batch), drop the next queued job."""
+        job_id = self.running_job if self.running_job is not None else next(iter(self.jobs), None)
+        if job_id is not None:
+            self.worker.cancel(job_id)
 
     def cancel_all(self) -> None:
         for job_id in list(self.jobs):
@@ -578,6 +589,8 @@ class MainWindow(QMainWindow):
                 self.results.show_image(image, select=result)
                 if not self.jobs:  # the Jobs tab stays in front while more of the queue runs
                     self.docks["results"].raise_()
+        elif not self.jobs:
+            self.docks["results"].raise_()
         warned = f" (warning: {'; '.join(result.warnings)})" if result.warnings else ""
         self.statusBar().showMessage(
             f"{result.title()}: {result.status}, p(e) = {result.prob_explanation:.3f}{warned}", 8000
@@ -600,6 +613,8 @@ class MainWindow(QMainWindow):
             self.running_job = None
         self.jobs_panel.finished(job_id, state, steps)
         if not self.jobs:
+            if self.current is not None and self.current.results and not state.startswith("done"):
+                self.docks["results"].raise_()  # the queue ended by cancel or failure: back to the results
             self.stall_monitor.stop()
             log.info("event loop longest stall during jobs: %.1f ms", self.stall_monitor.max_stall_ms)
         self._update_actions()
@@ -643,32 +658,36 @@ class MainWindow(QMainWindow):
         self.pixel_info.setText(text)
 
     def delete_result(self) -> None:
-        """Remove the selected result from its image; :meth:`undo_delete` brings back the last one."""
-        result, image = self.results.current_result(), self.current
-        if result is None or image is None:
+        """Remove the selected results from their image; :meth:`undo_delete` brings them back, one deletion
+        at a time, newest first. The others are renumbered (numbers are positions, as in the report)."""
+        image = self.current
+        chosen = self.results.selected_results() or [r for r in [self.results.current_result()] if r is not None]
+        if image is None or not chosen:
             return
-        index = next(i for i, r in enumerate(image.results) if r is result)
-        del image.results[index]
-        self._deleted = (image, index, result)
+        removed = [(i, r) for i, r in enumerate(image.results) if any(r is c for c in chosen)]
+        image.results[:] = [r for r in image.results if not any(r is c for c in chosen)]
+        self._deleted.append((image, removed))
         self.actions["undo_delete"].setEnabled(True)
-        self.results.show_image(image, select=image.results[min(index, len(image.results) - 1)]
+        first = removed[0][0]
+        self.results.show_image(image, select=image.results[min(first, len(image.results) - 1)]
                                 if image.results else None)  # fmt: skip
-        self.statusBar().showMessage(f"Result #{index + 1} deleted ({result.title()}); Ctrl+Z brings it back.", 8000)
+        numbers = ", ".join(f"#{i + 1}" for i, _ in removed)
+        self.statusBar().showMessage(f"Deleted result {numbers}; Ctrl+Z brings it back.", 8000)
         self.schedule_autosave()
 
     def undo_delete(self) -> None:
-        if self._deleted is None:
+        if not self._deleted:
             return
-        image, index, result = self._deleted
-        self._deleted = None
-        self.actions["undo_delete"].setEnabled(False)
+        image, removed = self._deleted.pop()
+        self.actions["undo_delete"].setEnabled(bool(self._deleted))
         if not any(i is image for i in self.images):
             return
-        image.results.insert(min(index, len(image.results)), result)
+        for index, result in removed:
+            image.results.insert(min(index, len(image.results)), result)
         if image is not self.current:
             self.image_list.setCurrentRow(next(i for i, im in enumerate(self.images) if im is image))
-        self.results.show_image(image, select=result)
-        self.statusBar().showMessage(f"Result #{index + 1} restored.", 5000)
+        self.results.show_image(image, select=removed[0][1])
+        self.statusBar().showMessage(f"Restored {len(removed)} result(s).", 5000)
         self.schedule_autosave()
 
     def show_shortcuts(self) -> QDialog:
@@ -687,8 +706,12 @@ class MainWindow(QMainWindow):
             table.setItem(row, 0, QTableWidgetItem(command))
             table.setItem(row, 1, QTableWidgetItem(keys))
         table.resizeColumnsToContents()
+        table.horizontalHeader().setStretchLastSection(True)
+        close = QPushButton("Close")
+        close.clicked.connect(dialog.close)
         layout = QVBoxLayout(dialog)
         layout.addWidget(table)
+        layout.addWidget(close, 0, Qt.AlignmentFlag.AlignRight)
         dialog.resize(460, 560)
         dialog.show()
         self.shortcuts_dialog = dialog
@@ -711,8 +734,9 @@ class MainWindow(QMainWindow):
         return answer == QMessageBox.StandardButton.Yes
 
     def export_result_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Export the result to", self._last_folder())
+        folder = QFileDialog.getExistingDirectory(self, "Export the result to", self._last_folder("results"))
         if folder:
+            self._remember_folder("results", Path(folder))
             self.export_result(Path(folder))
 
     def export_result(self, folder: Path) -> None:
@@ -755,11 +779,12 @@ class MainWindow(QMainWindow):
     def export_report_dialog(self) -> None:
         if self.current is None:
             return
-        default = str(Path(self._last_folder()) / f"{_safe_stem(self.current.name)}_report.pdf")
+        default = str(Path(self._last_folder("results")) / f"{_safe_stem(self.current.name)}_report.pdf")
         path, chosen = QFileDialog.getSaveFileName(self, "Export the review report", default, REPORT_FILTER)
         if not path:
             return
         wanted = report_path(path, chosen)
+        self._remember_folder("results", wanted.parent)
         # The dialog asked about replacing the name it returned, not one we added a suffix to.
         self.export_report(wanted, overwrite=wanted == Path(path))
 
@@ -820,7 +845,7 @@ class MainWindow(QMainWindow):
             self.show_error("Session not saved", str(exc))
             return False
         self.session_path = Path(path)
-        self.settings.setValue("last_folder", str(Path(path).parent))
+        self._remember_folder("sessions", Path(path).parent)
         self.statusBar().showMessage(f"Session saved: {path}", 8000)
         return True
 
@@ -831,12 +856,12 @@ class MainWindow(QMainWindow):
             self.save_session_dialog()
 
     def save_session_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save session", self._last_folder(), SESSION_FILTER)
+        path, _ = QFileDialog.getSaveFileName(self, "Save session", self._last_folder("sessions"), SESSION_FILTER)
         if path:
             self.save_session(Path(path) if path.endswith(".fgvis") else Path(path + ".fgvis"))
 
     def open_session_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open session", self._last_folder(), SESSION_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "Open session", self._last_folder("sessions"), SESSION_FILTER)
         if path:
             self.open_session(Path(path))
 
@@ -866,6 +891,8 @@ class MainWindow(QMainWindow):
                 self.results.select(results[selected])
         if self._opening_session is not None and self._opening_session != self.recovery_path():
             self.session_path = self._opening_session
+        if images:
+            self.docks["results"].raise_()
         self.session_opened.emit(len(images), problems)
         if problems:
             self.show_error("Some original images could not be checked",
@@ -926,7 +953,7 @@ class MainWindow(QMainWindow):
         except ConfigError as exc:
             self.show_error("Invalid method settings", str(exc))
             return None
-        dialog = BatchDialog(self, self.worker, config, self.method.defense.isChecked(), self._last_folder())
+        dialog = BatchDialog(self, self.worker, config, self.method.defense.isChecked(), self._last_folder("batches"))
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.batch_started.connect(self._on_batch_started)
         dialog.show()
@@ -974,8 +1001,16 @@ class MainWindow(QMainWindow):
             f"\nLog file: {self.log_file}",
         )  # fmt: skip
 
-    def _last_folder(self) -> str:
-        return str(self.settings.value("last_folder", str(Path.home())))
+    def _last_folder(self, kind: str = "images") -> str:
+        """The folder a file dialog of ``kind`` opens in: where the user last chose one of that kind. Results
+        (exports, reports, sessions, batches) never default to a photo's folder, which may be read-only
+        (the bundled samples) but to the home folder."""
+        key = "last_folder" if kind == "images" else f"folders/{kind}"
+        folder = str(self.settings.value(key, "") or "")
+        return folder if folder and Path(folder).is_dir() else str(Path.home())
+
+    def _remember_folder(self, kind: str, folder: Path) -> None:
+        self.settings.setValue("last_folder" if kind == "images" else f"folders/{kind}", str(folder))
 
     def _remember_recent(self, path: Path | None) -> None:
         if path is None:
@@ -1013,7 +1048,8 @@ class MainWindow(QMainWindow):
 
     def _default_dock_sizes(self) -> None:
         docks = self.docks
-        self.resizeDocks([docks["jobs"]], [190], Qt.Orientation.Vertical)
+        # The Jobs/Results tabs grow with the screen: ~4 result rows at 768 px, ~8 at 1080 px.
+        self.resizeDocks([docks["jobs"]], [max(190, self.height() // 4)], Qt.Orientation.Vertical)
         self.resizeDocks([docks["images"], docks["layers"]], [150, 420], Qt.Orientation.Vertical)
         self.resizeDocks([docks["images"], docks["predictions"]], [270, 330], Qt.Orientation.Horizontal)
         self.resizeDocks([docks["predictions"], docks["method"]], [300, 330], Qt.Orientation.Vertical)
@@ -1052,9 +1088,29 @@ class MainWindow(QMainWindow):
             event.acceptProposedAction()
 
     def dropEvent(self, event) -> None:
-        paths = [Path(url.toLocalFile()) for url in event.mimeData().urls() if url.isLocalFile()]
-        self.open_paths([p for p in paths if not p.is_dir()])  # anything else that is not an image gets a message
+        paths = []
+        for url in event.mimeData().urls():
+            if url.isLocalFile():
+                path = Path(url.toLocalFile())
+                paths.extend(image_files(path) if path.is_dir() else [path])  # a folder: its images
+        self.open_paths(paths)  # a file that is not an image gets a message
         event.acceptProposedAction()
+
+
+def _crop_note(image: ImageRecord) -> str:
+    """The predictions' heading, saying how little of the photo the model sees when that is under half
+    (a panorama, a tall strip): the explanation covers only the outlined crop."""
+    if image.crop_box is None:
+        return ""
+    left, top, right, bottom = image.crop_box
+    height, width = image.pixels.shape[:2]
+    seen = max(0.0, min(right, width) - max(left, 0.0)) * max(0.0, min(bottom, height) - max(top, 0.0))
+    share = seen / max(width * height, 1)
+    if share >= 0.5:
+        return ""
+    return (
+        f"Top-5 on the model's input crop, which holds only {share:.0%} of this image (outlined): the rest is not seen."
+    )
 
 
 def report_path(path: str | Path, chosen_filter: str = "") -> Path:

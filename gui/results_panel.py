@@ -109,6 +109,7 @@ class ResultsPanel(QWidget):
                 self.table.setItem(row, column, item)
         self.table.blockSignals(False)
         rows = [i for i, r in enumerate(self._results) if r is select] if select is not None else []
+        self.table.clearSelection()  # one row selected: an earlier Ctrl+click selection does not pile up
         if rows or results:
             row = rows[0] if rows else len(results) - 1
             self.table.selectRow(row)
@@ -122,6 +123,7 @@ class ResultsPanel(QWidget):
     def select(self, result: ResultRecord) -> None:
         number = self.number(result)
         if number is not None:
+            self.table.clearSelection()
             self.table.selectRow(number - 1)
             self.table.scrollToItem(self.table.item(number - 1, 0))
 
@@ -162,9 +164,14 @@ def _cells(number: int, result: ResultRecord) -> list[str]:
     status = f"⚠ {result.status}" if result.warnings else result.status
     return [
         str(number), result.target_label, result.game, "on" if result.defense else "off",
-        f"{result.prob_original:.3f}", f"{result.prob_explanation:.3f}", result.top1_explanation_label,
+        _probability(result.prob_original), _probability(result.prob_explanation), result.top1_explanation_label,
         f"{result.mask_mean:.3f}", str(result.steps), f"{result.wall_time_s:.1f}", status,
     ]  # fmt: skip
+
+
+def _probability(value: float) -> str:
+    """Three decimals, or three significant digits below 0.001 (so 0.000185 does not read 0.000)."""
+    return f"{value:.3f}" if value >= 0.001 or value == 0 else f"{value:.2e}"
 
 
 def photo_top1(result: ResultRecord) -> tuple[int, str] | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -405,3 +406,83 @@ def test_a_model_file_with_another_class_count_says_what_to_set_in_the_dialog(op
         opened._load_model(ModelSpec("squeezenet1_1", weights=weights))
     message = shown.args[1]
     assert "ten_classes.pth" in message and "In Load model, set Classes to 10." in message and "--" not in message
+
+
+# ---------------------------------------------------------------- found by a second walk-through
+def test_a_photo_of_the_same_size_also_opens_whole(opened, qtbot, tmp_path, photo):
+    window = opened
+    window.canvas.zoom_in()
+    window.canvas.zoom_in()
+    other = tmp_path / "same_size.png"
+    Image.fromarray(np.full((90, 120, 3), 200, np.uint8)).save(other)
+    with qtbot.waitSignal(window.image_opened, timeout=30_000):
+        window.open_paths([other])
+    QApplication.processEvents()
+    assert window.current.path == other and _whole_photo_visible(window.canvas)
+
+
+def test_the_same_file_opened_twice_is_listed_once(opened, qtbot, photo):
+    window = opened
+    with qtbot.waitSignal(window.image_opened, timeout=30_000):
+        window.open_paths([photo])
+    assert window.image_list.count() == 1 and len(window.images) == 1
+
+
+def test_selection_does_not_pile_up_and_delete_takes_every_selected_row_with_undo_per_step(opened, qtbot):
+    window = opened
+    results = _run(window, qtbot, game="both") + _run(window, qtbot, game="both")
+    table = window.results.table
+    table.selectAll()
+    _run(window, qtbot)  # a job finishing selects its result, alone
+    assert len(window.results.selected_results()) == 1
+    window.results.select(results[0])
+    window.actions["delete_result"].trigger()
+    table.selectAll()
+    window.actions["delete_result"].trigger()
+    assert window.current.results == []
+    window.actions["undo_delete"].trigger()
+    assert len(window.current.results) == 4 and results[0] not in window.current.results
+    window.actions["undo_delete"].trigger()
+    assert window.current.results[:4] == results and not window.actions["undo_delete"].isEnabled()
+
+
+def test_esc_drops_a_job_that_waits_for_a_batch(opened, qtbot, image_folder):
+    window = opened
+    window.method.steps.setValue(LONG)
+    window.method.patience.setValue(0)
+    dialog = window.batch_dialog()
+    dialog.input_dir.edit.setText(str(image_folder))
+    dialog.out_dir.edit.setText(str(image_folder.parent / "out"))
+    dialog.start()
+    qtbot.waitUntil(lambda: dialog.item.value() >= 1, timeout=30_000)
+    (job,) = window.run_jobs()
+    window.cancel_job()
+    dialog.cancel()
+    qtbot.waitUntil(lambda: not window.jobs and not window.batch_running, timeout=30_000)
+    assert window.jobs_panel.state(job.id) == "cancelled" and window.current.results == []
+
+
+def test_result_dialogs_open_in_the_home_folder_not_the_photos(opened, tmp_path, monkeypatch):
+    window = opened
+    assert window._last_folder() == str(window.current.path.parent)  # images: where the last one was
+    monkeypatch.setattr(Path, "home", lambda: tmp_path)
+    assert window._last_folder("results") == str(tmp_path)
+    window._remember_folder("results", tmp_path / "missing")
+    assert window._last_folder("results") == str(tmp_path)  # a folder that is gone: home again
+
+
+def test_the_predictions_say_how_little_of_a_strip_the_model_sees(window, qtbot, tmp_path):
+    strip = tmp_path / "strip.png"
+    Image.fromarray(np.full((40, 400, 3), 90, np.uint8)).save(strip)
+    with qtbot.waitSignal(window.image_opened, timeout=30_000):
+        window.open_paths([strip])
+    qtbot.waitUntil(lambda: window.current.predictions is not None, timeout=30_000)
+    left, top, right, bottom = window.current.crop_box  # 40 px high -> 36 -> a 32x32 crop of 36x360
+    share = (right - left) * (bottom - top) / (40 * 400)
+    assert f"holds only {share:.0%} of this image" in window.predictions.status.text() and share < 0.1
+
+
+def test_tiny_probabilities_are_not_printed_as_zero():
+    from gui.results_panel import _probability
+
+    assert (_probability(0.000185), _probability(0.0), _probability(0.5)) == ("1.85e-04", "0.000", "0.500")
