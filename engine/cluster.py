@@ -315,3 +315,69 @@ def measure_startup(address: str | None = None) -> float:
     finally:
         ray.shutdown()
     return time.perf_counter() - started
+
+
+def run_cluster_benchmark(
+    images: Path, *, source: ModelSource | None = None, workers: Sequence[int] = (1, 2), count: int = 32,
+    config: FGVisConfig | None = None, batch_size: int = 4, scratch: Path | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> str:  # fmt: skip
+    """Explanations per second of the local batch and of Ray with each number of ``workers`` on the same
+    ``count`` images of ``images`` (copied to a scratch folder), Ray's fixed start-up cost, and whether the
+    two paths agree (largest mask difference, same seed). Returns a Markdown table.
+
+    The local batch runs first in this process with the threads torch picks; each Ray run starts a local
+    instance sized to this machine, and its time includes starting the workers (not Ray itself, measured
+    separately)."""
+    import shutil
+    import tempfile
+
+    import numpy as np
+
+    from .batch import run_batch
+
+    source = source or ModelSource()
+    config = config or FGVisConfig()
+    paths = image_files(images)[:count]
+    if not paths:
+        raise ClusterError(f"no images in {images}")
+    work = Path(scratch or tempfile.mkdtemp(prefix="fgvis-cluster-bench-"))
+    folder = work / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        shutil.copy(path, folder / path.name)
+    rows = []
+    started = time.perf_counter()
+    local = run_batch(source.load(), folder, work / "local", config=config, batch_size=batch_size)
+    local_s = time.perf_counter() - started
+    items = len(local.written)
+    rows.append(("local batch (this process)", "-", local_s, items / local_s, "-"))
+    log(f"local: {items} items in {local_s:.1f} s")
+    startup = measure_startup()
+    log(f"Ray start-up: {startup:.1f} s")
+    for count_workers in workers:
+        out = work / f"ray{count_workers}"
+        started = time.perf_counter()
+        summary = run_batch_on_ray(source, folder, out, workers=count_workers, config=config, batch_size=batch_size)
+        seconds = time.perf_counter() - started
+        differences = [
+            float(np.abs(np.load(out / f"{stem}_mask.npy") - np.load(work / "local" / f"{stem}_mask.npy")).max())
+            for stem in local.written
+            if (out / f"{stem}_mask.npy").is_file()
+        ]  # fmt: skip
+        rows.append((f"Ray, {count_workers} worker(s)", str(count_workers), seconds,
+                     len(summary.written) / seconds, f"{max(differences, default=float('nan')):.2g}"))  # fmt: skip
+        log(f"Ray {count_workers}: {len(summary.written)} items in {seconds:.1f} s")
+    lines = [
+        f"{items} explanations ({len(paths)} images, {config.steps} steps max, batch size {batch_size}); "
+        f"Ray start-up (start a local instance and run one task): {startup:.1f} s",
+        "",
+        "| run | workers | wall time (s) | explanations / s | vs local | largest mask difference to local |",
+        "|---|---|---|---|---|---|",
+    ]
+    base = rows[0][3]
+    for name, count_workers, seconds, rate, difference in rows:
+        lines.append(f"| {name} | {count_workers} | {seconds:.1f} | {rate:.3f} | {rate / base:.2f}x | {difference} |")
+    if scratch is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return "\n".join(lines)
