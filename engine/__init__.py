@@ -14,6 +14,11 @@ as ``engine.resources`` -- does not import torch: the desktop app shows its wind
 from __future__ import annotations
 
 import importlib
+import os
+
+# Idle OpenMP threads sleep instead of spinning, so that two CPU-heavy processes on one machine do not
+# take each other's cores (engine.threads). It only takes effect when set before torch is first imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _EXPORTS = {
     "ConfigError": ".errors",

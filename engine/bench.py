@@ -14,32 +14,108 @@ The evaluation suite (``fgvis bench quality``) is :mod:`engine.evaluation`.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import platform
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
+from . import threads
 from .defense import ActivationFilter
 from .fgvis import _Optimisation, _resolve_device, explain
+from .images import load_image
 from .model_pass import CALLS_BEFORE_SETTLED, TRIAL_ROUNDS
 from .models import frozen, load_model
 from .resources import sample_images
 from .types import FGVisConfig
 
+#: Step budgets of the two explain() calls whose difference gives the cost of a step and of a call.
+CALL_STEPS = (20, 100)
+
+
+@dataclass(frozen=True)
+class CallCost:
+    """What one :func:`explain` call costs, from two calls of ``short`` and ``long`` steps.
+
+    Attributes
+    ----------
+    per_step_s
+        Marginal seconds per step: ``(t_long - t_short) / (n_long - n_short)``.
+    fixed_s
+        Seconds per call beyond its steps (reference pass, set-up, binarisation, results):
+        ``t_short - n_short * per_step_s``.
+    whole_per_step_s
+        The long call's seconds divided by the steps it took: what a user waits per step.
+    """
+
+    per_step_s: float
+    fixed_s: float
+    whole_per_step_s: float
+
+    @classmethod
+    def from_calls(cls, short: tuple[float, int], long: tuple[float, int]) -> CallCost:
+        """``short`` and ``long``: ``(seconds, steps taken)`` of two calls, ``long`` with more steps."""
+        (t_short, n_short), (t_long, n_long) = short, long
+        if n_long <= n_short:
+            raise ValueError(f"the long call must take more steps ({n_long}) than the short one ({n_short})")
+        per_step = (t_long - t_short) / (n_long - n_short)
+        return cls(per_step, t_short - n_short * per_step, t_long / n_long)
+
+
+def bare_seconds(model_name: str, batch_size: int, repeats: int, device: str = "cpu") -> float:
+    """Median seconds of a bare forward+backward (:func:`_bare_step`) of ``model_name`` at ``batch_size``,
+    in this process, after two warm-up passes."""
+    model = load_model(model_name)
+    device_ = _resolve_device(device, model)
+    x = model.preprocess(sample_images()[0])[0].repeat(batch_size, 1, 1, 1).to(device_)
+    with frozen(model.module):
+        return _interleaved_median_times({"bare": _bare_step(model.module, x)}, repeats, device_)["bare"]
+
+
+def clean_bare_seconds(model_name: str, batch_size: int, repeats: int, device: str = "cpu") -> float:
+    """:func:`bare_seconds` measured in a fresh child process, where no engine object has ever run: the
+    reference an FGVis step is compared with. The child inherits the thread settings (``$FGVIS_THREADS``,
+    ``OMP_WAIT_POLICY``) of this one."""
+    request = json.dumps({"model": model_name, "batch": batch_size, "repeats": repeats, "device": device})
+    env = {**os.environ, threads.ENV: str(torch.get_num_threads())}
+    done = subprocess.run([sys.executable, "-m", "engine.bench", "bare", request], capture_output=True, text=True,
+                          env=env, timeout=1800)  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"the bare-pass child failed: {done.stderr[-2000:]}")
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
+
+
+def explain_seconds(model, images: list, steps: int, device: torch.device) -> tuple[float, int]:
+    """Wall-clock seconds of one whole :func:`explain` call on ``images`` with ``steps`` steps and early
+    stopping off (every step runs), defaults otherwise; returns ``(seconds, steps taken)``."""
+    config = FGVisConfig(steps=steps, patience=10**6, device=str(device))
+    started = time.perf_counter()
+    result = explain(model, images, config=config)
+    return time.perf_counter() - started, result.steps
+
 
 def run_speed_benchmark(batch_sizes: Sequence[int] = (1, 4, 16), repeats: int = 10, device: str = "auto") -> str:
-    """Time the default model at 224x224 and return the results as a Markdown table."""
+    """Time the default model at 224x224 and return the results as Markdown tables: the steps (bare pass,
+    FGVis step with the defense off and on), then what a user waits for -- whole :func:`explain` calls --
+    against a bare pass measured in a clean state (a fresh child process, and this process before any
+    FGVis object exists)."""
     model = load_model()
     device_ = _resolve_device(device, model)
     single, _ = model.preprocess(sample_images()[0])
     every = FGVisConfig().monitor_every
+    clean_here = {b: bare_seconds(model.name, b, repeats, str(device_)) for b in batch_sizes}  # before any FGVis object
+    clean_child = {b: clean_bare_seconds(model.name, b, repeats, str(device_)) for b in batch_sizes}
     rows = []
     with frozen(model.module):
         for batch in batch_sizes:
@@ -57,6 +133,11 @@ def run_speed_benchmark(batch_sizes: Sequence[int] = (1, 4, 16), repeats: int = 
             # The default step counts the monitor on every `every`-th step: charge that share of its cost.
             times["on"] += max(times["counted"] - times["on"], 0.0) / every
             rows.append((batch, times, _peak_memory(device_), steps["on"].path))
+    photo = np.asarray(load_image(sample_images()[0]))
+    calls = {}
+    for batch in batch_sizes:
+        short, long = (explain_seconds(model, [photo] * batch, steps, device_) for steps in CALL_STEPS)
+        calls[batch] = CallCost.from_calls(short, long)
     header = [
         f"Default model ({model.name}) at 224x224 on {device_name(device_)}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; median of {repeats} interleaved steps. The bare pass is eager;"
@@ -78,7 +159,70 @@ def run_speed_benchmark(batch_sizes: Sequence[int] = (1, 4, 16), repeats: int = 
             f"{t['off'] / t['bare']:.2f} | {t['counted']:.4f} | {t['counted'] / t['bare']:.2f} | "
             f"{t['on'] / b:.4f} | {eager} | {peak} | {path} |"
         )
-    return "\n".join(header + lines)
+    short, long = CALL_STEPS
+    calls_table = [
+        "",
+        "What a user waits for. 'Clean bare': the bare pass in a fresh child process (no engine object ever "
+        "ran there) and in this process before any FGVis object existed; 'bare after' is the bare pass "
+        "interleaved with FGVis steps above. 'explain() per step': a whole engine.explain() call of "
+        f"{long} steps (early stopping off, defaults otherwise: binarisation, 8-bit check) divided by its "
+        f"steps; 'marginal step' and 'fixed cost' come from calls of {short} and {long} steps. Ratios are to "
+        "the child's clean bare pass.",
+        "",
+        "| batch | clean bare, child (s) | clean bare, this process (s) | bare after (s) | defended step (s) "
+        "| explain() per step (s) | explain() / clean bare | marginal step (s) | step / clean bare "
+        "| fixed cost per call (s) | fixed cost in steps | per image per step / clean bare at batch 1 |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    base = clean_child[batch_sizes[0]] / batch_sizes[0] if batch_sizes[0] == 1 else None
+    for b, t, _, _ in rows:
+        cost, clean = calls[b], clean_child[b]
+        per_image = f"{cost.whole_per_step_s / b / base:.2f}" if base else "-"
+        calls_table.append(
+            f"| {b} | {clean:.4f} | {clean_here[b]:.4f} | {t['bare']:.4f} | {t['on']:.4f} | "
+            f"{cost.whole_per_step_s:.4f} | {cost.whole_per_step_s / clean:.2f} | {cost.per_step_s:.4f} | "
+            f"{cost.per_step_s / clean:.2f} | {cost.fixed_s:.3f} | {cost.fixed_s / cost.per_step_s:.1f} | {per_image} |"
+        )
+    return "\n".join(header + lines + calls_table)
+
+
+#: The competitor of :func:`run_contention_benchmark`: a process keeping every core busy with torch.
+_COMPETITOR = (
+    "import os, torch\n"
+    "torch.set_num_threads(os.cpu_count() or 1)\n"
+    "a = torch.randn(512, 512)\n"
+    "while True:\n"
+    "    a = torch.tanh(a @ a)\n"
+)
+
+
+def run_contention_benchmark(steps: int = 50, device: str = "auto") -> str:
+    """One explanation (``steps`` steps, early stopping off) of the default model alone, then while a
+    second process keeps every core busy with its own torch threads -- a desktop app shares its machine.
+    Returns a Markdown table; the slowdown should stay near the share of the CPU left (about 2x on two
+    cores), not many-fold."""
+    model = load_model()
+    device_ = _resolve_device(device, model)
+    photo = np.asarray(load_image(sample_images()[0]))
+    explain_seconds(model, [photo], 5, device_)  # warm up
+    alone, _ = explain_seconds(model, [photo], steps, device_)
+    competitor = subprocess.Popen([sys.executable, "-c", _COMPETITOR], stdout=subprocess.DEVNULL,
+                                  env={k: v for k, v in os.environ.items() if k != threads.ENV})  # fmt: skip
+    try:
+        time.sleep(2.0)  # not synchronisation: let the competitor reach its loop before timing
+        shared, _ = explain_seconds(model, [photo], steps, device_)
+    finally:
+        competitor.kill()
+        competitor.wait()
+    policy = os.environ.get("OMP_WAIT_POLICY", "(unset)")
+    return "\n".join([
+        f"One explanation of {steps} steps ({model.name}, batch 1, {torch.get_num_threads()} threads, "
+        f"OMP_WAIT_POLICY {policy}) alone and while another process keeps all {os.cpu_count()} cores busy.",
+        "",
+        "| alone (s) | with a CPU-heavy neighbour (s) | slowdown |",
+        "|---:|---:|---:|",
+        f"| {alone:.2f} | {shared:.2f} | {shared / alone:.2f}x |",
+    ])  # fmt: skip
 
 
 def _bare_step(module: torch.nn.Module, x: torch.Tensor) -> Callable[[int], None]:
@@ -547,4 +691,10 @@ def _blocked(decisions: list[torch.Tensor]) -> float:
 
 
 if __name__ == "__main__":
-    print(run_speed_benchmark())
+    if len(sys.argv) == 3 and sys.argv[1] == "bare":  # the child of clean_bare_seconds
+        request = json.loads(sys.argv[2])
+        threads.configure()
+        seconds = bare_seconds(request["model"], request["batch"], request["repeats"], request["device"])
+        print(json.dumps({"seconds": seconds, "threads": torch.get_num_threads()}))
+    else:
+        print(run_speed_benchmark())

@@ -44,8 +44,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         app.setWindowIcon(icon)
     splash = _show_splash(app)
     startup = {"splash_shown_s": time.perf_counter() - STARTED}
+    from engine import threads  # before torch: idle OpenMP threads sleep (engine.threads)
+    from engine.errors import ConfigError
+
     from .main_window import MainWindow  # imports torch: the slow part of starting, behind the splash
 
+    try:
+        threads.configure()  # $FGVIS_THREADS, else the cores this process may use
+    except ConfigError as exc:
+        logging.getLogger(__name__).warning("%s: using torch's default", exc)
     window = MainWindow(open_settings(args.settings), log_file=log_file)
     sys.excepthook = _exception_hook(window, log_file)
     window.show()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from engine.bench import device_name, run_speed_benchmark
@@ -13,9 +14,14 @@ def test_device_names_in_benchmark_tables(monkeypatch):
     assert device_name(torch.device("cuda:0")) == "Test GPU cuda:0"
 
 
-def test_speed_benchmark_prints_a_row_per_batch_size():
-    table = run_speed_benchmark(batch_sizes=(1,), repeats=1, device="cpu")
-    (row,) = [line for line in table.splitlines() if line.startswith("| 1 |")]
+@pytest.fixture(scope="module")
+def speed_table():
+    """One run of the speed benchmark at batch 1 (it runs two whole explain() calls and a child process)."""
+    return run_speed_benchmark(batch_sizes=(1,), repeats=1, device="cpu")
+
+
+def test_speed_benchmark_prints_a_row_per_batch_size(speed_table):
+    row = next(line for line in speed_table.splitlines() if line.startswith("| 1 |"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     bare, off, on, on_ratio, _, counted, counted_ratio = (float(c) for c in cells[1:8])
     assert min(bare, off, on, counted) > 0
@@ -34,3 +40,35 @@ def test_profile_benchmark_times_the_variants_and_lists_the_top_operators():
     assert bare > 0 and eager > 0 and abs(ratio - eager / bare) < 0.01
     assert cells[-1] == "eager"  # no CUDA graph on the CPU
     assert report.count("```") == 4 and report.count("aten::") >= 6  # two profiles, three operators each
+
+
+def test_the_cost_of_a_call_is_split_into_steps_and_a_fixed_part():
+    from engine.bench import CallCost
+
+    # A stand-in whose steps cost 0.04 s and whose calls cost 0.3 s more: 20 steps 1.1 s, 100 steps 4.3 s.
+    cost = CallCost.from_calls((0.3 + 20 * 0.04, 20), (0.3 + 100 * 0.04, 100))
+    assert abs(cost.per_step_s - 0.04) < 1e-12 and abs(cost.fixed_s - 0.3) < 1e-12
+    assert abs(cost.whole_per_step_s - 0.043) < 1e-12
+    with pytest.raises(ValueError, match="more steps"):
+        CallCost.from_calls((1.0, 20), (2.0, 20))
+
+
+def test_the_clean_bare_pass_is_measured_in_a_fresh_process(monkeypatch):
+    from engine import threads
+    from engine.bench import bare_seconds, clean_bare_seconds
+
+    monkeypatch.setenv(threads.ENV, "1")
+    child = clean_bare_seconds("synthetic_shapes", 2, repeats=3)
+    here = bare_seconds("synthetic_shapes", 2, repeats=3)
+    assert child > 0 and here > 0
+
+
+def test_the_speed_table_reports_whole_calls_against_the_clean_bare_pass(speed_table):
+    rows = [line for line in speed_table.splitlines() if line.startswith("| 1 |")]
+    cells = [cell.strip() for cell in rows[1].strip("|").split("|")]
+    clean_child, clean_here, _, _, whole, whole_ratio, step, step_ratio, fixed, fixed_steps, _ = (
+        float(c) for c in cells[1:12]
+    )
+    assert min(clean_child, clean_here, whole, step) > 0
+    assert abs(whole_ratio - whole / clean_child) < 0.01 and abs(step_ratio - step / clean_child) < 0.01
+    assert abs(fixed_steps - fixed / step) < 0.1
