@@ -4,17 +4,37 @@ and saved sessions store, and what the GUI shows. Built from an :class:`~engine.
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass, field
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
 
+from . import images as _images
+from .errors import ConfigError
 from .models import ClassifierModel
-from .types import Explanation, FGVisConfig
+from .types import GAMES, Explanation, FGVisConfig
 
 #: Arrays of a record, by name, as stored in sessions.
 ARRAY_FIELDS = ("mask", "evidence", "explanation_rgb", "deletion_rgb", "input_rgb")
 HISTORY_KEYS = ("target_prob", "mask_mean", "blocked_fraction", "lambda")
+
+# Limits on a record read back from a file (:meth:`ExplanationRecord.from_parts`, sessions). Everything a
+# file declares is checked against them before anything is allocated for it; raise one here if a real
+# record needs more (the README's "Bad input" section lists them).
+#: Largest height or width of a record's arrays: the model's input size, in pixels.
+MAX_ARRAY_SIDE = 2048
+#: Most entries of one per-step history array (one per optimisation step).
+MAX_HISTORY_STEPS = 1_000_000
+#: Longest note or warning, in characters.
+MAX_TEXT_CHARS = 100_000
+#: Longest name, path, class label, checksum, date or device string, in characters.
+MAX_NAME_CHARS = 4096
+#: Most items of a stored list (rows of a top-5 table, warnings).
+MAX_LIST_ITEMS = 1000
+#: Largest magnitude of a stored whole number (class indices, steps, seeds): a signed 64-bit integer.
+MAX_INTEGER = 2**63 - 1
 
 
 @dataclass(kw_only=True)
@@ -191,18 +211,33 @@ class ExplanationRecord:
         return out
 
     @classmethod
-    def from_parts(cls, meta: dict, arrays: dict[str, np.ndarray], **extra) -> ExplanationRecord:
-        """Inverse of :meth:`metadata` + :meth:`arrays` (sessions). Raises ``KeyError``/``TypeError`` on
-        incomplete data."""
+    def from_parts(cls, meta: dict, arrays: Mapping[str, np.ndarray], **extra) -> ExplanationRecord:
+        """Inverse of :meth:`metadata` + :meth:`arrays` (sessions).
+
+        Raises
+        ------
+        ValueError
+            ``meta`` or ``arrays`` do not hold a record: a field missing or of the wrong type, a number
+            out of range or not finite, text or a list over its limit, an invalid stored config, arrays of
+            the wrong shape, type or size (see :func:`check_metadata`, :func:`check_arrays`). The message
+            names the field.
+        """
+        check_metadata(meta)
+        check_arrays(arrays)
+        config = stored_config(meta["config"], meta["game"])
+        values = {name: np.asarray(arrays[name]) for name in ARRAY_FIELDS}
+        for name in ("mask", "evidence"):
+            values[name] = values[name].astype(np.float32, copy=False)
+            if not np.isfinite(values[name]).all():
+                raise ValueError(f"{name} has values that are not finite numbers")
         history = {key: np.asarray(arrays[f"history_{key}"], np.float32) for key in HISTORY_KEYS
                    if f"history_{key}" in arrays}  # fmt: skip
         return cls(
             image_name=meta["image"], image_path=meta.get("image_path"), image_sha256=meta.get("image_sha256"),
             model_name=meta["model"], weights_sha256=meta.get("weights_sha256"),
             target=int(meta["target"]), target_label=meta["target_label"], game=meta["game"],
-            defense=bool(meta["defense"]), config=_stored_config(meta["config"], meta["game"]),
-            **{name: np.asarray(arrays[name]) for name in ARRAY_FIELDS},
-            crop_box=tuple(meta["crop_box"]) if meta.get("crop_box") else None,
+            defense=bool(meta["defense"]), config=config, **values,
+            crop_box=check_crop_box(meta.get("crop_box")),
             prob_original=float(meta["prob_original"]), prob_explanation=float(meta["prob_explanation"]),
             top1_explanation=int(meta["top1_explanation"]), top1_explanation_label=meta["top1_explanation_label"],
             top5_original=[tuple(row) for row in meta.get("top5_original", [])],
@@ -239,11 +274,229 @@ def monitor_summary(blocked: np.ndarray) -> tuple[float, float]:
     return (float(counted[-1]), float(counted.max())) if counted.size else (0.0, 0.0)
 
 
-def _stored_config(values: dict, game: str) -> FGVisConfig:
+def stored_config(values: dict, game: str) -> FGVisConfig:
     """The :class:`FGVisConfig` a stored result was made with. Results saved before the settings
     ``sparsity`` and ``binarize`` existed (2026-12) ran the proximal loop without binarisation, with the
-    learning rates of that time."""
+    learning rates of that time. Raises ``ValueError`` for an unknown setting, a value of the wrong type
+    or out of range (including what :class:`FGVisConfig` itself refuses)."""
+    if not isinstance(values, dict):
+        raise ValueError(f"config must be an object of settings, not {describe(values)}")
+    kinds = {f.name: f.type for f in fields(FGVisConfig)}
+    for key, value in values.items():
+        if key not in kinds:
+            raise ValueError(f"config has an unknown setting {quoted(key)}")
+        _setting(value, f"config {key}", kinds[key])
     if "sparsity" not in values:
         old_lr = {"preserve": 0.01, "delete": 0.02}.get(game)
         values = {**values, "sparsity": "proximal", "binarize": False, "lr": values.get("lr") or old_lr}
-    return FGVisConfig(**values)
+    try:
+        return FGVisConfig(**values)
+    except ConfigError as exc:
+        raise ValueError(f"invalid config: {exc}") from None
+
+
+# ---------------------------------------------------------------- the schema of a stored record
+def check_metadata(meta: object) -> None:
+    """Raise ``ValueError`` naming the field unless ``meta`` is a record's :meth:`~ExplanationRecord.metadata`
+    as :meth:`~ExplanationRecord.from_parts` reads it: every field it reads present (or optional) and of
+    its type, numbers finite and in range, text and lists within :data:`MAX_NAME_CHARS`,
+    :data:`MAX_TEXT_CHARS` and :data:`MAX_LIST_ITEMS`. Fields it does not read are not checked. The stored
+    config is checked by :meth:`~ExplanationRecord.from_parts`."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"its metadata must be an object, not {describe(meta)}")
+
+    def need(key: str):
+        if key not in meta:
+            raise ValueError(f"{key} is missing")
+        return meta[key]
+
+    for key in ("image", "model", "target_label", "top1_explanation_label", "device"):
+        check_text(need(key), key)
+    for key in ("image_path", "image_sha256", "weights_sha256"):
+        check_text(meta.get(key), key, optional=True)
+    check_text(meta.get("created", ""), "created")
+    check_text(meta.get("notes", ""), "notes", MAX_TEXT_CHARS)
+    if need("game") not in GAMES:
+        raise ValueError(f"game must be one of {', '.join(GAMES)}, not {quoted(meta['game'])}")
+    for key in ("defense", "goal_met", "cancelled"):
+        if not isinstance(need(key), bool):
+            raise ValueError(f"{key} must be true or false, not {describe(meta[key])}")
+    for key in ("target", "top1_explanation", "steps"):
+        check_integer(need(key), key, 0, MAX_INTEGER)
+    for key in ("prob_original", "prob_explanation"):
+        check_number(need(key), key, 0.0, 1.0)
+    check_number(meta.get("prob_rescored"), "prob_rescored", 0.0, 1.0, optional=True)
+    check_number(need("lambda"), "lambda", 0.0)
+    check_number(need("wall_time_s"), "wall_time_s", 0.0)
+    check_crop_box(meta.get("crop_box"))
+    for key in ("top5_original", "top5_explanation"):
+        for i, row in enumerate(_items(meta.get(key, []), key)):
+            if not isinstance(row, list | tuple) or len(row) != 3:
+                raise ValueError(f"{key} row {i + 1} must be [class index, name, probability], not {describe(row)}")
+            check_integer(row[0], f"{key} row {i + 1}'s class index", 0, MAX_INTEGER)
+            check_text(row[1], f"{key} row {i + 1}'s name")
+            check_number(row[2], f"{key} row {i + 1}'s probability", 0.0, 1.0)
+    for i, warning in enumerate(_items(meta.get("warnings", []), "warnings")):
+        check_text(warning, f"warning {i + 1}", MAX_TEXT_CHARS)
+    need("config")
+
+
+def check_crop_box(box: object) -> tuple[float, float, float, float] | None:
+    """A stored ``crop_box`` as a tuple (``None`` or an empty list: ``None``). Raises ``ValueError`` unless
+    it is 4 finite numbers ``left < right``, ``top < bottom``, all >= 0, inside the largest photo the
+    engine opens (``right * bottom <= images.MAX_PIXELS``)."""
+    if box is None or (isinstance(box, list | tuple) and not box):
+        return None
+    if not isinstance(box, list | tuple) or len(box) != 4:
+        raise ValueError(f"crop_box must be 4 numbers (left, top, right, bottom), not {describe(box)}")
+    left, top, right, bottom = (check_number(value, "crop_box", 0.0) for value in box)
+    if not (left < right and top < bottom):
+        raise ValueError(f"crop_box ({left:g}, {top:g}, {right:g}, {bottom:g}) is empty or inverted")
+    if right * bottom > _images.MAX_PIXELS * (1 + 1e-6):
+        raise ValueError(f"crop_box ({left:g}, {top:g}, {right:g}, {bottom:g}) reaches beyond the largest photo "
+                         f"({_images.MAX_PIXELS:,} pixels)")  # fmt: skip
+    return left, top, right, bottom
+
+
+def check_arrays(arrays: Mapping[str, object]) -> tuple[int, int]:
+    """``(h, w)`` of a record's arrays; raises ``ValueError`` naming the array unless they are a record's.
+
+    ``arrays`` maps names to anything with ``shape`` and ``dtype`` (arrays, or what an ``.npy`` header
+    declares, so a reader can check before loading): ``mask`` ``(3, h, w)`` and ``evidence`` ``(h, w)``
+    floating point, ``explanation_rgb``, ``deletion_rgb``, ``input_rgb`` ``(h, w, 3)`` uint8, with
+    ``1 <= h, w <= MAX_ARRAY_SIDE``; optional ``history_*`` one-dimensional floating point of at most
+    :data:`MAX_HISTORY_STEPS`; no array of Python objects. Other names are ignored.
+    """
+    for name in ARRAY_FIELDS:
+        if name not in arrays:
+            raise ValueError(f"the {name} array is missing")
+    wanted = {*ARRAY_FIELDS, *(f"history_{key}" for key in HISTORY_KEYS)}
+    for name in wanted & set(arrays):
+        if np.dtype(arrays[name].dtype).hasobject:
+            raise ValueError(f"{name} holds Python objects (dtype {arrays[name].dtype}); only numbers are read")
+    shape = tuple(arrays["mask"].shape)
+    if len(shape) != 3 or shape[0] != 3:
+        raise ValueError(f"mask has shape {shape_text(shape)}, expected (3, H, W)")
+    height, width = shape[1:]
+    if not (1 <= height <= MAX_ARRAY_SIDE and 1 <= width <= MAX_ARRAY_SIDE):
+        raise ValueError(f"mask has shape {shape}: H and W must be 1 to {MAX_ARRAY_SIDE}")
+    expected = {"mask": (3, height, width), "evidence": (height, width), "explanation_rgb": (height, width, 3),
+                "deletion_rgb": (height, width, 3), "input_rgb": (height, width, 3)}  # fmt: skip
+    for name, want in expected.items():
+        array = arrays[name]
+        if tuple(array.shape) != want:
+            raise ValueError(
+                f"{name} has shape {shape_text(array.shape)}, expected {want} (the mask's {height}x{width})"
+            )
+        kind = np.dtype(array.dtype)
+        if name.endswith("_rgb") and kind != np.uint8:
+            raise ValueError(f"{name} has dtype {kind}, expected uint8")
+        if not name.endswith("_rgb") and kind.kind != "f":
+            raise ValueError(f"{name} has dtype {kind}, expected floating point")
+    for key in HISTORY_KEYS:
+        array = arrays.get(f"history_{key}")
+        if array is None:
+            continue
+        if len(array.shape) != 1 or array.shape[0] > MAX_HISTORY_STEPS or np.dtype(array.dtype).kind != "f":
+            raise ValueError(f"history_{key} has shape {shape_text(array.shape)} and dtype {array.dtype}, expected "
+                             f"(steps,) floating point with at most {MAX_HISTORY_STEPS:,} steps")  # fmt: skip
+    return height, width
+
+
+def _setting(value: object, what: str, annotation: str) -> None:
+    """Check one stored config value against its :class:`FGVisConfig` annotation (``"float | None"``...)."""
+    kinds = {part.strip() for part in str(annotation).split("|")}
+    if value is None:
+        if "None" not in kinds:
+            raise ValueError(f"{what} must not be null")
+    elif "bool" in kinds:
+        if not isinstance(value, bool):
+            raise ValueError(f"{what} must be true or false, not {describe(value)}")
+    elif "int" in kinds:
+        check_integer(value, what, -MAX_INTEGER, MAX_INTEGER)
+    elif "float" in kinds:
+        check_number(value, what)
+    elif "str" in kinds:
+        check_text(value, what)
+
+
+def check_text(value: object, what: str, limit: int = MAX_NAME_CHARS, *, optional: bool = False) -> str | None:
+    """``value`` if it is text of at most ``limit`` characters (or ``None`` when ``optional``); else
+    ``ValueError`` naming ``what``."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be text, not {describe(value)}")
+    if len(value) > limit:
+        raise ValueError(f"{what} has {len(value):,} characters, more than the limit of {limit:,}")
+    return value
+
+
+def check_integer(value: object, what: str, low: int, high: int) -> int:
+    """``value`` if it is a whole number (not ``True``/``False``) in ``low..high``; else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} must be a whole number, not {describe(value)}")
+    if not low <= value <= high:
+        raise ValueError(f"{what} is {_number_text(value)}, outside {low:,}..{high:,}")
+    return value
+
+
+def check_number(
+    value: object, what: str, low: float = -math.inf, high: float = math.inf, *, optional: bool = False
+) -> float | None:
+    """``value`` as a float if it is a finite number in ``low..high`` (or ``None`` when ``optional``); else
+    ``ValueError`` naming ``what`` (never an ``OverflowError``, however large an integer)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} must be a number, not {describe(value)}")
+    if isinstance(value, int) and abs(value) > 2**1000:
+        raise ValueError(f"{what} is {_number_text(value)}, too large")
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ValueError(f"{what} is {_number_text(value)}, expected a finite number in {low:g}..{high:g}")
+    return float(value)
+
+
+def _number_text(value: float) -> str:
+    if isinstance(value, int) and abs(value) >= 10**30:  # str() refuses integers of over 4300 digits
+        return f"a number of about {round(abs(value).bit_length() * math.log10(2)):,} digits"
+    return repr(value)
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    """An array shape for a message (a long one cut short)."""
+    shape = tuple(shape)
+    return str(shape) if len(shape) <= 8 else f"({', '.join(map(str, shape[:8]))}, … {len(shape)} sides)"
+
+
+def _items(value: object, what: str) -> list:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{what} must be a list, not {describe(value)}")
+    if len(value) > MAX_LIST_ITEMS:
+        raise ValueError(f"{what} has {len(value):,} items, more than the limit of {MAX_LIST_ITEMS:,}")
+    return list(value)
+
+
+def describe(value: object) -> str:
+    """What a JSON value is, in words, for messages (the value itself when it is short)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return f"the number {_number_text(value)}"
+    if isinstance(value, str):
+        return f"the text {quoted(value)}"
+    if isinstance(value, list | tuple):
+        return f"a list of {len(value)} items"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def quoted(value: object, limit: int = 40) -> str:
+    """``repr`` of a text cut to ``limit`` characters (other values in words): safe to put in a message."""
+    if not isinstance(value, str):
+        return describe(value)
+    shown = repr(value[:limit])
+    return shown if len(value) <= limit else shown[:-1] + "…" + shown[-1]

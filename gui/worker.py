@@ -376,7 +376,7 @@ class Worker(QObject):
         images, problems = [], []
         for entry in session.images:
             problem = source_problem(entry)
-            pixels = None
+            pixels = display = None
             if problem is None or "changed" in problem:
                 try:
                     pixels = np.array(engine.load_image(entry.path).convert("RGB"), dtype=np.uint8)
@@ -384,18 +384,27 @@ class Worker(QObject):
                     problem = f"{entry.name}: {exc}"
             if problem:
                 problems.append(problem)
+            scale = (1.0, 1.0)
             if pixels is None:
-                pixels = _placeholder(entry)
+                pixels, scale = _placeholder(entry)
+                display = np.full(pixels.shape[:2], 0xFF808080, np.uint32)  # to_argb32 of the grey, no temporaries
+                if scale != (1.0, 1.0):
+                    problems.append(f"{entry.name}: shown on a grey stand-in at {min(scale):.0%} of the photo's size "
+                                    f"(the results' crop boxes are scaled to match)")  # fmt: skip
             image = ImageRecord(
                 next_id(), Path(entry.path) if entry.path else None, entry.name, pixels,
-                display=to_argb32(pixels), sha256=entry.sha256, notes=entry.notes,
+                display=to_argb32(pixels) if display is None else display, sha256=entry.sha256, notes=entry.notes,
             )  # fmt: skip
             for record in entry.results:
                 job = JobSpec(
                     next_id(), image.id, image.name, pixels, record.target, record.target_label, record.game,
                     record.defense, record.config, image_path=image.path, image_sha256=image.sha256,
                 )  # fmt: skip
-                image.results.append(ResultRecord.from_record(record, job))
+                result = ResultRecord.from_record(record, job)
+                if scale != (1.0, 1.0) and result.crop_box is not None:
+                    left, top, right, bottom = result.crop_box
+                    result.crop_box = (left * scale[0], top * scale[1], right * scale[0], bottom * scale[1])
+                image.results.append(result)
             images.append(image)
         self.session_loaded.emit(images, session.view, problems)
 
@@ -419,12 +428,14 @@ def _with_dialog_hint(exc: FGVisError) -> str:
     return f"{exc}\n\n{hint}" if hint else str(exc)
 
 
-def _placeholder(entry) -> np.ndarray:
-    """A grey stand-in of the original size for a photo that is gone (results keep their crop box)."""
-    boxes = [r.crop_box for r in entry.results if r.crop_box is not None]
-    width = int(max((b[2] for b in boxes), default=224))
-    height = int(max((b[3] for b in boxes), default=224))
-    return np.full((max(height, 1), max(width, 1), 3), 128, np.uint8)
+def _placeholder(entry) -> tuple[np.ndarray, tuple[float, float]]:
+    """A grey stand-in for a photo that is gone and the ``(x, y)`` scale of the results' crop boxes on it:
+    the size the session's (validated) crop boxes span, at most ``engine.session.MAX_PLACEHOLDER_PIXELS``
+    (scaled down beyond, so that a forged or huge crop box cannot allocate gigabytes)."""
+    from engine.session import placeholder_size
+
+    width, height, scale_x, scale_y = placeholder_size(entry)
+    return np.full((height, width, 3), 128, np.uint8), (scale_x, scale_y)
 
 
 def _checked_device(device: str) -> torch.device:
