@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QListWidget,
     QMessageBox,
     QProgressBar,
@@ -52,11 +53,23 @@ class BatchDialog(QDialog):
         self.game = QComboBox()
         self.game.addItems(["preserve", "delete", "both"])
         self.overwrite = QCheckBox("Redo items that are already done (overwrite)")
+        self.engine = QComboBox()
+        self.engine.addItem("this machine", "local")
+        self.engine.addItem("a Ray cluster", "ray")
+        self.engine.setToolTip("Where the batch runs: in this app, or on Ray (pip install -e '.[cluster]'): a local\n"
+                               "Ray instance, or the cluster at the address below; the results land in the same folder")
+        self.address = QLineEdit()
+        self.address.setPlaceholderText("empty: a Ray instance on this machine; auto; HOST:PORT; ray://HOST:PORT")
+        self.address.setToolTip("The Ray cluster's address (the head's, as 'ray start --head' prints it)")
+        self.engine.currentIndexChanged.connect(lambda: self.address.setEnabled(self.engine.currentData() == "ray"))
+        self.address.setEnabled(False)
         form = QFormLayout()
         form.addRow("Images in", self.input_dir)
         form.addRow("Results to", self.out_dir)
         form.addRow("Classes", self.targets)
         form.addRow("Game", self.game)
+        form.addRow("Run on", self.engine)
+        form.addRow("Ray address", self.address)
         form.addRow(self.overwrite)
         self.overall = QProgressBar()
         self.overall.setRange(0, SUBSTEPS)
@@ -131,6 +144,8 @@ class BatchDialog(QDialog):
             defense=self.defense,
             config=self.config,
             overwrite=self.overwrite.isChecked(),
+            engine=self.engine.currentData(),
+            address=self.address.text().strip() or None,
         )
         self.batch_started.emit(self.batch_id)
 

@@ -2,9 +2,9 @@
 
 The GUI talks to :class:`Worker` through thread-safe ``submit_*`` methods and listens to its signals
 (delivered on the GUI thread by Qt's queued connections). Only copies of numpy arrays and plain
-records cross threads. While a job runs, light requests (open an image, predict) are served between
-optimisation steps so that opening a photo never waits for a long run; heavy ones (jobs, model loads,
-device changes) run one at a time in submission order.
+records cross threads. While a job or batch runs, light requests (open an image, predict, export, open a
+session) are served between optimisation steps so that none of them waits for a long run; heavy ones
+(jobs, batches, model loads, device changes) run one at a time in submission order.
 """
 
 from __future__ import annotations
@@ -87,6 +87,8 @@ class _Batch:
     defense: bool
     config: FGVisConfig
     overwrite: bool
+    engine: str = "local"  # or "ray"
+    address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,7 @@ class Worker(QObject):
     def __init__(self, model: ClassifierModel | None = None) -> None:
         super().__init__()
         self._model = model
+        self._model_spec: ModelSpec | None = None  # the files the model came from (None: handed in ready)
         self._generation = 0 if model is not None else -1
         # Reference passes of the last images explained (jobs on the same image reuse them).
         self.reference_cache = engine.ReferenceCache(size=2)
@@ -160,12 +163,15 @@ class Worker(QObject):
 
     def submit_export(self, result: ResultRecord, out_dir: Path, stem: str, *, overlay=None, colormap="inferno",
                       scale=DEFAULT_SCALE, overwrite=False) -> None:  # fmt: skip
-        self._submit(self._heavy, _Export(result, Path(out_dir), stem, overlay, colormap, scale, overwrite))
+        # Light: an export (and its one re-scoring pass) is served between the steps of a running job or batch.
+        self._submit(self._light, _Export(result, Path(out_dir), stem, overlay, colormap, scale, overwrite))
 
     def submit_batch(self, batch_id: int, input_dir: Path, out_dir: Path, *, targets: str, games, defense: bool,
-                     config: FGVisConfig, overwrite: bool = False) -> None:  # fmt: skip
+                     config: FGVisConfig, overwrite: bool = False, engine: str = "local",
+                     address: str | None = None) -> None:  # fmt: skip
+        """Queue a batch; ``engine="ray"`` runs it on Ray (``address`` as for ``fgvis batch --address``)."""
         self._submit(self._heavy, _Batch(batch_id, Path(input_dir), Path(out_dir), targets, tuple(games), defense,
-                                         config, overwrite))  # fmt: skip
+                                         config, overwrite, engine, address))  # fmt: skip
 
     def submit_open_session(self, path: Path) -> None:
         self._submit(self._light, _OpenSession(Path(path)))
@@ -257,6 +263,7 @@ class Worker(QObject):
             self.model_failed.emit(_with_dialog_hint(exc))
             return
         self._model = model
+        self._model_spec = spec
         self._generation += 1
         self.reference_cache.clear()
         self.model_loaded.emit(self._info())
@@ -346,19 +353,21 @@ class Worker(QObject):
             if now - last[0] >= 1.0 / PROGRESS_RATE_HZ or state.step == state.total:
                 last[0] = now
                 self.batch_step.emit(task.batch_id, state.step, state.total)
+            self._serve_light()  # open images, predict and export while a batch runs
 
         def should_stop() -> bool:
             with self._lock:
                 return task.batch_id in self._cancel_ids or self._shutting_down.is_set()
 
+        options = {"targets": task.targets, "games": task.games, "defense": task.defense,
+                   "overwrite": task.overwrite, "app_version": __version__, "should_stop": should_stop,
+                   "on_progress": lambda report: self.batch_progress.emit(task.batch_id, report)}  # fmt: skip
         try:
-            summary = run_batch(
-                self._model, task.input_dir, task.out_dir, targets=task.targets, games=task.games,
-                defense=task.defense, config=replace(task.config, device=str(self._model.device)),
-                overwrite=task.overwrite, app_version=__version__,
-                on_progress=lambda report: self.batch_progress.emit(task.batch_id, report),
-                on_step=on_step, should_stop=should_stop,
-            )  # fmt: skip
+            if task.engine == "ray":
+                summary = self._batch_on_ray(task, options)
+            else:
+                summary = run_batch(self._model, task.input_dir, task.out_dir, on_step=on_step,
+                                    config=replace(task.config, device=str(self._model.device)), **options)  # fmt: skip
         except (FGVisError, OSError) as exc:
             self.batch_failed.emit(task.batch_id, str(exc))
             return
@@ -366,6 +375,20 @@ class Worker(QObject):
             with self._lock:
                 self._cancel_ids.discard(task.batch_id)
         self.batch_finished.emit(task.batch_id, summary)
+
+    def _batch_on_ray(self, task: _Batch, options: dict):
+        """The batch on Ray: every worker loads the model from the files the current one came from."""
+        from engine.cluster import ModelSource, run_batch_on_ray
+
+        spec = self._model_spec
+        if spec is None:
+            raise engine.ConfigError("this model was not loaded from files, so Ray workers cannot load it: "
+                                     "use File > Load model, or run the batch on this machine")  # fmt: skip
+        source = ModelSource(spec.name, str(spec.weights) if spec.weights else None,
+                             str(spec.torchscript) if spec.torchscript else None, spec.num_classes,
+                             str(spec.labels) if spec.labels else None)  # fmt: skip
+        config = replace(task.config, device=None)
+        return run_batch_on_ray(source, task.input_dir, task.out_dir, address=task.address, config=config, **options)
 
     def _open_session(self, task: _OpenSession) -> None:
         try:
@@ -415,8 +438,8 @@ DIALOG_HINTS = {
     "labels": "In Load model, choose a class-names file with one name per line (or none).",
     "weights": "In Load model, choose the architecture the weights were saved from and its state_dict file.",
     "torchscript": 'In Load model, choose "TorchScript file" for this file.',
-    "allow_pickle": "The app does not open pickled models (they can run code): save the model's state_dict, "
-    "or export it as TorchScript, and load that.",
+    "allow_pickle": "The app itself never unpickles a file (it can run code): save the model's state_dict, "
+    "or export it as TorchScript, and load that here.",
 }
 
 

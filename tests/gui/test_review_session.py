@@ -486,3 +486,39 @@ def test_tiny_probabilities_are_not_printed_as_zero():
     from gui.results_panel import _probability
 
     assert (_probability(0.000185), _probability(0.0), _probability(0.5)) == ("1.85e-04", "0.000", "0.500")
+
+
+def test_an_export_does_not_wait_for_the_running_job(opened, qtbot, tmp_path):
+    window = opened
+    first = _run(window, qtbot)[0]
+    job = _start_long_job(window, qtbot)
+    window.results.select(first)
+    window.export_result(tmp_path / "export")
+    qtbot.waitUntil(lambda: window.last_export is not None, timeout=30_000)
+    assert window.running_job == job.id  # written between two steps of the run
+    window.cancel_job()
+    qtbot.waitUntil(lambda: not window.jobs, timeout=30_000)
+
+
+def test_a_ray_batch_of_a_model_handed_in_ready_says_why_it_cannot_run(window, qtbot, image_folder):
+    dialog = window.batch_dialog()
+    dialog.input_dir.edit.setText(str(image_folder))
+    dialog.out_dir.edit.setText(str(image_folder.parent / "out"))
+    dialog.engine.setCurrentIndex(dialog.engine.findData("ray"))
+    assert dialog.address.isEnabled()
+    dialog.start()
+    qtbot.waitUntil(lambda: dialog.batch_id is None, timeout=30_000)
+    assert "not loaded from files" in dialog.status.text() and not window.batch_running
+
+
+def test_a_fifo_or_a_folder_opened_as_an_image_gives_a_message_and_nothing_blocks(opened, qtbot, tmp_path):
+    import os
+
+    window = opened
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    for path, words in ((pipe, "named pipe"), (tmp_path, "folder")):
+        with qtbot.waitSignal(window.error_shown, timeout=30_000) as shown:
+            window.open_paths([path])
+        assert words in shown.args[1]
+    assert len(window.images) == 1 and window.actions["run"].isEnabled()
