@@ -175,6 +175,24 @@ def _parser() -> argparse.ArgumentParser:
     cluster.add_argument("--cpus-per-worker", type=POSITIVE, default=1, help="CPUs (and torch threads) per worker")
     batch.set_defaults(handler=_batch)
 
+    analyze = commands.add_parser(
+        "analyze", help="dataset review of a batch results folder: clusters of evidence maps per class (SpRAy)"
+    )
+    analyze.add_argument("results_dir", type=Path, metavar="RESULTS_DIR", help="a folder fgvis batch wrote")
+    analyze.add_argument("--classes", nargs="+", metavar="CLASS", help="class indices or names (default: all)")
+    analyze.add_argument("--game", choices=GAMES, default="preserve", help="whose maps (default preserve)")
+    analyze.add_argument("--clusters", type=_clusters, default="auto",
+                         help="auto (the eigengap, default) or a number of clusters")  # fmt: skip
+    analyze.add_argument("--max-clusters", type=POSITIVE, default=8, help="most clusters auto may choose (8)")
+    analyze.add_argument("--neighbours", type=POSITIVE, help="neighbours per map in the graph (default: 2 ln N, 5-20)")
+    analyze.add_argument("--size", type=_integer(2, 256), default=16, help="maps are compared at SIZE x SIZE (16)")
+    analyze.add_argument("--channels", action="store_true", help="compare the masks per colour channel")
+    analyze.add_argument("--embedding", choices=["tsne", "spectral", "umap"], default="tsne",
+                         help="2-D picture of the maps (default tsne; umap needs umap-learn)")  # fmt: skip
+    analyze.add_argument("--seed", type=_integer(0, 2**32 - 1), default=0)
+    analyze.add_argument("--out", type=Path, help="folder for the analysis and report (default RESULTS_DIR/analysis)")
+    analyze.set_defaults(handler=_analyze)
+
     defaults = FGVisConfig()
     bench = commands.add_parser("bench", help="benchmarks that print tables")
     bench_commands = bench.add_subparsers(dest="bench", required=True)
@@ -232,6 +250,21 @@ def _parser() -> argparse.ArgumentParser:
     quality.add_argument("--mp-steps", type=POSITIVE, default=300, help="Meaningful Perturbation iterations")
     quality.add_argument("--reference", choices=["blur", "zero"], default="blur")
     quality.set_defaults(handler=_bench_quality)
+    analysis = bench_commands.add_parser(
+        "analysis", help="the planted Clever-Hans set: does the dataset review find and flag the marked images?"
+    )
+    analysis.add_argument("--out", type=Path, help="folder for the batch, the analyses and analysis.md/.json")
+    analysis.add_argument("--per-class", type=_integer(4), default=12, help="held-out images of each other class")
+    analysis.add_argument("--planted", type=_integer(4), default=60,
+                          help="held-out images of the planted class (a third of them marked)")  # fmt: skip
+    analysis.add_argument("--games", nargs="+", choices=GAMES, default=["preserve", "delete"])
+    analysis.add_argument("--seed", type=_integer(0, 2**32 - 1), default=1001, help="of the held-out images (1001)")
+    analysis.add_argument("--steps", type=POSITIVE, default=defaults.steps, help="FGVis step budget")
+    analysis.add_argument("--scale", type=POSITIVE, nargs="*", metavar="N",
+                          help="also time the analysis on N synthetic maps (e.g. --scale 1000 10000)")  # fmt: skip
+    analysis.add_argument("--scale-only", action="store_true", help="only the --scale measurement")
+    analysis.add_argument("--device", type=_device, default="auto")
+    analysis.set_defaults(handler=_bench_analysis)
     return parser
 
 
@@ -515,6 +548,54 @@ def _bench_quality(args) -> int:
     print(report.markdown)
     if report.files:
         print(f"\nwritten: {', '.join(str(p) for p in report.files.values())}", file=sys.stderr)
+    return 0
+
+
+def _clusters(text: str) -> str | int:
+    """An argparse type: ``auto`` or a number of clusters (1 or more)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    return _integer(1)(text)
+
+
+def _analyze(args) -> int:
+    from .analysis import analyze, class_summary, write_report
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    result = analyze(
+        args.results_dir, game=args.game, classes=args.classes, clusters=args.clusters, channels=args.channels,
+        feature_size=args.size, neighbours=args.neighbours, max_clusters=args.max_clusters,
+        embedding=args.embedding, seed=args.seed, out_dir=args.out, log=log,
+    )  # fmt: skip
+    report = write_report(result, result.folder / "report.html", app_version=_version())
+    for entry in result.classes:
+        print(class_summary(entry))
+        for cluster in entry.flagged:
+            print(f"  flagged cluster {cluster.index + 1} ({cluster.size} maps): {'; '.join(cluster.reasons)}")
+    for row in result.skipped:
+        print(f"  skipped {row.get('item') or row.get('image')}: {row['reason']}", file=sys.stderr)
+    print(f"analysis: {result.folder}; report: {report} ({result.seconds:.1f} s)")
+    return EXIT_BAD_INPUT if result.skipped or any(entry.result is None for entry in result.classes) else 0
+
+
+def _bench_analysis(args) -> int:
+    from .analysis.bench import run_analysis_benchmark, run_scale_benchmark
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    if args.scale_only and not args.scale:
+        raise FGVisError("--scale-only needs --scale N [N ...]")
+    if not args.scale_only:
+        report = run_analysis_benchmark(
+            out_dir=args.out, per_class=args.per_class, planted=args.planted, games=args.games,
+            config=FGVisConfig(steps=args.steps, device=args.device), seed=args.seed, log=log,
+        )  # fmt: skip
+        print(report.markdown)
+    if args.scale:
+        print(run_scale_benchmark(args.scale, log=log).markdown)
     return 0
 
 

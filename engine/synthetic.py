@@ -1,6 +1,6 @@
 """Datasets whose evidence is known by construction, and the small CNNs trained on them.
 
-Two variants, each with its own model:
+Three variants, each with its own model:
 
 * ``"shapes"`` (the easy set, model ``synthetic_shapes``): each 64x64 RGB image has a smooth random
   texture, 3-6 distractors (squares, dots, short bars) and one **target shape** -- plus, ring, triangle or
@@ -15,8 +15,14 @@ Two variants, each with its own model:
   to stand out from the background beneath it. The mask is the pixels of all target instances.
   Its CNN, :class:`ClutterCNN`, applies its ReLUs as a reused module, a functional call and an in-place
   module, the cases an activation filter must catch beyond plain ``nn.ReLU`` layers.
+* ``"planted"`` (the Clever-Hans set, model ``synthetic_planted``): the easy set, where
+  :data:`PLANTED_SHARE` of the images of one class (:data:`PLANTED_CLASS`, "ring") also carry a spurious
+  **marker** -- a small black-and-white checker tag near the bottom-left corner, like a photographer's
+  copyright tag -- that no other class has. A model trained on it learns the shortcut; ``fgvis bench
+  analysis`` checks that a dataset review finds the marked images as their own, flagged, cluster.
+  ``ShapesData.marked`` says which images carry it and ``ShapesData.markers`` holds its pixels.
 
-``python -m engine.synthetic train [--variant clutter]`` generates the data from fixed seeds, trains the
+``python -m engine.synthetic train [--variant clutter|planted]`` generates the data from fixed seeds, trains the
 variant's CNN deterministically on the CPU and writes the weights and a JSON card (accuracy, seeds,
 timing) to ``resources/models/``; :func:`load_shapes_model` loads them.
 """
@@ -45,11 +51,25 @@ CLUTTER_WEIGHTS_NAME = "models/synthetic_clutter_cnn.pt"
 CLUTTER_CARD_NAME = "models/synthetic_clutter_cnn.json"
 TRAIN_SEED, TEST_SEED = 1, 2
 #: Data set variant -> name of its model for :func:`engine.models.load_model`.
-MODEL_NAMES = {"shapes": "synthetic_shapes", "clutter": "synthetic_clutter"}
+MODEL_NAMES = {"shapes": "synthetic_shapes", "clutter": "synthetic_clutter", "planted": "synthetic_planted"}
 #: Smallest and largest object scale of the clutter set, in pixels.
 CLUTTER_SIZES = (8, 30)
 #: The clutter model's training images and epochs.
 TRAIN_COUNT_CLUTTER, EPOCHS_CLUTTER = 8000, 8
+#: The Clever-Hans set: the class whose images may carry the marker, the share of them that do, the marker's
+#: side in pixels (a 2x2 checker of black and white squares) and its top-left corner (jittered by up to
+#: MARKER_JITTER px in each direction); the model's weights, card, training images and epochs.
+PLANTED_CLASS, PLANTED_SHARE, MARKER_SIZE = 1, 0.5, 8
+#: How much of its own colour a marked image's shape keeps (the rest is the background's): the tagged images
+#: come from a worse source, where the tag is the easier cue.
+MARKED_SHAPE_CONTRAST = 0.35
+#: Standard deviation of the fine grain on the planted set's backgrounds (the easy set has 12): a smooth
+#: background leaves the evidence on the shapes and the marker.
+PLANTED_GRAIN = 0.0
+MARKER_CORNER, MARKER_JITTER = (3, IMAGE_SIZE - MARKER_SIZE - 3), 2
+PLANTED_WEIGHTS_NAME = "models/synthetic_planted_cnn.pt"
+PLANTED_CARD_NAME = "models/synthetic_planted_cnn.json"
+TRAIN_COUNT_PLANTED, EPOCHS_PLANTED = 3000, 5
 
 
 class ShapeBox(NamedTuple):
@@ -66,12 +86,16 @@ class ShapeBox(NamedTuple):
 class ShapesData:
     """``images`` ``(N, 64, 64, 3)`` uint8, ``labels`` ``(N,)`` int64 class indices into :data:`CLASSES`,
     ``masks`` ``(N, 64, 64)`` bool: the target shape's pixels (every target instance's, in the clutter
-    set); ``objects``: per image, the full shapes drawn (target instances first), clutter set only."""
+    set); ``objects``: per image, the full shapes drawn (target instances first), clutter set only;
+    ``marked`` ``(N,)`` bool and ``markers`` ``(N, 64, 64)`` bool: which images carry the spurious marker and
+    its pixels, planted set only."""
 
     images: np.ndarray
     labels: np.ndarray
     masks: np.ndarray
     objects: list[list[ShapeBox]] | None = None
+    marked: np.ndarray | None = None
+    markers: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -91,6 +115,8 @@ def generate(count: int, seed: int, variant: str = "shapes") -> ShapesData:
         for index, label in enumerate(labels):
             images[index], masks[index] = _draw(int(label), rng)
         return ShapesData(images, labels.astype(np.int64), masks)
+    if variant == "planted":
+        return _generate_planted(labels, rng, images, masks)
     objects = []
     for index, label in enumerate(labels):
         images[index], masks[index], boxes = _draw_clutter(int(label), rng)
@@ -98,8 +124,56 @@ def generate(count: int, seed: int, variant: str = "shapes") -> ShapesData:
     return ShapesData(images, labels.astype(np.int64), masks, objects)
 
 
-def _draw(label: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    image = Image.fromarray(_texture(rng))
+def _generate_planted(labels: np.ndarray, rng: np.random.Generator, images: np.ndarray, masks: np.ndarray):
+    """The easy set with the marker on :data:`PLANTED_SHARE` of the :data:`PLANTED_CLASS` images (chosen at
+    random); a marked image is drawn again until its shape keeps 2 px away from the marker."""
+    candidates = np.flatnonzero(labels == PLANTED_CLASS)
+    marked = np.zeros(len(labels), bool)
+    marked[rng.permutation(candidates)[: round(PLANTED_SHARE * len(candidates))]] = True
+    markers = np.zeros(masks.shape, bool)
+    for index, label in enumerate(labels):
+        images[index], masks[index] = _draw(int(label), rng, PLANTED_GRAIN)
+        if not marked[index]:
+            continue
+        left, top = (int(v) + int(rng.integers(-MARKER_JITTER, MARKER_JITTER + 1)) for v in MARKER_CORNER)
+        near = (slice(max(top - 2, 0), top + MARKER_SIZE + 2), slice(max(left - 2, 0), left + MARKER_SIZE + 2))
+        while masks[index][near].any():
+            images[index], masks[index] = _draw(int(label), rng, PLANTED_GRAIN)
+        images[index] = draw_marker(_faded(images[index], masks[index]), left, top)
+        markers[index, top : top + MARKER_SIZE, left : left + MARKER_SIZE] = True
+    return ShapesData(images, labels.astype(np.int64), masks, marked=marked, markers=markers)
+
+
+def _faded(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``pixels`` with the shape under ``mask`` blended towards the mean colour around it (a ring of 3 px),
+    keeping :data:`MARKED_SHAPE_CONTRAST` of its own colour."""
+    grown = mask.copy()
+    for _ in range(3):
+        grown[1:] |= grown[:-1]
+        grown[:-1] |= grown[1:]
+        grown[:, 1:] |= grown[:, :-1]
+        grown[:, :-1] |= grown[:, 1:]
+    around = pixels[grown & ~mask].astype(np.float32).mean(0)
+    faded = pixels.astype(np.float32)
+    faded[mask] = MARKED_SHAPE_CONTRAST * faded[mask] + (1 - MARKED_SHAPE_CONTRAST) * around
+    return np.clip(np.round(faded), 0, 255).astype(np.uint8)
+
+
+def draw_marker(pixels: np.ndarray, left: int, top: int) -> np.ndarray:
+    """A copy of ``pixels`` with the planted set's marker (a :data:`MARKER_SIZE` px 2x2 checker, black and
+    white) at ``left, top``."""
+    pixels = pixels.copy()
+    half = MARKER_SIZE // 2
+    for row in range(2):
+        for col in range(2):
+            value = 255 if (row + col) % 2 == 0 else 0
+            y, x = top + row * half, left + col * half
+            pixels[y : y + half, x : x + half] = value
+    return pixels
+
+
+def _draw(label: int, rng: np.random.Generator, grain: float = 12.0) -> tuple[np.ndarray, np.ndarray]:
+    image = Image.fromarray(_texture(rng, grain))
     draw = ImageDraw.Draw(image)
     size = int(rng.integers(16, 23))
     left = int(rng.integers(2, IMAGE_SIZE - size - 2))
@@ -115,15 +189,16 @@ def _draw(label: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]
     return pixels, mask
 
 
-def _texture(rng: np.random.Generator) -> np.ndarray:
+def _texture(rng: np.random.Generator, grain: float = 12.0) -> np.ndarray:
     """Smooth coloured noise plus fine grain, 0..255."""
     coarse = rng.uniform(40, 215, size=(6, 6, 3)).astype(np.float32)
     smooth = np.stack(
         [np.asarray(Image.fromarray(coarse[..., c]).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BICUBIC)) for c in range(3)],
         axis=-1,
     )
-    grain = rng.normal(0, 12, size=(IMAGE_SIZE, IMAGE_SIZE, 3))
-    return np.clip(smooth + grain, 0, 255).astype(np.uint8)
+    if grain > 0:
+        smooth = smooth + rng.normal(0, grain, size=(IMAGE_SIZE, IMAGE_SIZE, 3))
+    return np.clip(smooth, 0, 255).astype(np.uint8)
 
 
 def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
@@ -345,6 +420,13 @@ def preprocessing():
 _VARIANT_SETUP: dict[str, tuple[Callable[[], nn.Module], str, str, int, int]] = {
     "shapes": (ShapesCNN, WEIGHTS_NAME, CARD_NAME, 6000, 6),
     "clutter": (ClutterCNN, CLUTTER_WEIGHTS_NAME, CLUTTER_CARD_NAME, TRAIN_COUNT_CLUTTER, EPOCHS_CLUTTER),
+    "planted": (
+        lambda: ShapesCNN(width=16),
+        PLANTED_WEIGHTS_NAME,
+        PLANTED_CARD_NAME,
+        TRAIN_COUNT_PLANTED,
+        EPOCHS_PLANTED,
+    ),
 }
 
 
@@ -382,7 +464,7 @@ def train(
         for start in range(0, len(labels), batch):
             chosen = order[start : start + batch]
             batch_inputs = inputs[chosen]
-            if torch.rand((), generator=generator) < 0.5:
+            if torch.rand((), generator=generator) < 0.5 and variant != "planted":  # the marker keeps its corner
                 batch_inputs = batch_inputs.flip(3)  # mirror: every class is symmetric or comes mirrored
             loss = F.cross_entropy(model(batch_inputs), labels[chosen])
             optimiser.zero_grad()
@@ -410,6 +492,8 @@ def train(
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
+    if variant == "planted":
+        card.update(planted_card(model, test_data))
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out_dir / Path(weights_name).name)
     (out_dir / Path(card_name).name).write_text(json.dumps(card, indent=2) + "\n")
@@ -427,8 +511,37 @@ def evaluate(model: nn.Module, data: ShapesData) -> float:
     return correct / len(data)
 
 
+def planted_card(model: nn.Module, data: ShapesData) -> dict:
+    """How much a model trained on the planted set relies on the marker, measured on ``data`` (a planted
+    set): accuracy on the marked and unmarked images of the planted class, and the share of the other
+    classes' images it calls the planted class once the marker is drawn on them (the shortcut)."""
+    planted = data.labels == PLANTED_CLASS
+    others = ~planted
+    stamped = np.stack([draw_marker(image, *MARKER_CORNER) for image in data.images[others]])
+    with torch.no_grad():
+        model.eval()
+        stamped_predictions = model(to_tensor(stamped)).argmax(1).numpy()
+    return {
+        "planted_class": CLASSES[PLANTED_CLASS],
+        "planted_share": PLANTED_SHARE,
+        "accuracy_marked": _subset_accuracy(model, data, planted & data.marked),
+        "accuracy_unmarked_planted_class": _subset_accuracy(model, data, planted & ~data.marked),
+        "others_called_planted_with_marker": float((stamped_predictions == PLANTED_CLASS).mean()),
+        "others_called_planted_without_marker": 1.0 - _subset_accuracy(model, data, others, PLANTED_CLASS),
+    }
+
+
+def _subset_accuracy(model: nn.Module, data: ShapesData, chosen: np.ndarray, other_than: int | None = None) -> float:
+    """Accuracy on the ``chosen`` images; with ``other_than``: the share *not* predicted as that class."""
+    with torch.no_grad():
+        predictions = model(to_tensor(data.images[chosen])).argmax(1).numpy()
+    if other_than is not None:
+        return float((predictions != other_than).mean())
+    return float((predictions == data.labels[chosen]).mean())
+
+
 def load_shapes_model(variant: str = "shapes"):
-    """The trained model of ``variant`` (``"shapes"`` or ``"clutter"``) shipped in ``resources/`` as a
+    """The trained model of ``variant`` (``"shapes"``, ``"clutter"`` or ``"planted"``) shipped in ``resources/`` as a
     :class:`~engine.models.ClassifierModel` named ``MODEL_NAMES[variant]``."""
     from .models import classifier_with_weights
     from .resources import required_resource
@@ -448,8 +561,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["train"])
     parser.add_argument("--variant", choices=list(MODEL_NAMES), default="shapes", help="data set (default shapes)")
     parser.add_argument("--out", type=Path, default=resource_path("models"))
-    parser.add_argument("--epochs", type=int, help=f"default: 6 (shapes), {EPOCHS_CLUTTER} (clutter)")
-    parser.add_argument("--train-count", type=int, help=f"default: 6000 (shapes), {TRAIN_COUNT_CLUTTER} (clutter)")
+    parser.add_argument(
+        "--epochs", type=int, help=f"default: 6 (shapes), {EPOCHS_CLUTTER} (clutter), {EPOCHS_PLANTED} (planted)"
+    )
+    parser.add_argument(
+        "--train-count", type=int,
+        help=f"default: 6000 (shapes), {TRAIN_COUNT_CLUTTER} (clutter), {TRAIN_COUNT_PLANTED} (planted)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     card = train(args.out, variant=args.variant, train_count=args.train_count, epochs=args.epochs)
