@@ -242,6 +242,12 @@ class MainWindow(QMainWindow):
                 "Show the files of the last export in the file manager",
             ),
             "batch": action("&Batch…", self.batch_dialog, QKeySequence("Ctrl+B"), "Explain every image of a folder"),
+            "open_batch_results": action(
+                "Open batch res&ults…",
+                self.open_batch_results_dialog,
+                None,
+                "Dataset review: the strategies the model uses per class across a batch, suspicious ones flagged",
+            ),
             "load_model": action("Load &model…", self.load_model_dialog),
             "builtin_model": action("Use the &built-in model", self.use_builtin_model),
             "quit": action("&Quit", self.close, QKeySequence(keys.Quit)),
@@ -317,7 +323,7 @@ class MainWindow(QMainWindow):
         for name in ("open_session", "save_session", "save_session_as"):
             file_menu.addAction(self.actions[name])
         file_menu.addSeparator()
-        for name in ("export_result", "export_report", "open_export_folder", "batch"):
+        for name in ("export_result", "export_report", "open_export_folder", "batch", "open_batch_results"):
             file_menu.addAction(self.actions[name])
         file_menu.addSeparator()
         file_menu.addAction(self.actions["load_model"])
@@ -947,6 +953,21 @@ class MainWindow(QMainWindow):
                 self.recovery_path().unlink()
 
     # ------------------------------------------------------------------ batch
+    def open_batch_results_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open batch results", self._last_folder("batches"))
+        if folder:
+            self.open_batch_results(Path(folder))
+
+    def open_batch_results(self, folder: Path):
+        """The "Dataset review" window (:mod:`gui.dataset_view`) on a batch results folder."""
+        from .dataset_view import DatasetReviewWindow
+
+        window = DatasetReviewWindow(self, app_version=__version__)
+        window.failed.connect(lambda message: self.show_error("Dataset review", message))
+        window.show()
+        window.open_folder(Path(folder))
+        return window
+
     def batch_dialog(self) -> BatchDialog | None:
         try:
             config = self.method.config()
