@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import re
 import signal
 import sys
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import threads
 from .baselines import METHODS
 from .batch import images_in, unique_stems
 from .colormaps import COLORMAPS, DEFAULT_SCALE, SCALES
@@ -44,7 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if args.threads is not None:
+        os.environ[threads.ENV] = str(args.threads)  # also for child processes (benchmarks, Ray workers)
     try:
+        threads.configure()
         return args.handler(args)
     except KeyboardInterrupt:  # the second Ctrl-C: stop now (files being written are removed, not left half)
         print("\naborted", file=sys.stderr)
@@ -139,6 +144,9 @@ NON_NEGATIVE = _integer(0)
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fgvis", description="FGVis explanations of CNN image classifiers.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    parser.add_argument("--threads", type=POSITIVE, default=None,
+                        help="CPU threads for the model (default: $FGVIS_THREADS, else the cores this "
+                             "process may use)")  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
 
     predict = commands.add_parser("predict", help="top-k classes of images")
@@ -200,6 +208,8 @@ def _parser() -> argparse.ArgumentParser:
     speed.add_argument("--batch-sizes", type=POSITIVE, nargs="+", default=[1, 4, 16])
     speed.add_argument("--repeats", type=POSITIVE, default=10, help="timed steps per measurement")
     speed.add_argument("--device", type=_device, default="auto")
+    speed.add_argument("--contention", action="store_true",
+                       help="also time an explanation while another process keeps every core busy")  # fmt: skip
     speed.set_defaults(handler=_bench_speed)
     games = bench_commands.add_parser("defaults", help="both games on the bundled photos with the default model")
     games.add_argument("--steps", type=POSITIVE, default=defaults.steps)
@@ -233,6 +243,16 @@ def _parser() -> argparse.ArgumentParser:
     profile.add_argument("--top", type=POSITIVE, default=12, help="operators listed per profile")
     profile.add_argument("--device", type=_device, default="auto")
     profile.set_defaults(handler=_bench_profile)
+    cluster_bench = bench_commands.add_parser(
+        "cluster", help="explanations per second: the local batch against Ray with 1 and 2 workers (needs [cluster])"
+    )
+    cluster_bench.add_argument("--images", type=Path, required=True, help="folder of photos")
+    cluster_bench.add_argument("--count", type=POSITIVE, default=32, help="images to use (default 32)")
+    cluster_bench.add_argument("--workers", type=POSITIVE, nargs="+", default=[1, 2])
+    cluster_bench.add_argument("--steps", type=POSITIVE, default=defaults.steps)
+    cluster_bench.add_argument("--batch-size", type=POSITIVE, default=4)
+    cluster_bench.add_argument("--model", default=DEFAULT_MODEL)
+    cluster_bench.set_defaults(handler=_bench_cluster)
     quality = bench_commands.add_parser(
         "quality", help="faithfulness, localisation, sanity and sparsity of FGVis and the baseline methods"
     )
@@ -490,9 +510,12 @@ class _Progress:
 
 
 def _bench_speed(args) -> int:
-    from .bench import run_speed_benchmark
+    from .bench import run_contention_benchmark, run_speed_benchmark
 
     print(run_speed_benchmark(batch_sizes=args.batch_sizes, repeats=args.repeats, device=args.device))
+    if args.contention:
+        print()
+        print(run_contention_benchmark(device=args.device))
     return 0
 
 
@@ -533,6 +556,17 @@ def _bench_profile(args) -> int:
     from .bench import run_profile_benchmark
 
     print(run_profile_benchmark(args.model, args.batch_sizes, args.repeats, device=args.device, top=args.top))
+    return 0
+
+
+def _bench_cluster(args) -> int:
+    from .cluster import ModelSource, run_cluster_benchmark
+
+    print(run_cluster_benchmark(
+        args.images, source=ModelSource(args.model), workers=args.workers, count=args.count,
+        config=FGVisConfig(steps=args.steps), batch_size=args.batch_size,
+        log=lambda message: print(message, file=sys.stderr),
+    ))  # fmt: skip
     return 0
 
 

@@ -278,7 +278,7 @@ def load_model(
             model = _load_torchscript(Path(torchscript), preprocessing)
         elif name == DEFAULT_MODEL:
             model = _load_efficientnet_lite0(weights, num_classes, preprocessing, random_weights)
-        elif name in ("synthetic_shapes", "synthetic_clutter") and not random_weights:
+        elif name in ("synthetic_shapes", "synthetic_clutter", "synthetic_planted") and not random_weights:
             if weights is not None:
                 raise ModelLoadError(f"{name} comes with its own weights: a weights file cannot be given for it")
             from .synthetic import load_shapes_model  # the evaluation suite's models (resources/models/)

@@ -652,7 +652,7 @@ class MainWindow(QMainWindow):
         r, g, b = (int(v) for v in image.pixels[row, col])
         text = f"x {col}, y {row}   RGB ({r}, {g}, {b})"
         result = self.results.current_result()
-        if result is not None:
+        if result is not None and result.crop_box is not None:
             left, top, right, bottom = result.crop_box
             h, w = result.evidence.shape
             u, v = int((x - left) / (right - left) * w), int((y - top) / (bottom - top) * h)

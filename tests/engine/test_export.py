@@ -166,7 +166,7 @@ def test_moved_changed_corrupt_and_foreign_sessions(record, photo, tmp_path):
         archive.writestr("session.json", document)
     with pytest.raises(SessionError, match="damaged"):
         load_session(damaged)
-    with pytest.raises(SessionError, match="missing.fgvis: no such file"):
+    with pytest.raises(SessionError, match=r"missing\.fgvis: no such file"):
         load_session(tmp_path / "missing.fgvis")
 
 
