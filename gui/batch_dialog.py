@@ -56,8 +56,10 @@ class BatchDialog(QDialog):
         self.engine = QComboBox()
         self.engine.addItem("this machine", "local")
         self.engine.addItem("a Ray cluster", "ray")
-        self.engine.setToolTip("Where the batch runs: in this app, or on Ray (pip install -e '.[cluster]'): a local\n"
-                               "Ray instance, or the cluster at the address below; the results land in the same folder")
+        self.engine.setToolTip(
+            "Where the batch runs: in this app, or on Ray (pip install -e '.[cluster]'): a local\n"
+            "Ray instance, or the cluster at the address below; the results land in the same folder"
+        )
         self.address = QLineEdit()
         self.address.setPlaceholderText("empty: a Ray instance on this machine; auto; HOST:PORT; ray://HOST:PORT")
         self.address.setToolTip("The Ray cluster's address (the head's, as 'ray start --head' prints it)")
