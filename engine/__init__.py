@@ -16,9 +16,9 @@ from __future__ import annotations
 import importlib
 import os
 
-# Idle OpenMP threads sleep instead of spinning, so that two CPU-heavy processes on one machine do not
-# take each other's cores (engine.threads). It only takes effect when set before torch is first imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Idle OpenMP threads spin briefly, then sleep, so that two CPU-heavy processes on one machine do not take
+# each other's cores (engine.threads has the measurements). Only effective when set before torch loads.
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 _EXPORTS = {
     "ConfigError": ".errors",

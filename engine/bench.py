@@ -214,10 +214,12 @@ def run_contention_benchmark(steps: int = 50, device: str = "auto") -> str:
     finally:
         competitor.kill()
         competitor.wait()
-    policy = os.environ.get("OMP_WAIT_POLICY", "(unset)")
+    policy = f"GOMP_SPINCOUNT {os.environ.get('GOMP_SPINCOUNT', '(unset)')}, OMP_WAIT_POLICY " + os.environ.get(
+        "OMP_WAIT_POLICY", "(unset)"
+    )
     return "\n".join([
         f"One explanation of {steps} steps ({model.name}, batch 1, {torch.get_num_threads()} threads, "
-        f"OMP_WAIT_POLICY {policy}) alone and while another process keeps all {os.cpu_count()} cores busy.",
+        f"{policy}) alone and while another process keeps all {os.cpu_count()} cores busy.",
         "",
         "| alone (s) | with a CPU-heavy neighbour (s) | slowdown |",
         "|---:|---:|---:|",

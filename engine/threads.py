@@ -1,12 +1,16 @@
 """How many CPU threads the engine's torch work uses, chosen once per process and deliberately.
 
-torch's default is one thread per core, each spinning while it waits for work. On a machine shared with
-another CPU-heavy process (a second explanation, a browser rendering, a compile) spinning threads of two
-processes take each other's cores and a run slows down many-fold (measured: 478 s instead of 8 s on two
-cores). The engine therefore
+torch's default is one thread per core, each spinning for a long while (GNU OpenMP: 300,000 rounds) when
+it waits for work. On a machine shared with another CPU-heavy process, spinning threads take cores the
+other process needs, and the other way round. Measured on this project's 2-core CPU (2026-12-01,
+EfficientNet-Lite0, one 30-step explanation at batch 1, alone / beside a process keeping both cores busy
+with torch): default spinning 5.26 / 22.58 s (4.3x); ``OMP_WAIT_POLICY=PASSIVE`` 7.08 / 8.70 s (alone
+35 % slower: every parallel region wakes sleeping threads); ``GOMP_SPINCOUNT=10000`` 5.19 / 28.60 s;
+**``GOMP_SPINCOUNT=1000`` 5.68 / 10.08 s** (1.9x the default's time alone); one thread 6.88 / 9.58 s. The
+engine therefore
 
-* asks OpenMP to let idle threads sleep (``OMP_WAIT_POLICY=PASSIVE``; :mod:`engine` sets it when it is
-  imported before torch, unless the variable is already set), and
+* lets idle OpenMP threads spin 1,000 rounds before they sleep (``GOMP_SPINCOUNT=1000``; :mod:`engine`
+  sets it when it is imported before torch, unless the variable is already set), and
 * uses the cores this process may run on (its CPU affinity), or the number the user chose:
   :func:`configure`'s argument, else the ``FGVIS_THREADS`` environment variable (``fgvis --threads N``
   sets it; the desktop app reads it too).

@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         app.setWindowIcon(icon)
     splash = _show_splash(app)
     startup = {"splash_shown_s": time.perf_counter() - STARTED}
-    from engine import threads  # before torch: idle OpenMP threads sleep (engine.threads)
+    from engine import threads  # before torch: idle OpenMP threads spin briefly, then sleep (engine.threads)
     from engine.errors import ConfigError
 
     from .main_window import MainWindow  # imports torch: the slow part of starting, behind the splash
