@@ -198,15 +198,7 @@ def run_batch(
     """
     config = config or FGVisConfig()
     out_dir = Path(out_dir)
-    wanted = parse_targets(targets)
-    if not isinstance(wanted, int):
-        wanted = [model.resolve_target(t) for t in wanted]  # a bad class name stops the run before it starts
-    summary = BatchSummary()
-    if isinstance(inputs, (str, Path)):
-        paths = image_files(inputs, out_dir)
-        summary.ignored = ignored_files(inputs)
-    else:
-        paths = without_batch_outputs([Path(p) for p in inputs], out_dir)
+    wanted, paths, summary = prepare_run(model, inputs, out_dir, targets)
     for stale in remove_stale_temporaries(out_dir) if out_dir.is_dir() else []:
         log.warning("removed %s, left behind by a batch that was killed", stale)
     with batch_lock(out_dir):
@@ -214,6 +206,24 @@ def run_batch(
                             batch_size=batch_size, overwrite=overwrite, colormap=colormap, scale=scale,
                             app_version=app_version, on_progress=on_progress, on_step=on_step,
                             should_stop=should_stop)  # fmt: skip
+
+
+def prepare_run(
+    model: ClassifierModel, inputs: Path | Sequence[Path], out_dir: Path, targets: str | Sequence
+) -> tuple[int | list[int], list[Path], BatchSummary]:
+    """What every batch engine starts from: the targets (K of top-K, or class indices: a bad class name
+    stops the run before it starts), the images to explain (never the batch's own outputs) and a summary
+    listing the folder's files that are not images."""
+    wanted = parse_targets(targets)
+    if not isinstance(wanted, int):
+        wanted = [model.resolve_target(t) for t in wanted]
+    summary = BatchSummary()
+    if isinstance(inputs, (str, Path)):
+        paths = image_files(inputs, out_dir)
+        summary.ignored = ignored_files(inputs)
+    else:
+        paths = without_batch_outputs([Path(p) for p in inputs], out_dir)
+    return wanted, paths, summary
 
 
 def _run_locally(model, paths, out_dir, summary, wanted, *, games, defense, config, batch_size, overwrite, colormap,

@@ -33,12 +33,10 @@ from .batch import (
     ItemOutcome,
     batch_lock,
     explain_chunk,
-    ignored_files,
     image_files,
     item_done,
-    parse_targets,
     plan_image,
-    without_batch_outputs,
+    prepare_run,
 )
 from .colormaps import DEFAULT_SCALE
 from .errors import FGVisError
@@ -206,16 +204,8 @@ def run_batch_on_ray(
     config = config or FGVisConfig()
     out_dir = Path(out_dir)
     stop = should_stop or (lambda: False)
-    driver_model = source.load()  # class names are resolved (and bad ones refused) before anything starts
-    wanted = parse_targets(targets)
-    if not isinstance(wanted, int):
-        wanted = [driver_model.resolve_target(t) for t in wanted]
-    summary = BatchSummary()
-    if isinstance(inputs, (str, Path)):
-        paths = image_files(inputs, out_dir)
-        summary.ignored = ignored_files(inputs)
-    else:
-        paths = without_batch_outputs([Path(p) for p in inputs], out_dir)
+    # The driver loads the model too: class names are resolved (and bad ones refused) before anything starts.
+    wanted, paths, summary = prepare_run(source.load(), inputs, out_dir, targets)
     per_image = wanted if isinstance(wanted, int) else len(wanted)
     tally = BatchTally(summary, on_progress, total=len(paths) * per_image * len(games))
     started_here = False
