@@ -201,15 +201,21 @@ def image_folder(tmp_path, photo):
     return folder
 
 
-def test_a_running_batch_shows_progress_asks_before_closing_and_holds_queued_jobs(opened, qtbot, image_folder):
-    window = opened
+def _start_long_batch(window, qtbot, image_folder, steps_seen: int):
+    """A batch of jobs that only end when cancelled, running (``steps_seen`` steps of its first item)."""
     window.method.steps.setValue(LONG)
     window.method.patience.setValue(0)
     dialog = window.batch_dialog()
     dialog.input_dir.edit.setText(str(image_folder))
     dialog.out_dir.edit.setText(str(image_folder.parent / "out"))
     dialog.start()
-    qtbot.waitUntil(lambda: dialog.item.value() >= 2, timeout=30_000)
+    qtbot.waitUntil(lambda: dialog.item.value() >= steps_seen, timeout=30_000)
+    return dialog
+
+
+def test_a_running_batch_shows_progress_asks_before_closing_and_holds_queued_jobs(opened, qtbot, image_folder):
+    window = opened
+    dialog = _start_long_batch(window, qtbot, image_folder, 2)
     assert dialog.done_items == 0 and dialog.overall.value() > 0  # moves before the first item ends
     (job,) = window.run_jobs()
     assert window.jobs_panel.state(job.id) == "queued: waiting for the batch to finish"
@@ -448,13 +454,7 @@ def test_selection_does_not_pile_up_and_delete_takes_every_selected_row_with_und
 
 def test_esc_drops_a_job_that_waits_for_a_batch(opened, qtbot, image_folder):
     window = opened
-    window.method.steps.setValue(LONG)
-    window.method.patience.setValue(0)
-    dialog = window.batch_dialog()
-    dialog.input_dir.edit.setText(str(image_folder))
-    dialog.out_dir.edit.setText(str(image_folder.parent / "out"))
-    dialog.start()
-    qtbot.waitUntil(lambda: dialog.item.value() >= 1, timeout=30_000)
+    dialog = _start_long_batch(window, qtbot, image_folder, 1)
     (job,) = window.run_jobs()
     window.cancel_job()
     dialog.cancel()
