@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from .colormaps import DEFAULT_SCALE
-from .errors import ConfigError, FGVisError, ImageLoadError
+from .errors import ConfigError, FGVisError
 from .export import SUFFIXES, complete_export, export_record, write_all_or_nothing
 from .fgvis import explain
 from .images import load_image
-from .inputs import regular_file
 from .models import ClassifierModel, sha256_of
 from .output import file_stems, readable_name, remove_stale_temporaries
 from .record import ExplanationRecord
@@ -411,8 +410,8 @@ class ItemOutcome:
 
 def plan_image(model: ClassifierModel, path: Path, wanted: int | list) -> list[int]:
     """The classes to explain on the image at ``path`` (its top-K, or the listed classes); reads the image
-    (and keeps nothing of it). Raises :class:`FGVisError` (ImageLoadError...) when it cannot be read."""
-    regular_file(path, "an image file", ImageLoadError)
+    (and keeps nothing of it). Raises :class:`FGVisError` (ImageLoadError...) when it cannot be read; a path
+    that is not a regular file is refused by :func:`~engine.images.load_image` before it is opened."""
     if not isinstance(wanted, int):
         load_image(path)  # a listed class still needs a readable image
         return list(wanted)

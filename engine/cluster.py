@@ -290,8 +290,7 @@ def _settle(tally: BatchTally, row: dict, items_per_image: int) -> None:
         return
     outcome = ItemOutcome(row["image"], row["item"], int(row["target"]), row["target_label"], row["game"],
                           row["status"], row["reason"])  # fmt: skip
-    if outcome.status != "failed" or outcome.item:
-        tally.image_read(Path(outcome.image))
+    tally.image_read(Path(outcome.image))  # an item row: its image was read when the worker planned it
     tally.settle(outcome)
 
 
