@@ -1,6 +1,6 @@
 """Saved review sessions: a ``.fgvis`` file is a zip holding ``session.json`` (images, their paths and
-SHA-256, notes, result metadata, view settings) and one ``.npz`` of arrays per result, so a reviewer
-reopens exactly what was seen without recomputing.
+SHA-256, notes, result metadata, view settings, the cluster notes of dataset reviews) and one ``.npz`` of
+arrays per result, so a reviewer reopens exactly what was seen without recomputing.
 
 A session file may come from anyone, so :func:`load_session` checks it against the format's schema and
 the limits below before it allocates anything for what the file declares: the zip's directory, member
@@ -67,6 +67,10 @@ MAX_VIEW_NUMBER = 2**31 - 1
 #: Most pixels of the grey stand-in an application shows for a photo that is gone
 #: (:func:`placeholder_size`; 16 MP is 112 MB with a 32-bit display copy).
 MAX_PLACEHOLDER_PIXELS = 16_000_000
+#: Most dataset reviews whose notes a session keeps.
+MAX_REVIEWS = 100
+#: Most cluster notes of one dataset review.
+MAX_REVIEW_NOTES = 10_000
 #: Compression methods read: stored and deflated (what this format and ``numpy.savez`` write).
 COMPRESSION_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
 _METHOD_NAMES = {9: "Deflate64", 12: "bzip2", 14: "LZMA", 93: "Zstandard", 95: "XZ", 98: "PPMd", 99: "AES"}
@@ -89,10 +93,23 @@ class SessionImage:
 
 
 @dataclass
+class ReviewNotes:
+    """The reviewer's notes of one dataset review (:mod:`engine.analysis`), kept in the session so that
+    they travel with it: the batch ``results_dir`` reviewed, the ``game`` of its maps (``"preserve"`` or
+    ``"delete"``) and the ``notes`` per cluster, keyed ``"<class index>:<cluster index>"``
+    (:func:`engine.analysis.note_key`)."""
+
+    results_dir: str
+    game: str = "preserve"
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class Session:
     images: list[SessionImage]
     view: dict = field(default_factory=dict)
     app_version: str = ""
+    reviews: list[ReviewNotes] = field(default_factory=list)
 
 
 def session_bytes(session: Session) -> bytes:
@@ -106,6 +123,9 @@ def session_bytes(session: Session) -> bytes:
     """
     _within(len(session.images), MAX_IMAGES, "images")
     _within(sum(len(image.results) for image in session.images), MAX_RESULTS, "results")
+    _within(len(session.reviews), MAX_REVIEWS, "dataset reviews")
+    for review in session.reviews:
+        _within(len(review.notes), MAX_REVIEW_NOTES, f"cluster notes of the review of {review.results_dir}")
     buffer = io.BytesIO()
     images = []
     total = 0
@@ -125,7 +145,9 @@ def session_bytes(session: Session) -> bytes:
             images.append({"name": image.name, "path": image.path, "sha256": image.sha256, "notes": image.notes,
                            "results": results})  # fmt: skip
         document = {"format": FORMAT, "version": VERSION, "app_version": session.app_version,
-                    "images": images, "view": session.view}  # fmt: skip
+                    "images": images, "view": session.view,
+                    "reviews": [{"results_dir": review.results_dir, "game": review.game, "notes": review.notes}
+                                for review in session.reviews]}  # fmt: skip
         text = json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8")
         _within(len(text), MAX_JSON_BYTES, "bytes in session.json")
         _within(total + len(text), MAX_TOTAL_BYTES, "bytes in all")
@@ -171,6 +193,7 @@ def load_session(path: Path) -> Session:
                                        f"more than the limit of {MAX_JSON_BYTES:,}")  # fmt: skip
                 document = _parse_json(_read_member(archive, members["session.json"], name), name)
                 entries, view, app_version = _check_document(document, members, name)
+                reviews = _check_reviews(document.get("reviews", []), name)
                 images = []
                 for entry in entries:
                     results = [_read_result(archive, members[member], meta, name, where)
@@ -186,7 +209,7 @@ def load_session(path: Path) -> Session:
         raise SessionError(f"{name} is too large to load into this machine's memory") from None
     except (ValueError, KeyError, TypeError, ArithmeticError, RecursionError, RuntimeError, NotImplementedError) as exc:
         raise SessionError(f"{name} is damaged: {type(exc).__name__}: {exc}") from exc
-    return Session(images, view, app_version)
+    return Session(images, view, app_version, reviews)
 
 
 # ---------------------------------------------------------------- the zip container
@@ -353,6 +376,37 @@ def _check_document(document: object, members: dict, name: str) -> tuple[list[di
                                f"largest photo ({_images.MAX_PIXELS:,} pixels)")  # fmt: skip
         checked.append(image)
     return checked, _check_view(document.get("view", {}), name), app_version
+
+
+_NOTE_KEY = re.compile(r"\d{1,9}:\d{1,9}")
+
+
+def _check_reviews(reviews: object, name: str) -> list[ReviewNotes]:
+    """The dataset reviews' notes: a list of at most :data:`MAX_REVIEWS` objects, each a ``results_dir``
+    path, a ``game`` and at most :data:`MAX_REVIEW_NOTES` notes keyed ``"<class>:<cluster>"``."""
+    if not isinstance(reviews, list):
+        raise SessionError(f"{name}: reviews must be a list, not {_record.describe(reviews)}")
+    check_count(len(reviews), MAX_REVIEWS, "the number of dataset reviews", name, SessionError)
+    checked = []
+    for i, entry in enumerate(reviews, 1):
+        where = f"dataset review {i}"
+        if not isinstance(entry, dict):
+            raise SessionError(f"{name}: {where} must be an object, not {_record.describe(entry)}")
+        results_dir = _field(entry.get("results_dir"), "results_dir", name, where)
+        game = entry.get("game", "preserve")
+        if game not in ("preserve", "delete"):
+            raise SessionError(f"{name}: {where}'s game must be preserve or delete, not {_record.describe(game)}")
+        notes = entry.get("notes", {})
+        if not isinstance(notes, dict):
+            raise SessionError(f"{name}: {where}'s notes must be an object, not {_record.describe(notes)}")
+        check_count(len(notes), MAX_REVIEW_NOTES, f"the number of notes of {where}", name, SessionError)
+        for key, text in notes.items():
+            if not _NOTE_KEY.fullmatch(key):
+                raise SessionError(f"{name}: {where}: a note's key must be <class>:<cluster>, not "
+                                   f"{_record.quoted(key[:40])}")  # fmt: skip
+            _field(text, f"note {key}", name, where, _record.MAX_TEXT_CHARS)
+        checked.append(ReviewNotes(results_dir, game, dict(notes)))
+    return checked
 
 
 def _check_view(view: object, name: str) -> dict:

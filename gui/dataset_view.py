@@ -4,8 +4,9 @@ A class list; the 2-D embedding as a pyqtgraph scatter (one point per map, colou
 clusters ringed in red; stays fluid with tens of thousands of points); click a point or draw a lasso around
 points to see their thumbnails, and one of them in the layered viewer (photo, explanation ``e``,
 per-channel mask, evidence); a cluster browser with mean maps, flagged clusters first and in red, the
-reasons, and a note per cluster saved with the analysis (``notes.json``) and printed in the report; export
-of the report as PDF (Qt) or HTML.
+reasons, and a note per cluster saved with the analysis (``notes.json``), printed in the report and handed to
+the main window (``notes_changed``) so that a saved ``.fgvis`` session keeps them; export of the report as
+PDF (Qt) or HTML.
 
 Opening a results folder without a saved analysis runs ``analyze`` in a background thread.
 """
@@ -75,24 +76,29 @@ def _pyqtgraph():
 
 
 class AnalysisThread(QThread):
-    """Runs :func:`engine.analysis.analyze` (or reads a saved analysis) off the GUI thread."""
+    """Runs :func:`engine.analysis.analyze` (or reads a saved analysis) off the GUI thread;
+    ``requestInterruption()`` stops an analysis at its next progress step (``cancelled`` follows)."""
 
     done = Signal(object)
     failed = Signal(str)
     progress = Signal(str)
+    cancelled = Signal()
 
     def __init__(self, folder: Path, game: str = "preserve", parent=None) -> None:
         super().__init__(parent)
         self.folder, self.game = Path(folder), game
 
     def run(self) -> None:
-        from engine.analysis import analyze, find_analysis, load_analysis
+        from engine.analysis import AnalysisCancelled, analyze, find_analysis, load_analysis
 
         try:
             if find_analysis(self.folder) is not None:
                 self.done.emit(load_analysis(self.folder))
             else:
-                self.done.emit(analyze(self.folder, game=self.game, log=self.progress.emit))
+                self.done.emit(analyze(self.folder, game=self.game, log=self.progress.emit,
+                                       cancelled=self.isInterruptionRequested))  # fmt: skip
+        except AnalysisCancelled:
+            self.cancelled.emit()
         except FGVisError as exc:
             self.failed.emit(str(exc))
         except Exception as exc:  # an analysis bug must not take the app down: report it
@@ -138,12 +144,14 @@ class DatasetReviewWindow(QMainWindow):
 
     Signals
     -------
-    analysis_loaded(DatasetAnalysis), failed(str message), selection_changed(list of item indices)
+    analysis_loaded(DatasetAnalysis), failed(str message), selection_changed(list of item indices),
+    notes_changed(engine.session.ReviewNotes: every note of the analysis shown, after an edit or a merge)
     """
 
     analysis_loaded = Signal(object)
     failed = Signal(str)
     selection_changed = Signal(object)
+    notes_changed = Signal(object)
 
     def __init__(self, parent=None, *, app_version: str = "") -> None:
         super().__init__(parent, Qt.WindowType.Window)
@@ -156,6 +164,7 @@ class DatasetReviewWindow(QMainWindow):
         self.selection: list[int] = []
         self.shown_item: int | None = None
         self._thread: AnalysisThread | None = None
+        self._incoming_notes: dict[str, str] = {}
         self.pg = pg = _pyqtgraph()
 
         self.class_list = QListWidget()
@@ -170,7 +179,8 @@ class DatasetReviewWindow(QMainWindow):
         self.cluster_details.setWordWrap(True)
         self.cluster_details.setTextFormat(Qt.TextFormat.RichText)
         self.notes = QPlainTextEdit()
-        self.notes.setPlaceholderText("Notes on this cluster (saved with the analysis, printed in the report)")
+        self.notes.setPlaceholderText("Notes on this cluster (saved with the analysis and the session, printed in "
+                                      "the report)")  # fmt: skip
         self.notes.setMaximumHeight(90)
         self.notes.setEnabled(False)
         self.notes.textChanged.connect(self._on_note_edited)
@@ -256,12 +266,15 @@ class DatasetReviewWindow(QMainWindow):
                                    "Draw around points to select them (off: drag pans, wheel zooms)", "L")  # fmt: skip
         self.lasso_action.setCheckable(True)
         self.fit_action = action("&Fit", self._fit_plot, "Show every point", "Ctrl+0")
+        self.cancel_action = action("&Cancel analysis", self.cancel_analysis,
+                                    "Stop the analysis running for this folder (nothing is saved)", "Esc")  # fmt: skip
+        self.cancel_action.setEnabled(False)
         self.export_action.setEnabled(False)
-        for act in (self.open_action, self.export_action):
+        for act in (self.open_action, self.export_action, self.cancel_action):
             menu.addAction(act)
         menu.addSeparator()
         menu.addAction(action("&Close", self.close, "Close the dataset review", "Ctrl+W"))
-        for act in (self.open_action, self.export_action, self.lasso_action, self.fit_action):
+        for act in (self.open_action, self.export_action, self.lasso_action, self.fit_action, self.cancel_action):
             toolbar.addAction(act)
 
     def _toggle_lasso(self, checked: bool) -> None:
@@ -276,19 +289,43 @@ class DatasetReviewWindow(QMainWindow):
         if folder:
             self.open_folder(Path(folder))
 
-    def open_folder(self, folder: Path, game: str = "preserve") -> AnalysisThread:
+    def open_folder(self, folder: Path, game: str = "preserve", notes: dict[str, str] | None = None) -> AnalysisThread:
         """Read the folder's saved analysis, or analyse it, in a background thread; ``analysis_loaded`` or
-        ``failed`` follow."""
+        ``failed`` follow. ``notes`` (e.g. from a session) join the analysis's own (:meth:`merge_notes`)."""
         if self._thread is not None and self._thread.isRunning():
             raise RuntimeError("an analysis is already running in this window")
+        self._incoming_notes = {**self._incoming_notes, **(notes or {})}
         self.statusBar().showMessage(f"Opening {folder}…")
         thread = AnalysisThread(Path(folder), game, self)
         thread.done.connect(self.set_analysis)
         thread.failed.connect(self._on_failed)
-        thread.progress.connect(lambda message: self.statusBar().showMessage(message))
+        thread.cancelled.connect(self._on_cancelled)
+        thread.progress.connect(self._on_progress)
+        thread.finished.connect(self._on_thread_finished)
         self._thread = thread
+        self.cancel_action.setEnabled(True)
+        self.open_action.setEnabled(False)
         thread.start()
         return thread
+
+    def cancel_analysis(self) -> None:
+        """Stop the running analysis at its next step (between chunks of maps read and between the
+        clustering stages; a 2-D embedding of 10,000 maps takes up to ~30 s)."""
+        if self._thread is not None and self._thread.isRunning():
+            self._thread.requestInterruption()
+            self.cancel_action.setEnabled(False)
+            self.statusBar().showMessage("Cancelling the analysis at its next step…")
+
+    def _on_progress(self, message: str) -> None:
+        if self._thread is not None and not self._thread.isInterruptionRequested():
+            self.statusBar().showMessage(message)
+
+    def _on_cancelled(self) -> None:
+        self.statusBar().showMessage("Analysis cancelled; nothing was saved", 8000)
+
+    def _on_thread_finished(self) -> None:
+        self.cancel_action.setEnabled(False)
+        self.open_action.setEnabled(True)
 
     def _on_failed(self, message: str) -> None:
         self.statusBar().showMessage("The folder could not be analysed", 8000)
@@ -300,6 +337,9 @@ class DatasetReviewWindow(QMainWindow):
         """Show ``analysis`` (a :class:`engine.analysis.DatasetAnalysis`)."""
         self.save_notes()
         self.analysis = analysis
+        if self._incoming_notes:
+            self.merge_notes(self._incoming_notes)
+            self._incoming_notes = {}
         folder = analysis.folder or analysis.results_dir
         self.setWindowTitle(f"Dataset review — {analysis.results_dir.name or analysis.results_dir}")
         self.class_list.blockSignals(True)
@@ -325,6 +365,8 @@ class DatasetReviewWindow(QMainWindow):
         if ordered:
             self.class_list.setCurrentRow(0)
         self.analysis_loaded.emit(analysis)
+        if analysis.notes:
+            self.notes_changed.emit(self.review_notes())
 
     # ------------------------------------------------------------------ class and scatter
     def _on_class_row(self, row: int) -> None:
@@ -412,7 +454,7 @@ class DatasetReviewWindow(QMainWindow):
         self.cluster_details.setText(_cluster_html(cluster))
         self.notes.blockSignals(True)
         self.notes.setPlainText(self.analysis.note(self.current.target, index))
-        self.notes.setEnabled(self.analysis.folder is not None)
+        self.notes.setEnabled(True)
         self.notes.blockSignals(False)
         caption = f"Cluster {index + 1}: {cluster.size} map(s)" + (" — flagged" if cluster.flagged else "")
         self.select_items(cluster.members.tolist(), caption=caption)
@@ -511,14 +553,48 @@ class DatasetReviewWindow(QMainWindow):
             return
         self.analysis.set_note(self.current.target, self.current_cluster, self.notes.toPlainText())
         self._notes_timer.start()
+        self.notes_changed.emit(self.review_notes())
+
+    def review_notes(self):
+        """Every note of the analysis shown as an :class:`engine.session.ReviewNotes` (``None`` before an
+        analysis is shown)."""
+        from engine.session import ReviewNotes
+
+        if self.analysis is None:
+            return None
+        return ReviewNotes(str(self.analysis.results_dir), self.analysis.game, dict(self.analysis.notes))
+
+    def merge_notes(self, notes: dict[str, str]) -> None:
+        """Join ``notes`` (keyed like :func:`engine.analysis.note_key`, e.g. a session's) with the analysis's
+        own: a cluster without a note takes the given one; where both have different text, both are kept
+        (the analysis folder's first). Written to the analysis folder; ``notes_changed`` follows."""
+        changed = False
+        for key, text in notes.items():
+            own = self.analysis.notes.get(key, "")
+            if not text or text in own:
+                continue
+            self.analysis.notes[key] = text if not own or own in text else f"{own}\n\n{text}"
+            changed = True
+        if changed:
+            self._notes_timer.start()
+            self.save_notes()
+            if self.current is not None and self.current_cluster is not None:
+                self.notes.blockSignals(True)
+                self.notes.setPlainText(self.analysis.note(self.current.target, self.current_cluster))
+                self.notes.blockSignals(False)
+            self.notes_changed.emit(self.review_notes())
 
     def save_notes(self) -> bool:
-        """Write pending notes to the analysis folder now; ``False`` (with a message) when that fails."""
+        """Write pending notes to the analysis folder now; ``False`` (with a message) when that fails. An
+        analysis that is not saved in a folder keeps its notes in the session only."""
         from engine.analysis import DatasetAnalysisError, save_notes
 
         if not self._notes_timer.isActive() or self.analysis is None:
             return True
         self._notes_timer.stop()
+        if self.analysis.folder is None:
+            self.statusBar().showMessage("Notes kept in the session (this analysis is not saved in a folder)", 5000)
+            return True
         try:
             save_notes(self.analysis)
         except DatasetAnalysisError as exc:
@@ -559,7 +635,8 @@ class DatasetReviewWindow(QMainWindow):
     def closeEvent(self, event) -> None:
         self.save_notes()
         if self._thread is not None and self._thread.isRunning():
-            self._thread.wait()  # the analysis cannot be interrupted midway; it ends on its own
+            self._thread.requestInterruption()
+            self._thread.wait()  # until the analysis's next step
         super().closeEvent(event)
 
 

@@ -40,7 +40,7 @@ from engine import ClassifierModel, ConfigError, FGVisError
 from engine.batch import image_files
 from engine.export import ExportError, existing_files, write_all_or_nothing
 from engine.report import image_report
-from engine.session import Session, SessionImage, save_session
+from engine.session import ReviewNotes, Session, SessionImage, save_session
 
 from . import __version__
 from .batch_dialog import BatchDialog
@@ -97,6 +97,9 @@ class MainWindow(QMainWindow):
         self.log_file = log_file
         self.images: list[ImageRecord] = []
         self.current: ImageRecord | None = None
+        #: Cluster notes of the dataset reviews, by (results folder, game): kept in the session.
+        self.reviews: dict[tuple[str, str], ReviewNotes] = {}
+        self._review_windows: dict[tuple[str, str], object] = {}
         self.model_info: ModelInfo | None = None
         self.jobs: dict[int, JobSpec] = {}
         self.running_job: int | None = None
@@ -842,7 +845,9 @@ class MainWindow(QMainWindow):
                 "method": self.method.settings(), "layers": self.layer_settings()}  # fmt: skip
         images = [SessionImage(image.name, str(image.path) if image.path else None, image.sha256, image.notes,
                                list(image.results)) for image in self.images]  # fmt: skip
-        return Session(images, view, __version__)
+        reviews = [ReviewNotes(review.results_dir, review.game, dict(review.notes))
+                   for review in self.reviews.values() if review.notes]  # fmt: skip
+        return Session(images, view, __version__, reviews)
 
     def save_session(self, path: Path) -> bool:
         try:
@@ -876,7 +881,12 @@ class MainWindow(QMainWindow):
         self.worker.submit_open_session(path)
         self._opening_session = Path(path)
 
-    def _on_session_loaded(self, images: list, view: dict, problems: list) -> None:
+    def _on_session_loaded(self, images: list, view: dict, problems: list, reviews: list) -> None:
+        problems = list(problems)
+        for review in reviews:
+            problem = self._restore_review(review)
+            if problem:
+                problems.append(problem)
         first = len(self.images)
         for image in images:
             self.images.append(image)
@@ -901,7 +911,7 @@ class MainWindow(QMainWindow):
             self.docks["results"].raise_()
         self.session_opened.emit(len(images), problems)
         if problems:
-            self.show_error("Some original images could not be checked",
+            self.show_error("Part of the session could not be checked",
                             "The results are shown, but:\n" + "\n".join(problems))  # fmt: skip
 
     def _on_session_failed(self, message: str) -> None:
@@ -958,15 +968,55 @@ class MainWindow(QMainWindow):
         if folder:
             self.open_batch_results(Path(folder))
 
-    def open_batch_results(self, folder: Path):
-        """The "Dataset review" window (:mod:`gui.dataset_view`) on a batch results folder."""
+    def open_batch_results(self, folder: Path, game: str = "preserve"):
+        """The "Dataset review" window (:mod:`gui.dataset_view`) on a batch results folder (the one already
+        open on it is brought forward); notes the session holds for it join the analysis's own."""
         from .dataset_view import DatasetReviewWindow
 
+        key = _review_key(folder, game)
+        window = self._review_windows.get(key)
+        if window is not None:
+            window.raise_()
+            window.activateWindow()
+            return window
         window = DatasetReviewWindow(self, app_version=__version__)
         window.failed.connect(lambda message: self.show_error("Dataset review", message))
+        window.notes_changed.connect(self._on_review_notes)
+        window.destroyed.connect(lambda _=None, key=key: self._review_windows.pop(key, None))
+        self._review_windows[key] = window
         window.show()
-        window.open_folder(Path(folder))
+        held = self.reviews.get(key)
+        window.open_folder(Path(folder), game, notes=held.notes if held else None)
         return window
+
+    def _on_review_notes(self, review: ReviewNotes) -> None:
+        """A dataset review's notes changed: the session keeps them (and autosaves)."""
+        self.reviews[_review_key(review.results_dir, review.game)] = review
+        self.schedule_autosave()
+
+    def _restore_review(self, review: ReviewNotes) -> str | None:
+        """A dataset review of an opened session: its notes join those held; its window opens when the
+        results folder is there. Returns a problem to report, or ``None``."""
+        key = _review_key(review.results_dir, review.game)
+        held = self.reviews.get(key)
+        if held is None:
+            self.reviews[key] = review
+        else:
+            for name, text in review.notes.items():
+                own = held.notes.get(name, "")
+                if text and text not in own:
+                    held.notes[name] = text if not own or own in text else f"{own}\n\n{text}"
+        if not review.notes:
+            return None
+        if not Path(review.results_dir).is_dir():
+            return (f"The dataset review of {review.results_dir} cannot be shown (the folder is not there); its "
+                    f"{len(review.notes)} cluster note(s) are kept in the session")  # fmt: skip
+        window = self._review_windows.get(key)
+        if window is not None:
+            window.merge_notes(review.notes)
+        else:
+            self.open_batch_results(Path(review.results_dir), review.game)
+        return None
 
     def batch_dialog(self) -> BatchDialog | None:
         try:
@@ -1173,6 +1223,15 @@ def _to_rgb_array(image) -> np.ndarray:
     width, height, stride = converted.width(), converted.height(), converted.bytesPerLine()
     buffer = np.frombuffer(converted.constBits(), np.uint8, count=stride * height).reshape(height, stride)
     return buffer[:, : width * 3].reshape(height, width, 3).copy()
+
+
+def _review_key(folder, game: str) -> tuple[str, str]:
+    """Which dataset review: the results folder (absolute, as typed otherwise) and the game."""
+    try:
+        folder = Path(folder).resolve()
+    except (OSError, RuntimeError):
+        folder = Path(folder)
+    return str(folder), game
 
 
 def _thumbnail(pixels: np.ndarray) -> QIcon:

@@ -127,7 +127,7 @@ class Worker(QObject):
     batch_step = Signal(int, int, int)  # batch id, step, total of the running optimisation
     batch_finished = Signal(int, object)  # batch id, engine.batch.BatchSummary
     batch_failed = Signal(int, str)
-    session_loaded = Signal(object, object, object)  # list[ImageRecord], view dict, list of problems
+    session_loaded = Signal(object, object, object, object)  # list[ImageRecord], view, problems, list[ReviewNotes]
     session_failed = Signal(str)
     _wake = Signal()
 
@@ -429,7 +429,7 @@ class Worker(QObject):
                     result.crop_box = (left * scale[0], top * scale[1], right * scale[0], bottom * scale[1])
                 image.results.append(result)
             images.append(image)
-        self.session_loaded.emit(images, session.view, problems)
+        self.session_loaded.emit(images, session.view, problems, session.reviews)
 
 
 #: What to change in File > Load model… for the engine's ``ModelLoadError.option``.

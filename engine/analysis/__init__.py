@@ -23,6 +23,7 @@ from .core import AnalysisError, ClusterStats, MapClusters, ReducedMaps, cluster
 from .report import analysis_report, write_report
 from .results import (
     ANALYSIS_FOLDER,
+    AnalysisCancelled,
     ClassAnalysis,
     DatasetAnalysis,
     DatasetAnalysisError,
@@ -38,6 +39,7 @@ from .results import (
 
 __all__ = [
     "ANALYSIS_FOLDER",
+    "AnalysisCancelled",
     "AnalysisError",
     "ClassAnalysis",
     "ClusterStats",

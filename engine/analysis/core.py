@@ -396,9 +396,11 @@ def cluster_reduced(
         labels = np.arange(count) if wanted == count and count > 1 else np.zeros(count, np.int64)
         chosen, chosen_by, eigenvalues = int(labels.max()) + 1, "too few maps", np.zeros(0)
     else:
+        say(f"{count} maps: building the nearest-neighbour graph")
         started = time.perf_counter()
         affinity = knn_affinity(features, neighbours)
         seconds["graph"] = time.perf_counter() - started
+        say("spectral embedding")
         started = time.perf_counter()
         eigenvalues, vectors = laplacian_spectrum(affinity, min(max(max_clusters, wanted or 0) + 2, count), seed)
         seconds["spectrum"] = time.perf_counter() - started
@@ -412,6 +414,7 @@ def cluster_reduced(
         labels = spectral_labels(vectors, chosen, seed)
         chosen = int(labels.max()) + 1
         seconds["clustering"] = time.perf_counter() - started
+    say(f"2-D {embedding} embedding for display")
     started = time.perf_counter()
     coords = embed_2d(features, embedding, vectors, seed)
     seconds["embedding"] = time.perf_counter() - started

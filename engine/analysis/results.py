@@ -48,6 +48,10 @@ class DatasetAnalysisError(FGVisError):
     """A results folder or a saved analysis cannot be analysed or read; the message says why and what to do."""
 
 
+class AnalysisCancelled(DatasetAnalysisError):
+    """:func:`analyze` stopped because its ``cancelled`` callback said so (nothing was saved)."""
+
+
 @dataclass
 class MapItem:
     """One explained item of the batch: ``stem`` of its files, ``image`` name, class ``target`` and
@@ -321,6 +325,7 @@ def analyze(
     clusters: int | str = "auto", channels: bool = False, feature_size: int = core.FEATURE_SIZE,
     neighbours: int | None = None, max_clusters: int = core.MAX_CLUSTERS, embedding: str = "tsne", seed: int = 0,
     out_dir: str | Path | None = None, save: bool = True, log: Callable[[str], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> DatasetAnalysis:  # fmt: skip
     """Review the explanations of a batch results folder class by class (SpRAy).
 
@@ -340,16 +345,26 @@ def analyze(
         Saved to ``out_dir`` (default ``results_dir/analysis``) unless ``save`` is false.
     log
         Called with progress messages.
+    cancelled
+        Asked at every progress message (between maps read in chunks and between the stages of each
+        class's clustering); when it returns true the analysis stops with :class:`AnalysisCancelled`.
 
     Raises
     ------
     DatasetAnalysisError
         The folder cannot be analysed (see :func:`read_items`), a class asked for is not in it, no class
         could be analysed, or the analysis cannot be saved. A class that cannot be analysed while others can
-        gets a ``message`` instead; skipped items are listed in ``skipped``.
+        gets a ``message`` instead; skipped items are listed in ``skipped``. :class:`AnalysisCancelled`
+        when ``cancelled`` said so.
     """
     started = time.perf_counter()
-    say = log or (lambda message: None)
+
+    def say(message: str) -> None:
+        if cancelled is not None and cancelled():
+            raise AnalysisCancelled("the analysis was cancelled; nothing was saved")
+        if log is not None:
+            log(message)
+
     results_dir = Path(results_dir)
     try:
         core._wanted_clusters(clusters, max_clusters)
@@ -406,6 +421,7 @@ def analyze(
     )  # fmt: skip
     if save:
         folder = Path(out_dir) if out_dir is not None else results_dir / ANALYSIS_FOLDER
+        say(f"saving to {folder}")
         save_analysis(analysis, folder)
         say(f"saved to {folder}")
     return analysis

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from engine.analysis import (
+    AnalysisCancelled,
     DatasetAnalysisError,
     analysis_report,
     analyze,
@@ -269,6 +270,27 @@ def test_skipped_items_are_listed_and_the_rest_analysed(tmp_path):
     assert "Skipped: 5 item(s)" in analysis_report(review)
 
 
+@pytest.mark.parametrize("stop_at", [1, 3, 5])
+def test_a_cancelled_analysis_stops_at_its_next_step_and_saves_nothing(tmp_path, stop_at):
+    """``cancelled`` is asked at every step (reading, graph, spectrum, embedding): the analysis stops at the
+    step it first says yes, before any later step ran."""
+    folder = tmp_path / "batch"
+    fake_batch(folder, {"ring": synthetic_class_maps(30, 0.2, seed=6), "plus": synthetic_class_maps(20, 0, seed=7)})
+    asked, messages = [], []
+
+    def cancelled() -> bool:
+        asked.append(len(messages))
+        return len(asked) >= stop_at
+
+    with pytest.raises(AnalysisCancelled, match="cancelled; nothing was saved"):
+        analyze(folder, embedding="spectral", log=messages.append, cancelled=cancelled)
+    assert len(asked) == stop_at and len(messages) == stop_at - 1
+    assert not (folder / "analysis").exists()
+    steps = []
+    analyze(folder, embedding="spectral", log=steps.append, cancelled=lambda: False)
+    assert len(steps) > 8 and any("graph" in step for step in steps) and any("embedding" in step for step in steps)
+
+
 def test_failed_and_cancelled_batch_items_are_listed(tmp_path):
     from engine.batch import write_index
 
@@ -421,3 +443,16 @@ def test_scale_benchmark_runs_in_a_fresh_process():
     assert [row["maps"] for row in report.rows] == [300, 600]
     assert all(row["purity"] >= 0.9 and row["recall"] >= 0.8 and row["peak_mb"] > 0 for row in report.rows)
     assert "grows as N^" in report.markdown
+
+
+def test_umap_embedding_or_how_to_get_it():
+    """``embedding="umap"`` uses the optional umap-learn; without it, the error says how to install it."""
+    import importlib.util
+
+    maps, _ = synthetic_class_maps(40, 0.2, seed=8)
+    if importlib.util.find_spec("umap") is None:
+        with pytest.raises(core.AnalysisError, match=r"pip install umap-learn"):
+            cluster_maps(maps, embedding="umap")
+    else:
+        result = cluster_maps(maps, embedding="umap")
+        assert result.embedding.shape == (40, 2) and np.isfinite(result.embedding).all()

@@ -216,6 +216,10 @@ def view(valid: Valid, value) -> bytes:
     return edit(valid, lambda document: document.__setitem__("view", value))
 
 
+def reviews(valid: Valid, value) -> bytes:
+    return edit(valid, lambda document: document.__setitem__("reviews", value))
+
+
 def config(valid: Valid, **changes) -> bytes:
     return edit(valid, lambda document: first_meta(document)["config"].update(changes))
 
@@ -342,6 +346,24 @@ CASES = [
     ("method value an object", lambda v: view(v, {"method": {"game": {"a": 1}}}),
      r"view method 'game' must be text, not an object"),
     ("layer a list", lambda v: view(v, {"layers": {"Evidence": [1]}}), r"view layers 'Evidence' must be an object"),
+    # -- dataset reviews' notes
+    ("reviews an object", lambda v: reviews(v, {"a": 1}), r"reviews must be a list, not an object"),
+    ("too many reviews", lambda v: reviews(v, [{"results_dir": "b"}] * (session_module.MAX_REVIEWS + 1)),
+     rf"number of dataset reviews is {session_module.MAX_REVIEWS + 1}, more than the limit"),
+    ("review a list", lambda v: reviews(v, [[]]), r"dataset review 1 must be an object, not a list"),
+    ("review folder missing", lambda v: reviews(v, [{"notes": {}}]),
+     r"dataset review 1: results_dir must be text, not null"),
+    ("review game unknown", lambda v: reviews(v, [{"results_dir": "b", "game": "win"}]),
+     r"dataset review 1's game must be preserve or delete, not the text 'win'"),
+    ("review notes a list", lambda v: reviews(v, [{"results_dir": "b", "notes": ["x"]}]),
+     r"dataset review 1's notes must be an object, not a list"),
+    ("review note key", lambda v: reviews(v, [{"results_dir": "b", "notes": {"../x": "t"}}]),
+     r"a note's key must be <class>:<cluster>, not '../x'"),
+    ("review note a number", lambda v: reviews(v, [{"results_dir": "b", "notes": {"1:2": 3}}]),
+     r"dataset review 1: note 1:2 must be text"),
+    ("review note too long", lambda v: reviews(v, [{"results_dir": "b", "notes": {"1:2": "x" * 100_001}}]),
+     r"dataset review 1: note 1:2 .*100,001"),
+    ("review notes fine", lambda v: reviews(v, [{"results_dir": "b", "notes": {"1:2": "clever hans"}}]), None),
     # -- arrays
     ("mask (3, 5)", lambda v: edit_arrays(v, mask=np.zeros((3, 5), np.float32)),
      r"review.fgvis: image 1 \('photo.png'\), result 1: mask has shape \(3, 5\), expected \(3, H, W\)"),
@@ -557,3 +579,18 @@ def test_session_bytes_round_trip_is_unchanged(valid, tmp_path):
     again.write_bytes(session_bytes(session))
     reread = load_session(again)
     assert [r.metadata() for r in reread.images[0].results] == [r.metadata() for r in session.images[0].results]
+
+
+def test_dataset_review_notes_round_trip(valid, tmp_path):
+    """The cluster notes of dataset reviews travel with the session: written, read back, and limited."""
+    path = tmp_path / NAME
+    path.write_bytes(build(valid))
+    session = load_session(path)
+    assert session.reviews == []
+    session.reviews = [session_module.ReviewNotes("/data/batch", "delete", {"3:0": "reads the tag", "3:2": "ok"})]
+    again = tmp_path / "again.fgvis"
+    again.write_bytes(session_bytes(session))
+    assert load_session(again).reviews == session.reviews
+    session.reviews = [session_module.ReviewNotes("b")] * (session_module.MAX_REVIEWS + 1)
+    with pytest.raises(SessionError, match="dataset reviews"):
+        session_bytes(session)

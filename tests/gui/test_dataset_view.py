@@ -5,6 +5,7 @@ report export (HTML, PDF) and the File menu entry of the main window."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,6 +182,23 @@ def test_a_folder_without_analysis_is_analysed_in_the_background(qtbot, batch):
     assert found["purity"] >= 0.9 and found["recall"] >= 0.8
 
 
+def test_an_analysis_in_the_window_can_be_cancelled(qtbot, batch):
+    folder, _ = batch
+    window = DatasetReviewWindow()
+    qtbot.addWidget(window)
+    assert not window.cancel_action.isEnabled()
+    thread = window.open_folder(folder)
+    assert window.cancel_action.isEnabled() and not window.open_action.isEnabled()
+    with qtbot.waitSignal(thread.cancelled, timeout=60_000):
+        window.cancel_action.trigger()
+    qtbot.waitUntil(thread.isFinished, timeout=10_000)
+    qtbot.waitUntil(window.open_action.isEnabled, timeout=10_000)
+    assert window.analysis is None and not (folder / "analysis").exists()
+    assert not window.cancel_action.isEnabled() and "cancelled" in window.statusBar().currentMessage()
+    with qtbot.waitSignal(window.analysis_loaded, timeout=120_000):  # the folder opens again afterwards
+        window.open_folder(folder)
+
+
 def test_a_folder_that_is_not_a_batch_says_why(qtbot, tmp_path):
     window = DatasetReviewWindow()
     qtbot.addWidget(window)
@@ -218,3 +236,63 @@ def test_main_window_opens_the_dataset_review(make_window, batch, qtbot):
     assert review.class_list.count() == 2
     data = json.loads((folder / "analysis" / "analysis.json").read_text())
     assert data["format"] == "fgvis-dataset-analysis"
+
+
+def test_cluster_notes_go_into_the_session_and_come_back(make_window, batch, qtbot, tmp_path):
+    """A note typed in the dataset review is in the saved session; reopening the session (in another
+    window, with the analysis folder's own notes gone) opens the review with the note on its cluster."""
+    folder, _ = batch
+    window = make_window()
+    review = window.open_batch_results(folder)
+    qtbot.waitUntil(lambda: review.analysis is not None, timeout=120_000)
+    review.cluster_list.setCurrentRow(0)
+    cluster = review.current_cluster
+    review.notes.setPlainText("reads the border, not the ring")
+    key = f"0:{cluster}"
+    (snapshot,) = window.session_snapshot().reviews
+    assert snapshot.notes == {key: "reads the border, not the ring"} and snapshot.game == "preserve"
+    assert window.open_batch_results(folder) is review  # one window per folder
+    path = tmp_path / "review.fgvis"
+    assert window.save_session(path)
+    review.close()
+    (folder / "analysis" / "notes.json").unlink()
+
+    other = make_window()
+    with qtbot.waitSignal(other.session_opened, timeout=30_000) as opened:
+        other.open_session(path)
+    assert opened.args == [0, []]
+    (reopened,) = other._review_windows.values()
+    qtbot.addWidget(reopened)
+    qtbot.waitUntil(lambda: reopened.analysis is not None, timeout=120_000)
+    assert reopened.analysis.note(0, cluster) == "reads the border, not the ring"
+    assert load_analysis(folder).note(0, cluster) == "reads the border, not the ring"  # written back to the folder
+    reopened.select_cluster(cluster)
+    assert reopened.notes.toPlainText() == "reads the border, not the ring"
+
+
+def test_session_notes_of_a_missing_folder_are_kept_and_different_notes_both_survive(make_window, batch, qtbot,
+                                                                                     tmp_path):  # fmt: skip
+    from engine.session import ReviewNotes, Session, save_session
+
+    folder, _ = batch
+    analysis = analyze(folder, embedding="spectral")
+    analysis.set_note(0, 0, "folder's note")
+    from engine.analysis import save_notes
+
+    save_notes(analysis)
+    path = tmp_path / "notes.fgvis"
+    held = [ReviewNotes(str(folder), "preserve", {"0:0": "session's note"}),
+            ReviewNotes(str(tmp_path / "gone"), "delete", {"1:1": "kept"})]  # fmt: skip
+    save_session(path, Session([], reviews=held))
+    window = make_window()
+    with qtbot.waitSignal(window.session_opened, timeout=30_000) as opened:
+        window.open_session(path)
+    count, problems = opened.args
+    assert count == 0 and len(problems) == 1 and "gone" in problems[0] and "kept in the session" in problems[0]
+    (review,) = window._review_windows.values()
+    qtbot.addWidget(review)
+    qtbot.waitUntil(lambda: review.analysis is not None, timeout=120_000)
+    assert review.analysis.note(0, 0) == "folder's note\n\nsession's note"
+    notes = {(Path(r.results_dir).name, r.game): r.notes for r in window.session_snapshot().reviews}
+    assert notes == {("batch", "preserve"): {"0:0": "folder's note\n\nsession's note"},
+                     ("gone", "delete"): {"1:1": "kept"}}  # fmt: skip
