@@ -310,7 +310,7 @@ class DatasetReviewWindow(QMainWindow):
 
     def cancel_analysis(self) -> None:
         """Stop the running analysis at its next step (between chunks of maps read and between the
-        clustering stages; a 2-D embedding of 10,000 maps takes up to ~30 s)."""
+        clustering stages; the 2-D t-SNE of 10,000 maps is one step of ~40 s)."""
         if self._thread is not None and self._thread.isRunning():
             self._thread.requestInterruption()
             self.cancel_action.setEnabled(False)
