@@ -16,7 +16,9 @@ built from disk, so nothing is listed twice. Ray is an optional dependency: ``pi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import os
 import socket
 import time
@@ -214,24 +216,85 @@ def run_batch_on_ray(
         if not ray.is_initialized():
             _start(ray, address)
             started_here = True
+        rows = _stream(ray, source, paths, out_dir, wanted, games, workers, cpus_per_worker, gpus_per_worker,
+                       max_retries, batch_size, overwrite, defense, config, colormap, scale, app_version,
+                       fault_marker)  # fmt: skip
+        feed = _RowFeed(rows)
         try:
-            rows = _stream(ray, source, paths, out_dir, wanted, games, workers, cpus_per_worker, gpus_per_worker,
-                           max_retries, batch_size, overwrite, defense, config, colormap, scale, app_version,
-                           fault_marker)  # fmt: skip
-            for row in rows:
+            for row in feed.rows(stop):
                 _settle(tally, row, per_image * len(games))
-                if stop():
-                    summary.cancelled = True
-                    break
+            summary.cancelled = feed.stopped
         except Exception as exc:  # Ray's own errors (a lost cluster, retries exhausted) end the run with a message
             if isinstance(exc, FGVisError):
                 raise
             raise ClusterError(f"the Ray run stopped: {type(exc).__name__}: {exc}"[:2000]) from exc
         finally:
             if started_here:
-                ray.shutdown()
+                ray.shutdown()  # on a cancel: ends the actors now, their in-flight items with them
+            feed.close(wait=not started_here)
         tally.write_index(out_dir)
     return summary
+
+
+class _RowFeed:
+    """The outcome rows of a Ray run, read from Ray Data in a background thread so that a cancel is seen
+    within :data:`POLL_S` seconds instead of when the next batch of explanations finishes (minutes on a CPU).
+
+    :meth:`rows` yields rows until the run ends or ``stop()`` says so (:attr:`stopped`); Ray's errors are
+    raised in the caller's thread. :meth:`close` ends the reading: after the caller shut Ray down the
+    thread ends on its own (``wait=False``); on a Ray instance the caller keeps, it is told to stop after
+    the batch it waits for and is waited for (``wait=True``), which closes the Ray Data iterator there."""
+
+    POLL_S = 0.25
+    _END = object()
+
+    def __init__(self, rows) -> None:
+        import queue
+        import threading
+
+        self._rows = rows
+        self._queue: queue.Queue = queue.Queue()
+        self._closing = threading.Event()
+        self.stopped = False
+        self._thread = threading.Thread(target=self._read, name="fgvis-ray-rows", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for row in self._rows:
+                self._queue.put(row)
+                if self._closing.is_set():
+                    break
+            self._queue.put(self._END)
+        except BaseException as exc:  # handed to the caller's thread
+            self._queue.put(exc)
+        finally:
+            close = getattr(self._rows, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):  # Ray was shut down under it: nothing left to close
+                    close()
+
+    def rows(self, stop: Callable[[], bool]):
+        import queue
+
+        while True:
+            if stop():
+                self.stopped = True
+                return
+            try:
+                item = self._queue.get(timeout=self.POLL_S)
+            except queue.Empty:
+                continue
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self, wait: bool) -> None:
+        self._closing.set()
+        if wait:
+            self._thread.join()
 
 
 def _start(ray, address: str | None) -> None:
@@ -255,6 +318,10 @@ def _stream(ray, source, paths, out_dir, wanted, games, workers, cpus_per_worker
         by_cpu = int(available.get("CPU", 1) // max(cpus_per_worker, 1))
         by_gpu = int(available.get("GPU", 0) // gpus_per_worker) if gpus_per_worker else by_cpu
         workers = max(1, min(by_cpu, by_gpu, len(paths)))
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # the run has its own progress line; Ray Data's would repeat it
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
     stems = file_stems(paths)
     dataset = ray.data.from_items([{"path": str(p), "stem": s} for p, s in zip(paths, stems, strict=True)],
                                   override_num_blocks=max(1, min(len(paths), 4 * workers)))  # fmt: skip
@@ -313,18 +380,20 @@ def run_cluster_benchmark(
 ) -> str:  # fmt: skip
     """Explanations per second of the local batch and of Ray with each number of ``workers`` on the same
     ``count`` images of ``images`` (copied to a scratch folder), Ray's fixed start-up cost, and whether the
-    two paths agree (largest mask difference, same seed). Returns a Markdown table.
+    two paths agree. Returns a Markdown table.
 
-    The local batch runs first in this process with the threads torch picks; each Ray run starts a local
-    instance sized to this machine, and its time includes starting the workers (not Ray itself, measured
-    separately)."""
+    The local batch runs first in this process with the threads torch picks (its model loaded before the
+    clock starts). Each Ray run starts a local instance sized to this machine before its clock starts (that
+    start-up is measured on its own and added in the last column); its time includes what a Ray run adds:
+    the driver's check of the model and the workers' start and model loads. Agreement: the share of mask
+    values that differ from the local batch's by more than 1e-3 (a binarised mask's value on the threshold
+    may flip when a worker adds in another order), and the largest difference."""
     import shutil
     import tempfile
 
-    import numpy as np
-
     from .batch import run_batch
 
+    ray = require_ray()
     source = source or ModelSource()
     config = config or FGVisConfig()
     paths = image_files(images)[:count]
@@ -335,38 +404,91 @@ def run_cluster_benchmark(
     folder.mkdir(parents=True, exist_ok=True)
     for path in paths:
         shutil.copy(path, folder / path.name)
-    rows = []
+    model = source.load()
     started = time.perf_counter()
-    local = run_batch(source.load(), folder, work / "local", config=config, batch_size=batch_size)
+    local = run_batch(model, folder, work / "local", config=config, batch_size=batch_size)
     local_s = time.perf_counter() - started
+    del model
     items = len(local.written)
-    rows.append(("local batch (this process)", "-", local_s, items / local_s, "-"))
+    rows = [("local batch (this process)", "-", local_s, items / local_s, "-", local_s)]
     log(f"local: {items} items in {local_s:.1f} s")
     startup = measure_startup()
     log(f"Ray start-up: {startup:.1f} s")
     for count_workers in workers:
         out = work / f"ray{count_workers}"
-        started = time.perf_counter()
-        summary = run_batch_on_ray(source, folder, out, workers=count_workers, config=config, batch_size=batch_size)
-        seconds = time.perf_counter() - started
-        differences = [
-            float(np.abs(np.load(out / f"{stem}_mask.npy") - np.load(work / "local" / f"{stem}_mask.npy")).max())
-            for stem in local.written
-            if (out / f"{stem}_mask.npy").is_file()
-        ]  # fmt: skip
-        rows.append((f"Ray, {count_workers} worker(s)", str(count_workers), seconds,
-                     len(summary.written) / seconds, f"{max(differences, default=float('nan')):.2g}"))  # fmt: skip
-        log(f"Ray {count_workers}: {len(summary.written)} items in {seconds:.1f} s")
+        _start(ray, None)
+        try:
+            started = time.perf_counter()
+            summary = run_batch_on_ray(source, folder, out, workers=count_workers, config=config,
+                                       batch_size=batch_size)  # fmt: skip
+            seconds = time.perf_counter() - started
+        finally:
+            ray.shutdown()
+        agreement = mask_agreement(work / "local", out, local.written)
+        rows.append((f"Ray, {count_workers} worker(s)", str(count_workers), seconds, len(summary.written) / seconds,
+                     agreement, seconds + startup))  # fmt: skip
+        log(f"Ray {count_workers}: {len(summary.written)} items in {seconds:.1f} s; masks: {agreement}")
     lines = [
         f"{items} explanations ({len(paths)} images, {config.steps} steps max, batch size {batch_size}); "
         f"Ray start-up (start a local instance and run one task): {startup:.1f} s",
         "",
-        "| run | workers | wall time (s) | explanations / s | vs local | largest mask difference to local |",
-        "|---|---|---|---|---|---|",
+        "| run | workers | wall time (s) | explanations / s | vs local | masks vs local | with Ray's start-up (s) |",
+        "|---|---|---|---|---|---|---|",
     ]
     base = rows[0][3]
-    for name, count_workers, seconds, rate, difference in rows:
-        lines.append(f"| {name} | {count_workers} | {seconds:.1f} | {rate:.3f} | {rate / base:.2f}x | {difference} |")
+    for name, count_workers, seconds, rate, agreement, whole in rows:
+        lines.append(f"| {name} | {count_workers} | {seconds:.1f} | {rate:.3f} | {rate / base:.2f}x | {agreement} "
+                     f"| {whole:.1f} |")  # fmt: skip
+    lines += ["", _same_threads_agreement(source, folder, work, workers, config, batch_size, log)]
     if scratch is None:
         shutil.rmtree(work, ignore_errors=True)
     return "\n".join(lines)
+
+
+def _same_threads_agreement(source, folder, work, workers, config, batch_size, log) -> str:
+    """Re-run the first ``batch_size`` images in this process with one torch thread, as a worker runs
+    them, and compare with the Ray runs' masks: the paths agree once the thread count (which changes the
+    order of float sums, and so which value of a binarised mask lands on its threshold) is the same."""
+    import shutil
+
+    import torch
+
+    from .batch import run_batch
+
+    subset = work / "subset"
+    subset.mkdir(exist_ok=True)
+    for path in image_files(folder)[:batch_size]:
+        shutil.copy(path, subset / path.name)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        again = run_batch(source.load(), subset, work / "local-1-thread", config=config, batch_size=batch_size)
+    finally:
+        torch.set_num_threads(before)
+    parts = [f"{count} worker(s): {mask_agreement(work / 'local-1-thread', work / f'ray{count}', again.written)}"
+             for count in workers]  # fmt: skip
+    text = (f"Masks of the first {len(again.written)} items computed again in this process with one thread (as a "
+            f"worker): against Ray with {'; '.join(parts)}.")  # fmt: skip
+    log(text)
+    return text
+
+
+def mask_agreement(first: Path, second: Path, stems: Sequence[str], tolerance: float = 1e-3) -> str:
+    """How far the masks of ``stems`` in two results folders agree, in words: the share of mask values that
+    differ by more than ``tolerance`` and the largest difference (items missing from either are counted)."""
+    import numpy as np
+
+    differing = total = missing = 0
+    largest = 0.0
+    for stem in stems:
+        a, b = Path(first) / f"{stem}_mask.npy", Path(second) / f"{stem}_mask.npy"
+        if not (a.is_file() and b.is_file()):
+            missing += 1
+            continue
+        gap = np.abs(np.load(a).astype(np.float64) - np.load(b).astype(np.float64))
+        differing += int((gap > tolerance).sum())
+        total += gap.size
+        largest = max(largest, float(gap.max(initial=0.0)))
+    share = differing / total if total else float("nan")
+    text = f"{share:.3%} of values differ (largest {largest:.2g})"
+    return text + (f"; {missing} item(s) missing" if missing else "")

@@ -19,7 +19,7 @@ from engine.cli import main
 
 ray = pytest.importorskip("ray", reason="the cluster extra is not installed")
 
-from engine.cluster import ClusterError, ModelSource, check_address, run_batch_on_ray  # noqa: E402
+from engine.cluster import ClusterError, ModelSource, check_address, mask_agreement, run_batch_on_ray  # noqa: E402
 
 CONFIG = FGVisConfig(steps=8)
 SOURCE = ModelSource("synthetic_shapes")
@@ -68,6 +68,7 @@ def test_a_ray_run_resumes_and_writes_what_the_local_batch_writes(local_ray, fol
     for stem in local.written:
         ours, theirs = np.load(out / f"{stem}_mask.npy"), np.load(tmp_path / "local" / f"{stem}_mask.npy")
         assert np.allclose(ours, theirs, atol=1e-3)
+    assert mask_agreement(out, tmp_path / "local", local.written).startswith("0.000% of values differ")
     rows = _index(out)
     assert sorted(row["image"] for row in rows if row["status"] == "done") == [f"shape{i}.png" for i in range(4)]
     assert [(row["image"], row["status"]) for row in rows if row["status"] != "done"] == [("corrupt.jpg", "failed")]
@@ -103,3 +104,44 @@ def test_an_unreachable_address_is_refused_quickly(tmp_path, folder, capsys):
     assert code == 2 and "cannot reach the Ray cluster" in capsys.readouterr().err
     with pytest.raises(ClusterError, match="not a Ray address"):
         check_address("nonsense")
+
+
+def test_mask_agreement_counts_differing_values(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir(), second.mkdir()
+    mask = np.zeros((3, 10, 10), np.float32)
+    np.save(first / "x_mask.npy", mask)
+    flipped = mask.copy()
+    flipped[0, 0, :3] = 1.0  # 3 of 300 values flip (a binarised mask on its threshold)
+    flipped[1, 0, 0] = 5e-4  # within the tolerance
+    np.save(second / "x_mask.npy", flipped)
+    assert mask_agreement(first, second, ["x"]) == "1.000% of values differ (largest 1)"
+    assert mask_agreement(first, second, ["x", "gone"]).endswith("; 1 item(s) missing")
+
+
+CANCEL_SCRIPT = """
+import json, sys
+from pathlib import Path
+from engine import FGVisConfig
+from engine.cluster import ModelSource, run_batch_on_ray
+summary = run_batch_on_ray(ModelSource("synthetic_shapes"), Path(sys.argv[1]), Path(sys.argv[2]), workers=2,
+                           config=FGVisConfig(steps=300, patience=10**6), batch_size=1, should_stop=lambda: True)
+print(json.dumps({"cancelled": summary.cancelled, "written": summary.written}))
+"""
+
+
+def test_a_cancel_ends_a_ray_run_it_started_at_once(folder, tmp_path):
+    """A cancel that comes before any item is done stops the run at once: the Ray instance it started is
+    shut down with its workers and nothing is written (before, the run waited for the first batch of
+    explanations to finish). In a child process: the run must start its own Ray instance."""
+    import os
+    import subprocess
+
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-c", CANCEL_SCRIPT, str(folder), str(out)], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"cancelled": True, "written": []}
+    assert not list(out.glob("*_mask.npy")) and not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert not [row for row in _index(out) if row["status"] == "done"]
