@@ -301,6 +301,11 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-binarize", action="store_true", help="keep the soft mask, not the smallest 0/1 mask meeting the goal"
     )
+    parser.add_argument(
+        "--no-quantize",
+        action="store_true",
+        help="score and return the explanation in float precision (the paper), not as the 8-bit picture saved",
+    )
     parser.add_argument("--seed", type=_integer(0, MAX_SEED), default=defaults.seed)
     parser.add_argument("--batch-size", type=POSITIVE, default=8, help="items optimised together (default 8)")
     parser.add_argument("--colormap", choices=COLORMAPS, default="inferno", help="colormap of the evidence PNG")
@@ -313,7 +318,7 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
 def _config(args) -> FGVisConfig:
     return FGVisConfig(
         steps=args.steps, lr=args.lr, lambda_=args.lambda_, reference=args.reference, seed=args.seed,
-        device=args.device, optimizer=args.optimizer, binarize=not args.no_binarize,
+        device=args.device, optimizer=args.optimizer, binarize=not args.no_binarize, quantize=not args.no_quantize,
     )  # fmt: skip
 
 

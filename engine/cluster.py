@@ -41,7 +41,7 @@ from .batch import (
     prepare_run,
 )
 from .colormaps import DEFAULT_SCALE
-from .errors import FGVisError
+from .errors import ClusterError, FGVisError
 from .models import ClassifierModel, load_model
 from .output import file_stems, readable_name, remove_stale_temporaries
 from .types import FGVisConfig
@@ -50,10 +50,6 @@ from .types import FGVisConfig
 INSTALL_HINT = "pip install -e '.[cluster]' (or pip install 'ray[data]')"
 #: Seconds to wait for a cluster's address to answer before giving up.
 CONNECT_TIMEOUT_S = 10.0
-
-
-class ClusterError(FGVisError):
-    """Ray is missing, the cluster cannot be reached, or the run could not be handed to it."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The engine's own exceptions: each carries a message a user can act on (no traceback needed)."""
+"""The engine's own exceptions, all of them: each carries a message a user can act on (no traceback needed).
+The modules that raise them also export them under their own names (``engine.session.SessionError``...)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,24 @@ class ConfigError(FGVisError):
 
 class DeviceError(FGVisError):
     """The requested compute device is unavailable or ran out of memory."""
+
+
+class ExportError(FGVisError):
+    """Files could not be written (nothing was left behind) or would overwrite existing ones."""
+
+
+class SessionError(FGVisError):
+    """A session file that cannot be read: corrupt, foreign, from a newer version, or over a limit of the
+    format (the message names the file and the problem)."""
+
+
+class ClusterError(FGVisError):
+    """Ray is missing, the cluster cannot be reached, or the run could not be handed to it."""
+
+
+class DatasetAnalysisError(FGVisError):
+    """A results folder or a saved analysis cannot be analysed or read; the message says why and what to do."""
+
+
+class AnalysisCancelled(DatasetAnalysisError):
+    """:func:`engine.analysis.analyze` stopped because its ``cancelled`` callback said so (nothing was saved)."""

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from .colormaps import DEFAULT_SCALE, DisplayRange, apply_colormap, display_range
-from .errors import FGVisError
+from .errors import ExportError
 from .models import ClassifierModel
 from .output import npy_bytes, png_bytes, write_atomic
 from .record import ExplanationRecord, score_pixels
@@ -32,10 +32,6 @@ SUFFIXES = {
 }
 #: The heat map's opacity in an overlay composed here (the viewer's default).
 OVERLAY_OPACITY = 0.7
-
-
-class ExportError(FGVisError):
-    """Files could not be written (nothing was left behind) or would overwrite existing ones."""
 
 
 def planned_paths(out_dir: Path, stem: str) -> dict[str, Path]:

@@ -7,6 +7,7 @@ from so that maps at model resolution can be pasted back onto the original photo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,6 +98,16 @@ class Preprocessing:
     def quantize(self, tensor: torch.Tensor) -> torch.Tensor:
         """Model input ``(N, 3, H, W)`` -> the same as 8-bit pixels read back (what a saved PNG scores)."""
         return self.normalize(self.denormalize(tensor).round().clamp(0, 255))
+
+    def quantizer(self, like: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """:meth:`quantize` for tensors of ``like``'s device and type, with the statistics moved there once:
+        no host-to-device copy per call, so it can run inside a recorded CUDA graph."""
+        mean, std = self._stats(like)
+
+        def quantize(tensor: torch.Tensor) -> torch.Tensor:
+            return ((tensor * std + mean).round_().clamp_(0, 255) - mean) / std
+
+        return quantize
 
     def black(self, like: torch.Tensor) -> torch.Tensor:
         """Black pixels in model input space, shaped like ``like``."""

@@ -277,8 +277,9 @@ def monitor_summary(blocked: np.ndarray) -> tuple[float, float]:
 def stored_config(values: dict, game: str) -> FGVisConfig:
     """The :class:`FGVisConfig` a stored result was made with. Results saved before the settings
     ``sparsity`` and ``binarize`` existed (2026-12) ran the proximal loop without binarisation, with the
-    learning rates of that time. Raises ``ValueError`` for an unknown setting, a value of the wrong type
-    or out of range (including what :class:`FGVisConfig` itself refuses)."""
+    learning rates of that time; those saved before ``quantize`` (2026-12-02) scored ``e`` in float.
+    Raises ``ValueError`` for an unknown setting, a value of the wrong type or out of range (including what
+    :class:`FGVisConfig` itself refuses)."""
     if not isinstance(values, dict):
         raise ValueError(f"config must be an object of settings, not {describe(values)}")
     kinds = {f.name: f.type for f in fields(FGVisConfig)}
@@ -286,6 +287,8 @@ def stored_config(values: dict, game: str) -> FGVisConfig:
         if key not in kinds:
             raise ValueError(f"config has an unknown setting {quoted(key)}")
         _setting(value, f"config {key}", kinds[key])
+    if "quantize" not in values:  # before 2026-12-02 explanations were scored in float
+        values = {**values, "quantize": False}
     if "sparsity" not in values:
         old_lr = {"preserve": 0.01, "delete": 0.02}.get(game)
         values = {**values, "sparsity": "proximal", "binarize": False, "lr": values.get("lr") or old_lr}

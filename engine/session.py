@@ -29,7 +29,7 @@ import numpy as np
 
 from . import images as _images
 from . import record as _record
-from .errors import FGVisError
+from .errors import SessionError
 from .export import write_all_or_nothing
 from .inputs import check_count, regular_file
 from .models import sha256_of
@@ -74,11 +74,6 @@ MAX_REVIEW_NOTES = 10_000
 #: Compression methods read: stored and deflated (what this format and ``numpy.savez`` write).
 COMPRESSION_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
 _METHOD_NAMES = {9: "Deflate64", 12: "bzip2", 14: "LZMA", 93: "Zstandard", 95: "XZ", 98: "PPMd", 99: "AES"}
-
-
-class SessionError(FGVisError):
-    """A session file that cannot be read: corrupt, foreign, from a newer version, or over a limit of the
-    format (the message names the file and the problem)."""
 
 
 @dataclass

@@ -98,6 +98,12 @@ class FGVisConfig:
         After the optimisation, replace each mask by the smallest 0/1 mask, made of its strongest values,
         whose explanation -- as the 8-bit picture the app saves -- still meets the game's goal
         (:func:`engine.fgvis.binarize`); where none does the soft mask stays. Not on cancelled runs.
+    quantize
+        Models that take pixels: the explanation is the 8-bit picture the app saves. The optimisation scores
+        ``e = m*x + (1-m)*r`` rounded to 8-bit values, with the rounding passed straight through in the
+        backward pass (its gradient is that of the unrounded ``e``), and :attr:`Explanation.explanation` is
+        that picture, so the game's goal is met on what is exported, not only in float precision
+        (measured in docs/DEFAULTS.md). ``False``: float ``e`` throughout (the paper).
     monitor_every
         The defense's monitor (:attr:`StepState.blocked_fraction`) counts blocked units on step 1 and every
         ``monitor_every``-th step (NaN in between); counting costs ~8 % of a step on the CPU
@@ -128,6 +134,7 @@ class FGVisConfig:
     monitor_every: int = 10
     sparsity: str = "coupled"
     binarize: bool = True
+    quantize: bool = True
 
     def __post_init__(self) -> None:
         checks = [

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FGVisError
+from ..errors import AnalysisCancelled, DatasetAnalysisError, FGVisError
 from ..export import write_all_or_nothing
 from ..inputs import regular_file
 from ..output import readable_name
@@ -42,14 +42,6 @@ MAX_MAP_PIXELS = 4096 * 4096
 MAX_CHANNELS = 4
 #: Maps read and reduced together (memory: this many full-size maps at a time).
 CHUNK = 256
-
-
-class DatasetAnalysisError(FGVisError):
-    """A results folder or a saved analysis cannot be analysed or read; the message says why and what to do."""
-
-
-class AnalysisCancelled(DatasetAnalysisError):
-    """:func:`analyze` stopped because its ``cancelled`` callback said so (nothing was saved)."""
 
 
 @dataclass

@@ -204,3 +204,10 @@ def test_a_result_saved_before_binarisation_reopens_with_the_settings_it_ran_wit
     assert reopened.config.sparsity == "proximal" and reopened.config.binarize is False
     assert reopened.config.lr == (0.01 if record.game == "preserve" else 0.02)
     assert ExplanationRecord.from_parts(record.metadata(), record.arrays()).config == record.config
+
+
+def test_a_result_saved_before_quantize_reopens_as_scored_in_float(record):
+    meta = record.metadata()
+    assert meta["config"]["quantize"] is True  # saved with the setting it ran with
+    meta["config"].pop("quantize")
+    assert ExplanationRecord.from_parts(meta, record.arrays()).config.quantize is False
