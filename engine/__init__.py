@@ -8,7 +8,7 @@ Typical use::
     result.prob_original, result.prob_explanation     # the explanation, tested on the model
 
 The names below are imported on first use (PEP 562), so ``import engine`` -- or a light submodule such
-as ``engine.resources`` -- does not import torch: the desktop app shows its window first.
+as ``engine.models.resources`` -- does not import torch: the desktop app shows its window first.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import importlib
 import os
 
 # Idle OpenMP threads spin briefly, then sleep, so that two CPU-heavy processes on one machine do not take
-# each other's cores (engine.threads has the measurements). Only effective when set before torch loads.
+# each other's cores (engine.core.threads has the measurements). Only effective when set before torch loads.
 os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 _EXPORTS = {
@@ -28,19 +28,19 @@ _EXPORTS = {
     "ImageLoadError": ".errors",
     "ModelLoadError": ".errors",
     "TargetError": ".errors",
-    "explain": ".fgvis",
-    "ReferenceCache": ".fgvis",
-    "load_image": ".images",
-    "DEFAULT_MODEL": ".models",
-    "ClassifierModel": ".models",
-    "Prediction": ".models",
-    "load_model": ".models",
-    "Geometry": ".preprocess",
-    "Preprocessing": ".preprocess",
-    "sample_images": ".resources",
-    "Explanation": ".types",
-    "FGVisConfig": ".types",
-    "StepState": ".types",
+    "explain": ".core.fgvis",
+    "ReferenceCache": ".core.fgvis",
+    "load_image": ".models.images",
+    "DEFAULT_MODEL": ".models.loading",
+    "ClassifierModel": ".models.loading",
+    "Prediction": ".models.loading",
+    "load_model": ".models.loading",
+    "Geometry": ".models.preprocess",
+    "Preprocessing": ".models.preprocess",
+    "sample_images": ".models.resources",
+    "Explanation": ".core.explanation",
+    "FGVisConfig": ".core.explanation",
+    "StepState": ".core.explanation",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -26,16 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import threads
-from .baselines import METHODS
-from .batch import images_in, unique_stems
-from .colormaps import COLORMAPS, DEFAULT_SCALE, SCALES
-from .errors import FGVisError, ModelLoadError
-from .export import ExportError, existing_files, export_record
-from .models import DEFAULT_MODEL, ClassifierModel, load_model, sha256_of
-from .output import readable_name
-from .record import ExplanationRecord
-from .types import GAMES, OPTIMIZERS, REFERENCES, Explanation, FGVisConfig, StepState
+from engine.colormaps import COLORMAPS, DEFAULT_SCALE, SCALES
+from engine.core import threads
+from engine.core.explanation import GAMES, OPTIMIZERS, REFERENCES, Explanation, FGVisConfig, StepState
+from engine.errors import FGVisError, ModelLoadError
+from engine.evaluation.baselines import METHODS
+from engine.models.loading import DEFAULT_MODEL, ClassifierModel, load_model, sha256_of
+from engine.results.batch import images_in, unique_stems
+from engine.results.export import ExportError, existing_files, export_record
+from engine.results.files import readable_name
+from engine.results.record import ExplanationRecord
 
 EXIT_WRITE_ERROR = 1
 EXIT_BAD_INPUT = 2
@@ -360,7 +360,7 @@ def _predict(args) -> int:
 
 
 def _explain(args) -> int:
-    from .fgvis import explain
+    from engine.core.fgvis import explain
 
     model = _load(args)
     config = _config(args)
@@ -395,7 +395,7 @@ def _explain(args) -> int:
 
 
 def _batch(args) -> int:
-    from .batch import run_batch
+    from engine.results.batch import run_batch
 
     if not args.input_dir.is_dir():
         raise FGVisError(f"{args.input_dir} is not a folder")
@@ -417,7 +417,7 @@ def _batch(args) -> int:
                "should_stop": stop.is_set}  # fmt: skip
     try:
         if args.engine == "ray":
-            from .cluster import ModelSource, run_batch_on_ray
+            from engine.results.cluster import ModelSource, run_batch_on_ray
 
             source = ModelSource(args.model, _text(args.weights), _text(args.torchscript), args.num_classes,
                                  _text(args.labels), args.trust_pickle)  # fmt: skip
@@ -515,7 +515,7 @@ class _Progress:
 
 
 def _bench_speed(args) -> int:
-    from .bench import run_contention_benchmark, run_speed_benchmark
+    from engine.evaluation.bench import run_contention_benchmark, run_speed_benchmark
 
     print(run_speed_benchmark(batch_sizes=args.batch_sizes, repeats=args.repeats, device=args.device))
     if args.contention:
@@ -525,7 +525,7 @@ def _bench_speed(args) -> int:
 
 
 def _bench_defaults(args) -> int:
-    from .bench import run_defaults_benchmark
+    from engine.evaluation.bench import run_defaults_benchmark
 
     config = FGVisConfig(steps=args.steps, lr=args.lr, lambda_init=args.lambda_init, optimizer=args.optimizer)
     print(run_defaults_benchmark(config, device=args.device))
@@ -533,7 +533,7 @@ def _bench_defaults(args) -> int:
 
 
 def _bench_early_stop(args) -> int:
-    from .bench import run_early_stopping_benchmark
+    from engine.evaluation.bench import run_early_stopping_benchmark
 
     images = images_in(args.images) if args.images is not None else None
     config = FGVisConfig(steps=args.steps, patience=args.patience)
@@ -542,7 +542,7 @@ def _bench_early_stop(args) -> int:
 
 
 def _bench_throughput(args) -> int:
-    from .bench import run_throughput_benchmark
+    from engine.evaluation.bench import run_throughput_benchmark
 
     print(run_throughput_benchmark(
         args.models, args.batch_sizes, args.repeats, device=args.device, cuda_graph=not args.no_cuda_graph
@@ -551,21 +551,21 @@ def _bench_throughput(args) -> int:
 
 
 def _bench_precision(args) -> int:
-    from .bench import run_precision_benchmark
+    from engine.evaluation.bench import run_precision_benchmark
 
     print(run_precision_benchmark(device=args.device, steps=args.steps, dtypes=args.dtypes))
     return 0
 
 
 def _bench_profile(args) -> int:
-    from .bench import run_profile_benchmark
+    from engine.evaluation.bench import run_profile_benchmark
 
     print(run_profile_benchmark(args.model, args.batch_sizes, args.repeats, device=args.device, top=args.top))
     return 0
 
 
 def _bench_cluster(args) -> int:
-    from .cluster import ModelSource, run_cluster_benchmark
+    from engine.results.cluster import ModelSource, run_cluster_benchmark
 
     print(run_cluster_benchmark(
         args.images, source=ModelSource(args.model), workers=args.workers, count=args.count,
@@ -576,7 +576,7 @@ def _bench_cluster(args) -> int:
 
 
 def _bench_quality(args) -> int:
-    from .evaluation import run_quality_benchmark
+    from engine.evaluation.suite import run_quality_benchmark
 
     report = run_quality_benchmark(
         args.model, images=args.images, methods=args.methods, out_dir=args.out, count=args.count,
@@ -598,7 +598,7 @@ def _clusters(text: str) -> str | int:
 
 
 def _analyze(args) -> int:
-    from .analysis import analyze, class_summary, write_report
+    from engine.analysis import analyze, class_summary, write_report
 
     def log(message: str) -> None:
         print(message, file=sys.stderr)
@@ -620,7 +620,7 @@ def _analyze(args) -> int:
 
 
 def _bench_analysis(args) -> int:
-    from .analysis.bench import run_analysis_benchmark, run_scale_benchmark
+    from engine.analysis.bench import run_analysis_benchmark, run_scale_benchmark
 
     def log(message: str) -> None:
         print(message, file=sys.stderr)

@@ -1,5 +1,5 @@
 """The engine's own exceptions, all of them: each carries a message a user can act on (no traceback needed).
-The modules that raise them also export them under their own names (``engine.session.SessionError``...)."""
+The modules that raise them also export them under their own names (``engine.results.session.SessionError``...)."""
 
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         app.setWindowIcon(icon)
     splash = _show_splash(app)
     startup = {"splash_shown_s": time.perf_counter() - STARTED}
-    from engine import threads  # before torch: idle OpenMP threads spin briefly, then sleep (engine.threads)
+    from engine.core import threads  # before torch: idle OpenMP threads spin briefly, then sleep (engine.core.threads)
     from engine.errors import ConfigError
 
     from .main_window import MainWindow  # imports torch: the slow part of starting, behind the splash
@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 def _app_icon():
     from PySide6.QtGui import QIcon
 
-    from engine.resources import resource_path
+    from engine.models.resources import resource_path
 
     path = resource_path("icons", "fgvis-studio.png")
     return QIcon(str(path)) if path.is_file() else None

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine import FGVisConfig
-from engine.batch import image_files
+from engine.results.batch import image_files
 
 from .path_field import PathField
 from .records import next_id

@@ -145,7 +145,7 @@ class DatasetReviewWindow(QMainWindow):
     Signals
     -------
     analysis_loaded(DatasetAnalysis), failed(str message), selection_changed(list of item indices),
-    notes_changed(engine.session.ReviewNotes: every note of the analysis shown, after an edit or a merge)
+    notes_changed(engine.results.session.ReviewNotes: every note of the analysis shown, after an edit or a merge)
     """
 
     analysis_loaded = Signal(object)
@@ -556,9 +556,9 @@ class DatasetReviewWindow(QMainWindow):
         self.notes_changed.emit(self.review_notes())
 
     def review_notes(self):
-        """Every note of the analysis shown as an :class:`engine.session.ReviewNotes` (``None`` before an
+        """Every note of the analysis shown as an :class:`engine.results.session.ReviewNotes` (``None`` before an
         analysis is shown)."""
-        from engine.session import ReviewNotes
+        from engine.results.session import ReviewNotes
 
         if self.analysis is None:
             return None
@@ -618,7 +618,7 @@ class DatasetReviewWindow(QMainWindow):
     def export_report(self, path: Path) -> Path:
         """Write the report with the current notes: PDF for a ``.pdf`` path, HTML otherwise."""
         from engine.analysis import analysis_report
-        from engine.export import write_all_or_nothing
+        from engine.results.export import write_all_or_nothing
 
         from .pdf import write_pdf
 
@@ -678,7 +678,7 @@ def _read_rgb(path: Path | None) -> np.ndarray | None:
 
 
 def _read_photo(path: str | None) -> np.ndarray | None:
-    from engine.images import load_image
+    from engine.models.images import load_image
 
     if not path:
         return None

@@ -37,10 +37,10 @@ from PySide6.QtWidgets import (
 
 import engine
 from engine import ClassifierModel, ConfigError, FGVisError
-from engine.batch import image_files
-from engine.export import ExportError, existing_files, write_all_or_nothing
-from engine.report import image_report
-from engine.session import ReviewNotes, Session, SessionImage, save_session
+from engine.results.batch import image_files
+from engine.results.export import ExportError, existing_files, write_all_or_nothing
+from engine.results.report import image_report
+from engine.results.session import ReviewNotes, Session, SessionImage, save_session
 
 from . import __version__
 from .batch_dialog import BatchDialog

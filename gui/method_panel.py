@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine import FGVisConfig
-from engine.types import OPTIMIZERS, REFERENCES
+from engine.core.explanation import OPTIMIZERS, REFERENCES
 
 GAME_CHOICES = ("preserve", "delete", "both")
 

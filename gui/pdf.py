@@ -7,7 +7,7 @@ from pathlib import Path
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QMarginsF
 from PySide6.QtGui import QPageLayout, QPageSize, QPdfWriter, QTextDocument
 
-from engine.export import ExportError, write_all_or_nothing
+from engine.results.export import ExportError, write_all_or_nothing
 
 RESOLUTION_DPI = 150
 
@@ -44,7 +44,7 @@ def write_pdf(html: str, path: Path) -> int:
     """Render ``html`` to an A4 PDF at ``path`` and return its number of pages.
 
     The PDF is made in memory and written like every other result file (all or nothing); raises
-    :class:`~engine.export.ExportError` when the folder cannot be written, leaving no partial file."""
+    :class:`~engine.results.export.ExportError` when the folder cannot be written, leaving no partial file."""
     path = Path(path)
     data = QByteArray()
     buffer = QBuffer(data)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import FGVisConfig, Prediction
-from engine.record import ExplanationRecord
+from engine.results.record import ExplanationRecord
 
 _ids = itertools.count(1)
 
@@ -116,7 +116,7 @@ class JobProgress:
 
 @dataclass(kw_only=True, eq=False)
 class ResultRecord(ExplanationRecord):
-    """A finished (or cancelled) job: the engine's :class:`~engine.record.ExplanationRecord` plus the
+    """A finished (or cancelled) job: the engine's :class:`~engine.results.record.ExplanationRecord` plus the
     job that asked for it and an id unique in this process.
 
     Two results are the same only if they are the same object: the same job run twice gives two results

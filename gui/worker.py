@@ -22,11 +22,11 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 import engine
 from engine import ClassifierModel, FGVisConfig, FGVisError, Prediction, StepState
-from engine.batch import run_batch
 from engine.colormaps import DEFAULT_SCALE
-from engine.export import export_record
-from engine.models import sha256_of
-from engine.session import load_session, source_problem
+from engine.models.loading import resolve_device, sha256_of
+from engine.results.batch import run_batch
+from engine.results.export import export_record
+from engine.results.session import load_session, source_problem
 
 from . import __version__
 from .layers import to_argb32
@@ -123,9 +123,9 @@ class Worker(QObject):
     job_failed = Signal(int, str)
     export_done = Signal(object, object)  # ResultRecord (prob_rescored filled in), dict of paths
     export_failed = Signal(str)
-    batch_progress = Signal(int, object)  # batch id, engine.batch.BatchProgress
+    batch_progress = Signal(int, object)  # batch id, engine.results.batch.BatchProgress
     batch_step = Signal(int, int, int)  # batch id, step, total of the running optimisation
-    batch_finished = Signal(int, object)  # batch id, engine.batch.BatchSummary
+    batch_finished = Signal(int, object)  # batch id, engine.results.batch.BatchSummary
     batch_failed = Signal(int, str)
     session_loaded = Signal(object, object, object, object)  # list[ImageRecord], view, problems, list[ReviewNotes]
     session_failed = Signal(str)
@@ -258,7 +258,7 @@ class Worker(QObject):
                 spec.name, weights=spec.weights, torchscript=spec.torchscript,
                 num_classes=spec.num_classes, labels=spec.labels,
             )  # fmt: skip
-            model.module.to(_checked_device(task.device))
+            resolve_device(task.device, model)
         except FGVisError as exc:
             self.model_failed.emit(_with_dialog_hint(exc))
             return
@@ -272,7 +272,7 @@ class Worker(QObject):
         if self._model is None:  # the model loaded next is placed by its own request
             return
         try:
-            self._model.module.to(_checked_device(task.device))
+            resolve_device(task.device, self._model)
         except FGVisError as exc:
             self.model_failed.emit(str(exc))
             return
@@ -378,7 +378,7 @@ class Worker(QObject):
 
     def _batch_on_ray(self, task: _Batch, options: dict):
         """The batch on Ray: every worker loads the model from the files the current one came from."""
-        from engine.cluster import ModelSource, run_batch_on_ray
+        from engine.results.cluster import ModelSource, run_batch_on_ray
 
         spec = self._model_spec
         if spec is None:
@@ -453,22 +453,12 @@ def _with_dialog_hint(exc: FGVisError) -> str:
 
 def _placeholder(entry) -> tuple[np.ndarray, tuple[float, float]]:
     """A grey stand-in for a photo that is gone and the ``(x, y)`` scale of the results' crop boxes on it:
-    the size the session's (validated) crop boxes span, at most ``engine.session.MAX_PLACEHOLDER_PIXELS``
+    the size the session's (validated) crop boxes span, at most ``engine.results.session.MAX_PLACEHOLDER_PIXELS``
     (scaled down beyond, so that a forged or huge crop box cannot allocate gigabytes)."""
-    from engine.session import placeholder_size
+    from engine.results.session import placeholder_size
 
     width, height, scale_x, scale_y = placeholder_size(entry)
     return np.full((height, width, 3), 128, np.uint8), (scale_x, scale_y)
-
-
-def _checked_device(device: str) -> torch.device:
-    try:
-        target = torch.device(device)
-    except RuntimeError as exc:
-        raise engine.DeviceError(f"{device!r} is not a device name") from exc
-    if target.type == "cuda" and (not torch.cuda.is_available() or (target.index or 0) >= torch.cuda.device_count()):
-        raise engine.DeviceError(f"{device} is not available on this machine; use the CPU")
-    return target
 
 
 def available_devices() -> list[tuple[str, str]]:

@@ -1,11 +1,11 @@
 """Benchmarks of the dataset review (``fgvis bench analysis``).
 
 * The **planted Clever-Hans benchmark** (:func:`run_analysis_benchmark`): held-out images of the planted set
-  (:mod:`engine.synthetic`, variant ``"planted"``), a third of the planted class's images with the spurious
+  (:mod:`engine.evaluation.synthetic`, variant ``"planted"``), a third of the planted class's images with the spurious
   marker, explained by ``fgvis batch`` with the shipped ``synthetic_planted`` CNN (true class as target);
   ``analyze`` on the batch folder; does the cluster holding most marked images hold almost only them
   (**purity >= 0.9**), most of them (**recall >= 0.8**), and is it flagged? The same analysis on Grad-CAM
-  maps of the same images (:mod:`engine.baselines`) for comparison.
+  maps of the same images (:mod:`engine.evaluation.baselines`) for comparison.
 * The **scale measurement** (:func:`run_scale_benchmark`): the analysis of N synthetic maps of one class
   (:func:`synthetic_class_maps`), each size in a fresh process, with its time per stage and peak memory.
 """
@@ -58,7 +58,7 @@ def marker_cluster(labels: np.ndarray, truth: np.ndarray) -> dict:
 def heldout_images(planted: int, per_class: int, seed: int = HELDOUT_SEED):
     """Held-out planted-set images: ``planted`` images of the planted class (a third marked) and
     ``per_class`` of every other class. Returns ``(images, labels, marked)``."""
-    from ..synthetic import CLASSES, PLANTED_CLASS, generate
+    from engine.evaluation.synthetic import CLASSES, PLANTED_CLASS, generate
 
     marked_wanted = round(planted * HELDOUT_MARKED_SHARE)
     wanted = {label: per_class for label in range(len(CLASSES))}
@@ -90,10 +90,11 @@ def run_analysis_benchmark(
     import torch
     from PIL import Image
 
-    from ..baselines import attribute
-    from ..batch import run_batch
-    from ..synthetic import CLASSES, PLANTED_CLASS, load_shapes_model, to_tensor
-    from ..types import FGVisConfig
+    from engine.core.explanation import FGVisConfig
+    from engine.evaluation.baselines import attribute
+    from engine.evaluation.synthetic import CLASSES, PLANTED_CLASS, load_shapes_model, to_tensor
+    from engine.results.batch import run_batch
+
     from .report import write_report
     from .results import analyze, read_evidence
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..colormaps import apply_colormap
-from ..report import _e, _head, _multiline, png_data_uri
+from engine.colormaps import apply_colormap
+from engine.results.report import escape, multiline, page_head, png_data_uri
+
 from .results import ClassAnalysis, DatasetAnalysis, MapItem, class_summary
 
 #: Cluster colours (Tableau 10), repeated past ten clusters; flagged clusters are outlined in FLAG_COLOUR.
@@ -38,12 +39,12 @@ def analysis_report(analysis: DatasetAnalysis, *, app_version: str = "", thumbna
     flagged = sum(len(entry.flagged) for entry in analysis.classes)
     settings = ", ".join(f"{key} {value}" for key, value in analysis.settings.items() if value is not None)
     parts = [
-        _head(title),
-        f"<h1>{_e(title)}</h1>",
-        f"<p>FGVis Studio {_e(app_version)} &middot; report {now} &middot; analysis {_e(analysis.created)}</p>",
-        f"<p>Results folder <code>{_e(analysis.results_dir)}</code>; {_e(analysis.game)} maps; {maps} map(s) in "
-        f"{len(analysis.classes)} class(es); <b>{flagged} flagged cluster(s)</b>.<br><small>Settings: "
-        f"{_e(settings)}</small></p>",
+        page_head(title),
+        f"<h1>{escape(title)}</h1>",
+        f"<p>FGVis Studio {escape(app_version)} &middot; report {now} &middot; analysis {escape(analysis.created)}</p>",
+        f"<p>Results folder <code>{escape(analysis.results_dir)}</code>; {escape(analysis.game)} maps; {maps} "
+        f"map(s) in {len(analysis.classes)} class(es); <b>{flagged} flagged cluster(s)</b>.<br><small>Settings: "
+        f"{escape(settings)}</small></p>",
         "<p><small>Each class's evidence maps are compared on a k-nearest-neighbour graph; the number of "
         "clusters is where the eigenvalues of its normalised Laplacian jump (the eigengap). A cluster is flagged "
         "when its evidence lies on the image border, or away from where the class's other clusters look while "
@@ -63,16 +64,16 @@ def _overview(classes: list[ClassAnalysis]) -> str:
     rows = []
     for entry in classes:
         if entry.result is None:
-            rows.append(f"<tr><td>{_e(entry.label)} ({entry.target})</td><td>{len(entry.items)}</td>"
-                        f"<td colspan='3'>not analysed: {_e(entry.message)}</td></tr>")  # fmt: skip
+            rows.append(f"<tr><td>{escape(entry.label)} ({entry.target})</td><td>{len(entry.items)}</td>"
+                        f"<td colspan='3'>not analysed: {escape(entry.message)}</td></tr>")  # fmt: skip
             continue
         flagged = entry.flagged
         first = flagged[0].reasons[0] if flagged and flagged[0].reasons else ""
         mark = f"<b style='color: #c00000'>&#9888; {len(flagged)}</b>" if flagged else "0"
         rows.append(
-            f"<tr><td>{_e(entry.label)} ({entry.target})</td><td>{len(entry.items)}</td>"
-            f"<td>{entry.result.clusters_chosen} ({_e(entry.result.chosen_by)})</td><td>{mark}</td>"
-            f"<td>{_e(first)}</td></tr>"
+            f"<tr><td>{escape(entry.label)} ({entry.target})</td><td>{len(entry.items)}</td>"
+            f"<td>{entry.result.clusters_chosen} ({escape(entry.result.chosen_by)})</td><td>{mark}</td>"
+            f"<td>{escape(first)}</td></tr>"
         )
     return ("<table border='1' cellspacing='0' cellpadding='3'><tr><th>class</th><th>maps</th><th>clusters</th>"
             f"<th>flagged</th><th>first reason</th></tr>{''.join(rows)}</table>")  # fmt: skip
@@ -80,8 +81,8 @@ def _overview(classes: list[ClassAnalysis]) -> str:
 
 def _skipped_table(skipped: list[dict], limit: int = 50) -> str:
     rows = "".join(
-        f"<tr><td>{_e(row.get('item') or '-')}</td><td>{_e(row.get('image') or '-')}</td>"
-        f"<td>{_e(row['reason'])}</td></tr>"
+        f"<tr><td>{escape(row.get('item') or '-')}</td><td>{escape(row.get('image') or '-')}</td>"
+        f"<td>{escape(row['reason'])}</td></tr>"
         for row in skipped[:limit]
     )
     more = f"<p>... and {len(skipped) - limit} more.</p>" if len(skipped) > limit else ""
@@ -90,17 +91,17 @@ def _skipped_table(skipped: list[dict], limit: int = 50) -> str:
 
 
 def _class_section(analysis: DatasetAnalysis, entry: ClassAnalysis, thumbnails: int) -> str:
-    head = f"<h2 style='page-break-before: always'>Class {_e(entry.label)} ({entry.target})</h2>"
+    head = f"<h2 style='page-break-before: always'>Class {escape(entry.label)} ({entry.target})</h2>"
     if entry.result is None:
-        return f"{head}<p>{_e(class_summary(entry))}</p>"
+        return f"{head}<p>{escape(class_summary(entry))}</p>"
     result = entry.result
     flagged = {cluster.index for cluster in entry.flagged}
     eigen = _img(eigenvalue_plot(result.eigenvalues, result.clusters_chosen), "eigenvalues", 360)
     scatter = _img(scatter_plot(result.embedding, result.labels, flagged), "embedding", 360)
     parts = [
         head,
-        f"<p>{_e(class_summary(entry))}; {result.neighbours} neighbours per map in the graph; embedding "
-        f"{_e(analysis.settings.get('embedding', ''))}.</p>",
+        f"<p>{escape(class_summary(entry))}; {result.neighbours} neighbours per map in the graph; embedding "
+        f"{escape(analysis.settings.get('embedding', ''))}.</p>",
         f"<table cellspacing='6'><tr><td align='center'>{eigen}<br><small>smallest eigenvalues of the normalised "
         "Laplacian; the dashed line is the chosen gap</small></td>"
         f"<td align='center'>{scatter}<br><small>each map a point, coloured by cluster; flagged clusters ringed in "
@@ -117,7 +118,7 @@ def _cluster_section(analysis: DatasetAnalysis, entry: ClassAnalysis, cluster, t
     flag = "<span style='color: #c00000'>&#9888; flagged</span> &middot; " if cluster.flagged else ""
     heading = (f"<h3><span style='color: {colour}'>&#9632;</span> {flag}Cluster {cluster.index + 1}: {cluster.size} "
                f"map(s), {cluster.share:.0%} of the class</h3>")  # fmt: skip
-    reasons = "".join(f"<li>{_e(reason)}</li>" for reason in cluster.reasons)
+    reasons = "".join(f"<li>{escape(reason)}</li>" for reason in cluster.reasons)
     reasons = f"<ul>{reasons}</ul>" if reasons else ""
     items = [entry.items[i] for i in cluster.members]
     probs = [item.prob_original for item in items if item.prob_original is not None]
@@ -133,17 +134,17 @@ def _cluster_section(analysis: DatasetAnalysis, entry: ClassAnalysis, cluster, t
         ("overlap with the other clusters", "-" if cluster.overlap is None else f"{cluster.overlap:.2f} (cosine)"),
         ("tightness", f"{cluster.tightness:.2f} (1 = as spread as the class)"),
     ]
-    table = "".join(f"<tr><td><b>{_e(k)}</b></td><td>{_e(v)}</td></tr>" for k, v in facts)
+    table = "".join(f"<tr><td><b>{escape(k)}</b></td><td>{escape(v)}</td></tr>" for k, v in facts)
     mean = _img(mean_map_picture(result.mean_maps[cluster.index]), "mean evidence", 128)
     pictures = []
     for item, index in list(zip(items, cluster.members, strict=True))[:thumbnails]:
         picture = member_thumbnail(analysis, item, result.thumbs[index])
-        pictures.append(f"<td align='center'>{_img(picture, item.image, THUMB_PX)}<br><small>{_e(_short(item.image))}"
-                        "</small></td>")  # fmt: skip
+        caption = escape(_short(item.image))
+        pictures.append(f"<td align='center'>{_img(picture, item.image, THUMB_PX)}<br><small>{caption}</small></td>")
     rows = "".join(f"<tr>{''.join(pictures[i : i + 6])}</tr>" for i in range(0, len(pictures), 6))
     more = f"<br><small>{len(items) - thumbnails} more not shown</small>" if len(items) > thumbnails else ""
     note = analysis.note(entry.target, cluster.index)
-    note_html = f"<p><b>Reviewer's note:</b> {_multiline(note)}</p>" if note.strip() else ""
+    note_html = f"<p><b>Reviewer's note:</b> {multiline(note)}</p>" if note.strip() else ""
     return (
         f"{heading}{reasons}<table cellspacing='6'><tr><td valign='top' align='center'>{mean}<br><small>mean evidence"
         f"</small></td><td valign='top'><table border='1' cellspacing='0' cellpadding='2'>{table}</table></td></tr>"
@@ -226,7 +227,7 @@ def scatter_plot(coords: np.ndarray, labels: np.ndarray, flagged: set[int], size
 
 def write_report(analysis: DatasetAnalysis, path: str | Path, *, app_version: str = "") -> Path:
     """Write :func:`analysis_report` to ``path`` (all or nothing)."""
-    from ..export import write_all_or_nothing
+    from engine.results.export import write_all_or_nothing
 
     path = Path(path)
     write_all_or_nothing({path: analysis_report(analysis, app_version=app_version).encode("utf-8")})
@@ -234,7 +235,7 @@ def write_report(analysis: DatasetAnalysis, path: str | Path, *, app_version: st
 
 
 def _img(pixels: np.ndarray, alt: str, width: int) -> str:
-    return f"<img src='{png_data_uri(pixels)}' width='{width}' alt='{_e(alt)}'>"
+    return f"<img src='{png_data_uri(pixels)}' width='{width}' alt='{escape(alt)}'>"
 
 
 def _short(text: str, limit: int = 18) -> str:

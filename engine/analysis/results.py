@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import AnalysisCancelled, DatasetAnalysisError, FGVisError
-from ..export import write_all_or_nothing
-from ..inputs import regular_file
-from ..output import readable_name
+from engine.errors import AnalysisCancelled, DatasetAnalysisError, FGVisError
+from engine.models.inputs import regular_file
+from engine.results.export import write_all_or_nothing
+from engine.results.files import readable_name
+
 from . import core
 from .core import AnalysisError, ClusterStats, MapClusters, ReducedMaps
 

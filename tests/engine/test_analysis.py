@@ -29,9 +29,9 @@ from engine.cli import main
 # ---------------------------------------------------------------------------------------------- fixtures
 def fake_batch(folder, classes: dict[str, tuple[np.ndarray, np.ndarray]], game: str = "preserve") -> dict:
     """A results folder like ``fgvis batch`` writes: per item ``STEM_mask.npy`` (C, H, W), ``_mask_mean.npy``,
-    ``_overlay.png`` and the summary JSON, then the index (engine.batch.write_index). ``classes``: label ->
+    ``_overlay.png`` and the summary JSON, then the index (engine.results.batch.write_index). ``classes``: label ->
     (evidence maps (N, H, W) in 0..1, marked (N,) bool). Returns {stem: marked}."""
-    from engine.batch import write_index
+    from engine.results.batch import write_index
 
     folder.mkdir(parents=True, exist_ok=True)
     truth = {}
@@ -292,7 +292,7 @@ def test_a_cancelled_analysis_stops_at_its_next_step_and_saves_nothing(tmp_path,
 
 
 def test_failed_and_cancelled_batch_items_are_listed(tmp_path):
-    from engine.batch import write_index
+    from engine.results.batch import write_index
 
     folder = tmp_path / "batch"
     fake_batch(folder, {"ring": synthetic_class_maps(12, 0.0, seed=7)})
@@ -399,7 +399,7 @@ def test_cli_analyze_bad_input_exits_2_with_one_line(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------------------------- planted set
 def test_planted_set_marks_part_of_one_class_only():
-    from engine.synthetic import MARKER_SIZE, PLANTED_CLASS, PLANTED_SHARE, generate
+    from engine.evaluation.synthetic import MARKER_SIZE, PLANTED_CLASS, PLANTED_SHARE, generate
 
     data = generate(80, 5, "planted")
     planted = data.labels == PLANTED_CLASS
@@ -413,8 +413,8 @@ def test_planted_set_marks_part_of_one_class_only():
 
 
 def test_shipped_planted_model_uses_the_marker():
-    from engine.resources import resource_path
-    from engine.synthetic import PLANTED_CARD_NAME, load_shapes_model
+    from engine.evaluation.synthetic import PLANTED_CARD_NAME, load_shapes_model
+    from engine.models.resources import resource_path
 
     card = json.loads(resource_path(PLANTED_CARD_NAME).read_text())
     assert card["test_accuracy"] >= 0.9 and card["training_time_s"] < 120

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from engine import FGVisConfig
-from engine.baselines import METHODS, attribute, find_gradcam_layer
+from engine.evaluation.baselines import METHODS, attribute, find_gradcam_layer
 
 
 class ToyNet(nn.Module):

@@ -1,4 +1,4 @@
-"""``fgvis batch`` / ``engine.batch.run_batch`` on the toy classifier: bad files, resuming, the index."""
+"""``fgvis batch`` / ``engine.results.batch.run_batch`` on the toy classifier: bad files, resuming, the index."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from engine import ConfigError, FGVisConfig, TargetError
-from engine.batch import INDEX_COLUMNS, image_files, images_in, run_batch, write_index
+from engine.results.batch import INDEX_COLUMNS, image_files, images_in, run_batch, write_index
 
 
 @pytest.fixture

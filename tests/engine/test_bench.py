@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.bench import device_name, run_speed_benchmark
+from engine.evaluation.bench import device_name, run_speed_benchmark
 
 
 def test_device_names_in_benchmark_tables(monkeypatch):
@@ -31,7 +31,7 @@ def test_speed_benchmark_prints_a_row_per_batch_size(speed_table):
 
 
 def test_profile_benchmark_times_the_variants_and_lists_the_top_operators():
-    from engine.bench import run_profile_benchmark
+    from engine.evaluation.bench import run_profile_benchmark
 
     report = run_profile_benchmark("efficientnet_lite0", batch_sizes=(1,), repeats=1, device="cpu", top=3)
     (row,) = [line for line in report.splitlines() if line.startswith("| 1 |")]
@@ -43,7 +43,7 @@ def test_profile_benchmark_times_the_variants_and_lists_the_top_operators():
 
 
 def test_the_cost_of_a_call_is_split_into_steps_and_a_fixed_part():
-    from engine.bench import CallCost
+    from engine.evaluation.bench import CallCost
 
     # A stand-in whose steps cost 0.04 s and whose calls cost 0.3 s more: 20 steps 1.1 s, 100 steps 4.3 s.
     cost = CallCost.from_calls((0.3 + 20 * 0.04, 20), (0.3 + 100 * 0.04, 100))
@@ -54,8 +54,8 @@ def test_the_cost_of_a_call_is_split_into_steps_and_a_fixed_part():
 
 
 def test_the_clean_bare_pass_is_measured_in_a_fresh_process(monkeypatch):
-    from engine import threads
-    from engine.bench import bare_seconds, clean_bare_seconds
+    from engine.core import threads
+    from engine.evaluation.bench import bare_seconds, clean_bare_seconds
 
     monkeypatch.setenv(threads.ENV, "1")
     child = clean_bare_seconds("synthetic_shapes", 2, repeats=3)

@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import FGVisConfig, load_model, synthetic
-from engine.batch import run_batch
+from engine import FGVisConfig, load_model
 from engine.cli import main
+from engine.evaluation import synthetic
+from engine.results.batch import run_batch
 
 ray = pytest.importorskip("ray", reason="the cluster extra is not installed")
 
-from engine.cluster import ClusterError, ModelSource, check_address, mask_agreement, run_batch_on_ray  # noqa: E402
+from engine.results.cluster import ClusterError, ModelSource, check_address, mask_agreement, run_batch_on_ray  # noqa: E402
 
 CONFIG = FGVisConfig(steps=8)
 SOURCE = ModelSource("synthetic_shapes")
@@ -123,7 +124,7 @@ CANCEL_SCRIPT = """
 import json, sys
 from pathlib import Path
 from engine import FGVisConfig
-from engine.cluster import ModelSource, run_batch_on_ray
+from engine.results.cluster import ModelSource, run_batch_on_ray
 summary = run_batch_on_ray(ModelSource("synthetic_shapes"), Path(sys.argv[1]), Path(sys.argv[2]), workers=2,
                            config=FGVisConfig(steps=300, patience=10**6), batch_size=1, should_stop=lambda: True)
 print(json.dumps({"cancelled": summary.cancelled, "written": summary.written}))

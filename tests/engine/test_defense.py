@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.defense import ActivationFilter
+from engine.core.defense import ActivationFilter
 
 from .toy_models import FunctionalNet, ReusedReLUNet, SignedNet
 
@@ -151,7 +151,7 @@ def test_filter_changes_no_forward_value():
 
 
 def test_blocked_units_are_counted_exactly_in_half_precision():
-    from engine.defense import _count_per_item
+    from engine.core.defense import _count_per_item
 
     flags = torch.ones(2, 3000, dtype=torch.bfloat16)  # bf16 cannot hold 3000 exactly
     flags[1, :1000] = 0
@@ -182,7 +182,7 @@ class _ClampNet(nn.Module):
 def _filtered_pass(model, x, e, *, model_arg=None, generic=False, monkeypatch=None):
     """Record on ``x``, filter a pass on ``e``: -> (input gradient, blocked fraction, decisions)."""
     if generic:  # every activation through the general path: the reference for the fused one
-        monkeypatch.setattr("engine.defense._clamp_ceiling", lambda *args: None)
+        monkeypatch.setattr("engine.core.defense._clamp_ceiling", lambda *args: None)
     activation_filter = ActivationFilter()
     with torch.no_grad(), activation_filter.recording(model_arg):
         model(x)
@@ -303,7 +303,7 @@ def test_uncounted_passes_filter_the_same_and_report_nan():
 
 def test_eager_passes_reuse_the_buffers_a_replayed_graph_writes():
     """A CUDA graph recorded from a counted pass rewrites that pass's buffers; eager passes in between
-    (the graph trial, engine.model_pass) must keep writing the same ones, and after a replay the
+    (the graph trial, engine.core.model_pass) must keep writing the same ones, and after a replay the
     filter reports the recorded pass again."""
     model = _ClampNet().eval()
     x = torch.randn(2, 3, 8, 8)

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from engine.baselines import METHODS
 from engine.cli import main
-from engine.evaluation import check_targets, run_quality_benchmark, sanity_check
+from engine.evaluation.baselines import METHODS
+from engine.evaluation.suite import check_targets, run_quality_benchmark, sanity_check
 
 
 def test_quality_smoke_run_from_the_command_line(tmp_path, capsys):

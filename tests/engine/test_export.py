@@ -13,11 +13,11 @@ from PIL import Image
 
 from engine import FGVisConfig, explain
 from engine.colormaps import apply_colormap, display_range
-from engine.export import ExportError, compose_overlay, export_record, planned_paths, rescore_png
-from engine.output import FILE_MODE
-from engine.record import ExplanationRecord
-from engine.report import curve_plot, image_report
-from engine.session import Session, SessionError, SessionImage, load_session, save_session, source_problem
+from engine.results.export import ExportError, compose_overlay, export_record, planned_paths, rescore_png
+from engine.results.files import FILE_MODE
+from engine.results.record import ExplanationRecord
+from engine.results.report import curve_plot, image_report
+from engine.results.session import Session, SessionError, SessionImage, load_session, save_session, source_problem
 
 
 @pytest.fixture
@@ -141,7 +141,7 @@ def test_session_round_trip(record, photo, tmp_path):
 
 
 def test_moved_changed_corrupt_and_foreign_sessions(record, photo, tmp_path):
-    from engine.models import sha256_of
+    from engine.models.loading import sha256_of
 
     image = SessionImage(photo.name, str(photo), sha256_of(photo), "", [record])
     assert source_problem(image) is None

@@ -11,7 +11,7 @@ from torch import nn
 
 import engine
 from engine import ConfigError, DefenseError, Explanation, FGVisConfig, TargetError, explain
-from engine.fgvis import gaussian_blur
+from engine.core.fgvis import gaussian_blur
 
 from .toy_models import FunctionalNet, ReusedReLUNet, SignedNet, TinyCNN
 
@@ -321,3 +321,17 @@ def test_unavailable_cuda_is_a_clear_error(tiny, inputs):
         pytest.skip("this machine has CUDA")
     with pytest.raises(engine.DeviceError, match="no CUDA GPU"):
         explain(tiny, inputs, config=FGVisConfig(steps=1, device="cuda"))
+
+
+def test_every_result_field_says_how_split_parts_merge():
+    """merge_explanations is driven by the fields' merge rules: a field added without one cannot be
+    merged (it would otherwise silently come from the first part only)."""
+    from dataclasses import field, fields, make_dataclass
+
+    from engine.core.explanation import MERGE_RULES, StepState, merge_rule
+
+    for cls in (Explanation, StepState):
+        assert all(merge_rule(spec) in MERGE_RULES for spec in fields(cls))
+    extended = make_dataclass("Extended", [("new_per_item", list, field(default_factory=list))], bases=(Explanation,))
+    with pytest.raises(TypeError, match="'new_per_item' has no merge rule"):
+        [merge_rule(spec) for spec in fields(extended)]

@@ -58,7 +58,7 @@ def test_reference_cache_on_cuda(real_model, samples):
 
 def _graph_loop(real_model, samples, **kwargs):
     """An optimisation of two photos on CUDA, set up as explain() does (scoped mode, fused filter)."""
-    from engine.bench import _FGVisStep
+    from engine.evaluation.bench import _FGVisStep
 
     x, _ = real_model.preprocess(samples["coffee"])
     module = real_model.module.cuda()
@@ -68,7 +68,7 @@ def _graph_loop(real_model, samples, **kwargs):
 
 
 def test_cuda_graph_replay_computes_what_the_eager_step_computes(real_model, samples):
-    from engine.models import frozen
+    from engine.models.loading import frozen
 
     loop, module, activation_filter = _graph_loop(real_model, samples, graph_trial_rounds=0)
     with frozen(module):
@@ -88,7 +88,7 @@ def test_cuda_graph_replay_computes_what_the_eager_step_computes(real_model, sam
 
 
 def test_the_graph_trial_settles_on_a_path_and_the_run_goes_on_with_it(real_model, samples):
-    from engine.models import frozen
+    from engine.models.loading import frozen
 
     loop, module, activation_filter = _graph_loop(real_model, samples)
     with frozen(module):
@@ -107,7 +107,7 @@ def test_the_graph_trial_settles_on_a_path_and_the_run_goes_on_with_it(real_mode
 
 def test_a_dropped_graph_leaves_a_working_eager_run(real_model, samples):
     """Force the trial's other outcome (the graph must beat an eager pass taking no time)."""
-    from engine.models import frozen
+    from engine.models.loading import frozen
 
     loop, module, activation_filter = _graph_loop(real_model, samples)
     with frozen(module):

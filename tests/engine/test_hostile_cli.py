@@ -21,10 +21,10 @@ import pytest
 from PIL import Image
 
 from engine import FGVisConfig
-from engine.batch import run_batch
 from engine.cli import main
-from engine.export import complete_export, planned_paths
-from engine.output import MAX_STEM_BYTES, file_stems, remove_stale_temporaries
+from engine.results.batch import run_batch
+from engine.results.export import complete_export, planned_paths
+from engine.results.files import MAX_STEM_BYTES, file_stems, remove_stale_temporaries
 
 STEPS = FGVisConfig(steps=2)
 
@@ -234,7 +234,7 @@ def test_a_folder_another_batch_is_writing_is_refused_and_a_dead_runs_lock_taken
     import socket
 
     from engine import ConfigError
-    from engine.batch import LOCK_FILE, batch_lock
+    from engine.results.batch import LOCK_FILE, batch_lock
 
     folder = tmp_path / "images"
     folder.mkdir()

@@ -29,9 +29,9 @@ from PIL import Image
 from torch import nn
 
 from engine import ConfigError, FGVisConfig, ImageLoadError, ModelLoadError, TargetError, explain, load_image
-from engine.images import MAX_ASPECT_RATIO, MAX_PIXELS, read_error
-from engine.models import MAX_CLASSES, MAX_LABELS_FILE_BYTES, classifier_with_weights, load_model
-from engine.preprocess import Preprocessing
+from engine.models.images import MAX_ASPECT_RATIO, MAX_PIXELS, read_error
+from engine.models.loading import MAX_CLASSES, MAX_LABELS_FILE_BYTES, classifier_with_weights, load_model
+from engine.models.preprocess import Preprocessing
 
 from .toy_models import TinyCNN
 
@@ -187,7 +187,7 @@ def test_peak_memory_of_a_thin_strip_stays_small():
     code = """
 import resource
 from PIL import Image
-from engine.preprocess import Preprocessing
+from engine.models.preprocess import Preprocessing
 prep = Preprocessing()
 prep(Image.new("RGB", (300, 200)))  # warm up torch
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -22,10 +22,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine import ClassifierModel, FGVisConfig, Preprocessing, explain, images
-from engine import session as session_module
-from engine.record import ExplanationRecord
-from engine.session import (
+from engine import ClassifierModel, FGVisConfig, Preprocessing, explain
+from engine.models import images
+from engine.results import session as session_module
+from engine.results.record import ExplanationRecord
+from engine.results.session import (
     MAX_IMAGES,
     MAX_JSON_BYTES,
     MAX_MEMBER_BYTES,
@@ -477,7 +478,7 @@ def test_every_bomb_is_refused_with_little_memory_in_a_fresh_process(valid, tmp_
             paths[-1].write_bytes(make(valid))
     script = (
         "import resource, sys, time\n"
-        "from engine.session import SessionError, load_session\n"
+        "from engine.results.session import SessionError, load_session\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "started = time.perf_counter()\n"
         "for path in sys.argv[1:]:\n"

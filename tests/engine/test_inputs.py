@@ -1,4 +1,4 @@
-"""engine.inputs: only regular files are opened; declared sizes are bounded."""
+"""engine.models.inputs: only regular files are opened; declared sizes are bounded."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import pytest
 
 from engine.errors import ImageLoadError
-from engine.inputs import check_count, regular_file
+from engine.models.inputs import check_count, regular_file
 
 
 def test_only_a_regular_file_passes(tmp_path):

@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from engine import FGVisConfig, explain, synthetic
-from engine.fgvis import BINARY_SHARES, binarize, goal_met
-from engine.metrics import energy_inside, pointing_game
-from engine.models import load_model
+from engine import FGVisConfig, explain
+from engine.core.fgvis import BINARY_SHARES, binarize, goal_met
+from engine.evaluation import synthetic
+from engine.evaluation.metrics import energy_inside, pointing_game
+from engine.models.loading import load_model
 
 PATCH = (slice(None), slice(2, 6), slice(2, 6))  # channels, rows, columns of the evidence in an 8x8 image
 
@@ -149,7 +150,7 @@ def test_the_explanation_is_the_8bit_picture_it_is_scored_as(clutter):
     """With ``quantize`` (the default) the optimisation and the final score see ``e`` as 8-bit pixels:
     ``explanation`` is that picture (quantising it again changes nothing) and the exported picture scores
     what the result says, for soft masks too. With ``quantize=False``, ``e`` is float (the paper)."""
-    from engine.metrics import round_trip_8bit
+    from engine.evaluation.metrics import round_trip_8bit
 
     model, x, targets, _ = clutter
     x, targets = x[:4], targets[:4]
@@ -164,7 +165,7 @@ def test_the_explanation_is_the_8bit_picture_it_is_scored_as(clutter):
 
 
 def test_quantizer_matches_quantize():
-    from engine.preprocess import Preprocessing
+    from engine.models.preprocess import Preprocessing
 
     preprocessing = Preprocessing(crop=(8, 8), resize=8)
     x = torch.randn(2, 3, 8, 8)

@@ -11,8 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from engine.fgvis import _Optimisation, explain
-from engine.metrics import (
+from engine.core.explanation import FGVisConfig
+from engine.core.fgvis import Optimisation, explain
+from engine.evaluation.metrics import (
     concentration,
     delete_top,
     deletion_insertion,
@@ -29,9 +30,8 @@ from engine.metrics import (
     spearman,
     top_pixels,
 )  # fmt: skip
-from engine.models import ClassifierModel
-from engine.preprocess import Preprocessing
-from engine.types import FGVisConfig
+from engine.models.loading import ClassifierModel
+from engine.models.preprocess import Preprocessing
 
 
 class MeanIsProbability(nn.Module):
@@ -285,7 +285,7 @@ def test_goal_met_is_the_optimisations_rule():
     prob_original = torch.ones(5)
     top1_original = torch.tensor([0, 0, 0, 0, 0])
     for game in ("preserve", "delete"):
-        expected = _Optimisation.goal(
+        expected = Optimisation.goal(
             SimpleNamespace(game=game, config=config, targets=targets, top1_original=top1_original,
                             prob_original=prob_original), prob, top1,
         )  # fmt: skip

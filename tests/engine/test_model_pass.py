@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.model_pass import ModelPass
+from engine.core.model_pass import ModelPass
 
 
 class Paths:

@@ -11,7 +11,7 @@ import torch
 import torchvision
 
 from engine import ModelLoadError, TargetError, load_model
-from engine.models import sha256_of
+from engine.models.loading import sha256_of
 
 
 def test_builtin_model_classifies_the_sample_photos_sensibly(real_model, samples):

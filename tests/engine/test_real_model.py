@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from engine import FGVisConfig, explain
-from engine.metrics import concentration
+from engine.evaluation.metrics import concentration
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 

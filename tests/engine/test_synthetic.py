@@ -10,9 +10,8 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from engine import load_model
-from engine.defense import ActivationFilter
-from engine.resources import resource_path
-from engine.synthetic import (
+from engine.core.defense import ActivationFilter
+from engine.evaluation.synthetic import (
     CARD_NAME,
     CLASSES,
     CLUTTER_CARD_NAME,
@@ -23,6 +22,7 @@ from engine.synthetic import (
     generate,
     to_tensor,
 )
+from engine.models.resources import resource_path
 
 
 def test_generation_is_deterministic_balanced_and_masks_are_the_shape():
@@ -49,8 +49,8 @@ def test_weights_for_another_architecture_are_a_clear_error():
     from torch import nn
 
     from engine.errors import ModelLoadError
-    from engine.models import classifier_with_weights
-    from engine.synthetic import WEIGHTS_NAME, preprocessing
+    from engine.evaluation.synthetic import WEIGHTS_NAME, preprocessing
+    from engine.models.loading import classifier_with_weights
 
     weights = resource_path(WEIGHTS_NAME)
     with pytest.raises(ModelLoadError, match=r"weights do not fit Sequential: .*missing keys"):

@@ -272,7 +272,7 @@ def test_cluster_notes_go_into_the_session_and_come_back(make_window, batch, qtb
 
 def test_session_notes_of_a_missing_folder_are_kept_and_different_notes_both_survive(make_window, batch, qtbot,
                                                                                      tmp_path):  # fmt: skip
-    from engine.session import ReviewNotes, Session, save_session
+    from engine.results.session import ReviewNotes, Session, save_session
 
     folder, _ = batch
     analysis = analyze(folder, embedding="spectral")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from engine import FGVisConfig, explain
-from engine.record import ExplanationRecord
-from engine.session import MAX_PLACEHOLDER_PIXELS, Session, SessionImage, save_session
+from engine.results.record import ExplanationRecord
+from engine.results.session import MAX_PLACEHOLDER_PIXELS, Session, SessionImage, save_session
 
 
 @pytest.fixture

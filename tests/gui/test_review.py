@@ -12,8 +12,8 @@ import pytest
 from PySide6.QtWidgets import QMessageBox
 
 from engine.colormaps import display_range
-from engine.export import planned_paths
-from engine.session import load_session
+from engine.results.export import planned_paths
+from engine.results.session import load_session
 
 
 @pytest.fixture

@@ -301,7 +301,7 @@ def test_compare_shows_a_colour_bar_per_result(opened, qtbot):
 
 # ---------------------------------------------------------------- 12. reports and sessions
 def test_no_result_is_split_across_pdf_pages(opened, qtbot):
-    from engine.report import image_report
+    from engine.results.report import image_report
     from gui.pdf import page_of, paged_document
 
     window = opened

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .colormaps import DEFAULT_SCALE, DisplayRange, apply_colormap, display_range
-from .errors import ExportError
-from .models import ClassifierModel
-from .output import npy_bytes, png_bytes, write_atomic
+from engine.colormaps import DEFAULT_SCALE, DisplayRange, apply_colormap, display_range
+from engine.errors import ExportError
+from engine.models.loading import ClassifierModel
+
+from .files import npy_bytes, png_bytes, write_atomic
 from .record import ExplanationRecord, score_pixels
 
 #: File name suffixes of one export, by kind (``STEM + suffix``).
@@ -166,7 +167,7 @@ def rescore_png(model: ClassifierModel, png: bytes | Path, target: int) -> float
 
 
 def write_all_or_nothing(files: dict[Path, bytes]) -> None:
-    """:func:`engine.output.write_atomic` with a clear :class:`ExportError`: all files or none of them."""
+    """:func:`engine.results.files.write_atomic` with a clear :class:`ExportError`: all files or none of them."""
     try:
         write_atomic(files)
     except OSError as exc:

@@ -1,10 +1,10 @@
-"""The batch on a Ray cluster (Ray Data): the same items, files and index as :func:`engine.batch.run_batch`,
+"""The batch on a Ray cluster (Ray Data): the same items, files and index as :func:`engine.results.batch.run_batch`,
 from a local Ray instance on this machine to a cluster of GPU machines.
 
 The driver (this process) lists the images, skips nothing itself and holds the output folder's lock;
 Ray Data streams the image list to a pool of actors (``_ExplainStage``), each of which loads the model
 **once** and explains a batch of images per call with the engine's batched :func:`engine.explain`
-(:func:`engine.batch.explain_chunk`), writing every item with the same atomic writes as the local batch.
+(:func:`engine.results.batch.explain_chunk`), writing every item with the same atomic writes as the local batch.
 The driver turns the outcomes into progress and, at the end, writes the index from what is on disk.
 
 Faults: an image that cannot be read or an item that fails is an outcome (listed with its reason); an
@@ -27,6 +27,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.colormaps import DEFAULT_SCALE
+from engine.core.explanation import FGVisConfig
+from engine.errors import ClusterError, FGVisError
+from engine.models.loading import ClassifierModel, load_model
+
 from .batch import (
     BatchItem,
     BatchProgress,
@@ -40,11 +45,7 @@ from .batch import (
     plan_image,
     prepare_run,
 )
-from .colormaps import DEFAULT_SCALE
-from .errors import ClusterError, FGVisError
-from .models import ClassifierModel, load_model
-from .output import file_stems, readable_name, remove_stale_temporaries
-from .types import FGVisConfig
+from .files import file_stems, readable_name, remove_stale_temporaries
 
 #: What to tell a user whose Python has no Ray.
 INSTALL_HINT = "pip install -e '.[cluster]' (or pip install 'ray[data]')"
@@ -176,7 +177,7 @@ def run_batch_on_ray(
     app_version: str = "", max_retries: int = 3, on_progress: Callable[[BatchProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None, fault_marker: str | None = None,
 ) -> BatchSummary:  # fmt: skip
-    """:func:`engine.batch.run_batch` on Ray: same arguments and results (files, index, summary).
+    """:func:`engine.results.batch.run_batch` on Ray: same arguments and results (files, index, summary).
 
     Parameters
     ----------

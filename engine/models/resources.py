@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .errors import FGVisError
+from engine.errors import FGVisError
 
 
 def resource_path(*parts: str) -> Path:
@@ -15,7 +15,7 @@ def resource_path(*parts: str) -> Path:
     PyInstaller bundle (``resources/`` inside ``sys._MEIPASS``).
     """
     frozen_root = getattr(sys, "_MEIPASS", None)
-    root = Path(frozen_root) if frozen_root else Path(__file__).resolve().parent.parent
+    root = Path(frozen_root) if frozen_root else Path(__file__).resolve().parents[2]
     return root.joinpath("resources", *parts)
 
 

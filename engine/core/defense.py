@@ -1,4 +1,4 @@
-"""The defense against adversarial evidence (FGVis paper, Sec. 3; ``shared/fgvis-method.md`` Sec. 3).
+"""The defense against adversarial evidence (FGVis paper, Sec. 3; docs/METHOD.md §3).
 
 For every output ``h`` of a nonlinearity (except the final softmax) the explanation ``e`` may only use
 evidence the image ``x`` itself activates:
@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .errors import DefenseError
+from engine.errors import DefenseError
 
 _ACTIVATION_NAMES = (
     "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "leaky_relu", "leaky_relu_", "elu", "elu_",

@@ -1,4 +1,4 @@
-"""The FGVis optimisation: preservation and deletion games (``shared/fgvis-method.md`` Sec. 1-2).
+"""The FGVis optimisation: preservation and deletion games (docs/METHOD.md §1-2).
 
 ``e = m*x + (1-m)*r`` with a full-resolution, per-channel mask ``m`` initialised to ones and clipped to
 [0, 1] after every step.
@@ -7,7 +7,7 @@
 * delete:   minimise ``s(e) - lambda*mean(m)`` -- the smallest change that destroys it.
 
 ``s`` is the target's softmax probability (or its log, ``loss="ce"``). Gradients of ``s`` through the
-network pass the defense's gradient filter (:mod:`engine.defense`); the sparsity term's gradient does
+network pass the defense's gradient filter (:mod:`engine.core.defense`); the sparsity term's gradient does
 not. With automatic lambda each item gets its own lambda, raised after a step that met the game's goal
 and lowered after one that did not, and the sparsest (preserve) or least-changed (delete) mask that met
 the goal is returned. All items of a batch are optimised together in one batched loop.
@@ -22,7 +22,7 @@ import math
 import numbers
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +31,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from engine.errors import ConfigError, DefenseError, DeviceError, TargetError
+from engine.models.images import load_image
+from engine.models.loading import ClassifierModel, frozen, resolve_device, short_reason
+from engine.models.preprocess import Geometry
+
 from .defense import ActivationFilter
-from .errors import ConfigError, DefenseError, DeviceError, TargetError
-from .images import load_image
+from .explanation import GAMES, Explanation, FGVisConfig, StepState, merge_rule
 from .model_pass import TRIAL_ROUNDS, ModelPass, record_cuda_graph
-from .models import ClassifierModel, _short_reason, frozen
-from .preprocess import Geometry
-from .types import GAMES, Explanation, FGVisConfig, StepState
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def explain(
     Parameters
     ----------
     model
-        A :class:`~engine.models.ClassifierModel` (from :func:`~engine.models.load_model`) or a bare
+        A :class:`~engine.models.loading.ClassifierModel` (from :func:`~engine.models.loading.load_model`) or a bare
         ``nn.Module`` classifier returning logits ``(N, K)``.
     image
         A path, PIL image or array (or a list of them: a batch), or a tensor ``(N, C, H, W)`` / ``(C, H, W)``
@@ -91,7 +92,7 @@ def explain(
     Returns
     -------
     Explanation
-        Tensors on the CPU; see :class:`~engine.types.Explanation`.
+        Tensors on the CPU; see :class:`~engine.core.explanation.Explanation`.
     """
     config = config or FGVisConfig()
     if game not in GAMES:
@@ -99,7 +100,7 @@ def explain(
     target = _checked_target(target)
     classifier = _as_classifier(model, image)
     inputs, geometries, originals = _prepare_inputs(classifier, image)
-    device = _resolve_device(config.device, classifier)
+    device = resolve_device(config.device, classifier)
     _check_inputs(classifier, inputs, device)
     run = _Run(classifier, game, defense, config, device, on_step, should_stop, cache)
     result = run.explain_splitting(inputs, geometries, originals, target)
@@ -163,7 +164,7 @@ def _check_inputs(classifier: ClassifierModel, inputs: torch.Tensor, device: tor
         return  # not a problem of the input: the run splits the batch, or says that one image does not fit
     except Exception as exc:
         raise ConfigError(
-            f"{classifier.name} fails on the input tensor of shape {shape}: {_short_reason(exc)}; expected "
+            f"{classifier.name} fails on the input tensor of shape {shape}: {short_reason(exc)}; expected "
             f"{expected}{hint}"
         ) from exc
     if not isinstance(output, torch.Tensor) or output.dim() != 2 or output.shape[0] != 1:
@@ -224,13 +225,113 @@ class _Run:
         try:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(self.config.seed)
-                return _run(
-                    self.classifier, inputs, geometries, originals, target, self.game, self.defense, self.config,
-                    device, self.on_step, self.should_stop, started, self.cache,
-                )  # fmt: skip
+                return self._optimise(inputs, geometries, originals, target, started)
         finally:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+
+    def _optimise(self, inputs, geometries, originals, target, started: float) -> Explanation:
+        """One batch, start to end: the reference pass, the optimisation loop, binarisation and the final
+        scoring of ``e``. ``inputs`` ``(N, C, H, W)`` in the model's input space (CPU)."""
+        classifier, game, defense, config, device = self.classifier, self.game, self.defense, self.config, self.device
+        on_step, should_stop, cache = self.on_step, self.should_stop, self.cache
+        module = classifier.module
+        activation_filter = ActivationFilter(rtol=config.defense_rtol, atol=config.defense_atol, enabled=defense)
+        cache = cache if cache is not None else ReferenceCache(size=0)
+        with frozen(module):
+            x = inputs.to(device=device, dtype=torch.float32)
+            image = cache.image_key(inputs)
+            logits_x = cache.record(module, image, x, activation_filter)
+            if not classifier.labels:
+                classifier.labels = [f"class {i}" for i in range(logits_x.shape[1])]
+            targets = _resolve_targets(classifier, target, logits_x)
+            if targets.shape[0] != x.shape[0]:
+                # One image, several targets: explain each target on its own copy of the image.
+                x = x.expand(targets.shape[0], -1, -1, -1).contiguous()
+                geometries, originals = geometries * targets.shape[0], originals * targets.shape[0]
+                image = None if image is None else (image, targets.shape[0])
+                logits_x = cache.record(module, image, x, activation_filter)
+            if defense and activation_filter.num_activations == 0:
+                raise DefenseError(
+                    f"{classifier.name}: no activation function could be intercepted (TorchScript models run "
+                    "their operations outside Python), so the defense cannot be applied; use defense=False"
+                )
+            targets = targets.to(device)
+            probs_x = torch.softmax(logits_x.float(), dim=1)
+            prob_original = probs_x.gather(1, targets[:, None])[:, 0]
+            top1_original = probs_x.argmax(1)
+            reference = cache.reference(classifier, image, x, config)
+            quantize = classifier.preprocessing.quantize if classifier.pixel_input else _unchanged
+            score_8bit = config.quantize and classifier.pixel_input
+            if config.reference == "blur":
+                # On 8-bit values, so that a 0/1 mask's explanation is exactly the picture the app saves
+                # (EfficientNet-Lite0 scored binarised blur explanations 0.23 in float and 0.40 as PNG).
+                reference = quantize(reference)
+            loop = Optimisation(game, config, x, reference, targets, prob_original, top1_original,
+                                 quantize=classifier.preprocessing.quantizer(x) if score_8bit else None)  # fmt: skip
+            history: list[StepState] = []
+            cancelled = False
+            next_preview = 0.0
+            for step in range(1, config.steps + 1):
+                if should_stop is not None and should_stop():
+                    cancelled = True
+                    break
+                state = loop.step(module, activation_filter, step)
+                history.append(state)
+                if on_step is not None:
+                    now = time.perf_counter()
+                    if now >= next_preview:
+                        next_preview = now + 1.0 / config.preview_rate_hz
+                        state = _with_preview(state, loop.mask, game, config.preview_size)
+                    on_step(state)
+                if loop.converged(step):
+                    log.debug("converged after %d steps", step)
+                    break
+            mask = loop.result_mask()
+            if config.binarize and not cancelled:
+                mask = binarize(module, x, reference, mask, game, targets, loop.goal, quantize)
+            with torch.no_grad():
+                explanation = mask * x + (1 - mask) * reference
+                if score_8bit:
+                    explanation = quantize(explanation)
+                probs_e = torch.softmax(module(explanation).float(), dim=1)
+            prob_explanation = probs_e.gather(1, targets[:, None])[:, 0]
+            top1_explanation = probs_e.argmax(1)
+            goal_met = loop.goal(prob_explanation, top1_explanation)
+        result = Explanation(
+            mask=mask.detach().cpu(),
+            explanation=explanation.cpu(),
+            input=x.cpu(),
+            reference=reference.cpu(),
+            target=targets.cpu(),
+            target_labels=[classifier.label(int(t)) for t in targets],
+            prob_original=prob_original.cpu(),
+            prob_explanation=prob_explanation.cpu(),
+            top1_original=top1_original.cpu(),
+            top1_explanation=top1_explanation.cpu(),
+            lambda_=loop.result_lambda().cpu(),
+            goal_met=goal_met.cpu(),
+            game=game,
+            defense=defense,
+            config=config,
+            steps=len(history),
+            cancelled=cancelled,
+            history=history,
+            wall_time_s=time.perf_counter() - started,
+            device=str(device),
+            model_name=classifier.name,
+            defended_activations=activation_filter.num_activations,
+            preprocessing=classifier.preprocessing,
+            geometries=list(geometries),
+            originals=list(originals),
+            warnings=loop.notes,
+        )
+        log.info(
+            "%s (%s, defense %s): %d steps in %.1f s, p %s -> %s, mask mean %s",
+            game, classifier.name, "on" if defense else "off", result.steps, result.wall_time_s,
+            _fmt(result.prob_original), _fmt(result.prob_explanation), _fmt(result.mask.flatten(1).mean(1)),
+        )  # fmt: skip
+        return result
 
 
 def _target_count(target: Target) -> int:
@@ -251,138 +352,42 @@ def _slice_target(target: Target, count: int, low: int, high: int) -> Target:
 
 
 def merge_explanations(parts: Sequence[Explanation]) -> Explanation:
-    """Concatenate explanations of consecutive parts of one batch (same game, model and settings).
+    """Join explanations of consecutive parts of one batch (same game, model and settings), field by field
+    as each field's merge rule says (:mod:`engine.core.explanation`).
 
     Parts that stopped earlier than the longest repeat their last :class:`StepState` in the merged
     history, so every step has a value for every item."""
-    first = parts[0]
     if len(parts) == 1:
-        return first
-    steps = max(part.steps for part in parts)
-    history = []
+        return parts[0]
+    values = {}
+    for spec in fields(Explanation):
+        rule, each = merge_rule(spec), [getattr(part, spec.name) for part in parts]
+        if rule == "history":
+            values[spec.name] = _merge_histories(each, max(part.steps for part in parts))
+        else:
+            values[spec.name] = _merge(rule, each)
+    return Explanation(**values)
+
+
+def _merge(rule: str, values: list):
+    if rule == "item":
+        return torch.cat(values) if isinstance(values[0], torch.Tensor) else [v for part in values for v in part]
+    if rule == "join":
+        return [v for part in values for v in part]
+    combine = {"same": lambda v: v[0], "max": max, "any": any, "sum": sum}[rule]
+    return combine(values)
+
+
+def _merge_histories(histories: list[list[StepState]], steps: int) -> list[StepState]:
+    merged = []
     for index in range(steps):
-        states = [part.history[min(index, len(part.history) - 1)] for part in parts if part.history]
-        history.append(StepState(
-            step=index + 1, total=first.config.steps,
-            **{key: np.concatenate([getattr(state, key) for state in states])
-               for key in ("loss", "target_prob", "mask_mean", "lambda_", "blocked_fraction", "goal_met")},
-        ))  # fmt: skip
-
-    def cat(name: str) -> torch.Tensor:
-        return torch.cat([getattr(part, name) for part in parts])
-
-    def joined(name: str) -> list:
-        return [item for part in parts for item in getattr(part, name)]
-
-    tensors = ("mask", "explanation", "input", "reference", "target", "prob_original", "prob_explanation",
-               "top1_original", "top1_explanation", "lambda_", "goal_met")  # fmt: skip
-    return replace(
-        first, **{name: cat(name) for name in tensors},
-        **{name: joined(name) for name in ("target_labels", "geometries", "originals", "warnings")},
-        steps=steps, history=history, cancelled=any(part.cancelled for part in parts),
-        wall_time_s=sum(part.wall_time_s for part in parts),
-    )  # fmt: skip
-
-
-def _run(classifier, inputs, geometries, originals, target, game, defense, config, device, on_step, should_stop,
-         started, cache) -> Explanation:  # fmt: skip
-    module = classifier.module
-    activation_filter = ActivationFilter(rtol=config.defense_rtol, atol=config.defense_atol, enabled=defense)
-    cache = cache if cache is not None else ReferenceCache(size=0)
-    with frozen(module):
-        x = inputs.to(device=device, dtype=torch.float32)
-        image = cache.image_key(inputs)
-        logits_x = cache.record(module, image, x, activation_filter)
-        if not classifier.labels:
-            classifier.labels = [f"class {i}" for i in range(logits_x.shape[1])]
-        targets = _resolve_targets(classifier, target, logits_x)
-        if targets.shape[0] != x.shape[0]:
-            # One image, several targets: explain each target on its own copy of the image.
-            x = x.expand(targets.shape[0], -1, -1, -1).contiguous()
-            geometries, originals = geometries * targets.shape[0], originals * targets.shape[0]
-            image = None if image is None else (image, targets.shape[0])
-            logits_x = cache.record(module, image, x, activation_filter)
-        if defense and activation_filter.num_activations == 0:
-            raise DefenseError(
-                f"{classifier.name}: no activation function could be intercepted (TorchScript models run "
-                "their operations outside Python), so the defense cannot be applied; use defense=False"
-            )
-        targets = targets.to(device)
-        probs_x = torch.softmax(logits_x.float(), dim=1)
-        prob_original = probs_x.gather(1, targets[:, None])[:, 0]
-        top1_original = probs_x.argmax(1)
-        reference = cache.reference(classifier, image, x, config)
-        quantize = classifier.preprocessing.quantize if classifier.pixel_input else _unchanged
-        score_8bit = config.quantize and classifier.pixel_input
-        if config.reference == "blur":
-            # On 8-bit values, so that a 0/1 mask's explanation is exactly the picture the app saves
-            # (EfficientNet-Lite0 scored binarised blur explanations 0.23 in float and 0.40 as PNG).
-            reference = quantize(reference)
-        loop = _Optimisation(game, config, x, reference, targets, prob_original, top1_original,
-                             quantize=classifier.preprocessing.quantizer(x) if score_8bit else None)  # fmt: skip
-        history: list[StepState] = []
-        cancelled = False
-        next_preview = 0.0
-        for step in range(1, config.steps + 1):
-            if should_stop is not None and should_stop():
-                cancelled = True
-                break
-            state = loop.step(module, activation_filter, step)
-            history.append(state)
-            if on_step is not None:
-                now = time.perf_counter()
-                if now >= next_preview:
-                    next_preview = now + 1.0 / config.preview_rate_hz
-                    state = _with_preview(state, loop.mask, game, config.preview_size)
-                on_step(state)
-            if loop.converged(step):
-                log.debug("converged after %d steps", step)
-                break
-        mask = loop.result_mask()
-        if config.binarize and not cancelled:
-            mask = binarize(module, x, reference, mask, game, targets, loop.goal, quantize)
-        with torch.no_grad():
-            explanation = mask * x + (1 - mask) * reference
-            if score_8bit:
-                explanation = quantize(explanation)
-            probs_e = torch.softmax(module(explanation).float(), dim=1)
-        prob_explanation = probs_e.gather(1, targets[:, None])[:, 0]
-        top1_explanation = probs_e.argmax(1)
-        goal_met = loop.goal(prob_explanation, top1_explanation)
-    result = Explanation(
-        mask=mask.detach().cpu(),
-        explanation=explanation.cpu(),
-        input=x.cpu(),
-        reference=reference.cpu(),
-        target=targets.cpu(),
-        target_labels=[classifier.label(int(t)) for t in targets],
-        prob_original=prob_original.cpu(),
-        prob_explanation=prob_explanation.cpu(),
-        top1_original=top1_original.cpu(),
-        top1_explanation=top1_explanation.cpu(),
-        lambda_=loop.result_lambda().cpu(),
-        goal_met=goal_met.cpu(),
-        game=game,
-        defense=defense,
-        config=config,
-        steps=len(history),
-        cancelled=cancelled,
-        history=history,
-        wall_time_s=time.perf_counter() - started,
-        device=str(device),
-        model_name=classifier.name,
-        defended_activations=activation_filter.num_activations,
-        preprocessing=classifier.preprocessing,
-        geometries=list(geometries),
-        originals=list(originals),
-        warnings=loop.notes,
-    )
-    log.info(
-        "%s (%s, defense %s): %d steps in %.1f s, p %s -> %s, mask mean %s",
-        game, classifier.name, "on" if defense else "off", result.steps, result.wall_time_s,
-        _fmt(result.prob_original), _fmt(result.prob_explanation), _fmt(result.mask.flatten(1).mean(1)),
-    )  # fmt: skip
-    return result
+        states = [history[min(index, len(history) - 1)] for history in histories if history]
+        values = {}
+        for spec in fields(StepState):
+            rule, each = merge_rule(spec), [getattr(state, spec.name) for state in states]
+            values[spec.name] = np.concatenate(each) if rule == "item" else each[0]
+        merged.append(StepState(**{**values, "step": index + 1}))
+    return merged
 
 
 class _MaskOptimizer:
@@ -430,10 +435,62 @@ class _MaskOptimizer:
         return (self.exp_avg, self.exp_avg_sq, self.count) if self.kind == "adam" else ()
 
 
-class _Optimisation:
+@dataclass
+class BestSoFar:
+    """Per item of a batch of ``N``: the best mask that met the game's goal so far -- the smallest
+    preservation or the fullest deletion -- or, while none has, the one that came closest, with what a
+    rollback to it needs (:class:`Optimisation`, docs/METHOD.md §2).
+
+    Attributes
+    ----------
+    mask
+        ``(N, C, H, W)`` in [0, 1].
+    optimizer_state
+        The mask optimiser's per-item state at that mask (Adam's moments and step count).
+    value
+        ``(N,)`` ``sense * mean(mask)`` of the best mask that met the goal (lower is better; inf: none yet).
+    lambda_
+        ``(N,)`` the sparsity weight in force at that mask.
+    loss
+        ``(N,)`` manual lambda only: the lowest loss so far (convergence is judged on it).
+    found
+        ``(N,)`` bool: a mask met the goal.
+    closest
+        ``(N,)`` until one does: how far the closest mask's probability was from the goal.
+    last_improved
+        ``(N,)`` int64: the step of the last significant improvement (early stopping).
+    """
+
+    mask: torch.Tensor
+    optimizer_state: tuple[torch.Tensor, ...]
+    value: torch.Tensor
+    lambda_: torch.Tensor
+    loss: torch.Tensor
+    found: torch.Tensor
+    closest: torch.Tensor
+    last_improved: torch.Tensor
+
+    @classmethod
+    def start(cls, mask: torch.Tensor, optimizer_state: tuple[torch.Tensor, ...], lambda_: torch.Tensor) -> BestSoFar:
+        """Before the first step: the starting mask, nothing found."""
+        count, device = mask.shape[0], mask.device
+        inf = torch.full((count,), math.inf, device=device)
+        return cls(
+            mask=mask.detach().clone(),
+            optimizer_state=tuple(t.clone() for t in optimizer_state),
+            value=inf.clone(),
+            lambda_=lambda_.clone(),
+            loss=inf.clone(),
+            found=torch.zeros(count, dtype=torch.bool, device=device),
+            closest=inf.clone(),
+            last_improved=torch.zeros(count, dtype=torch.long, device=device),
+        )
+
+
+class Optimisation:
     """The mask optimisation of one batch: mask, optimiser, lambda control and the best masks so far.
 
-    Automatic lambda (``shared/fgvis-method.md`` Sec. 2, "lambda chosen per image"): while a step meets
+    Automatic lambda (docs/METHOD.md §2, "lambda chosen per image"): while a step meets
     the game's goal, lambda grows by ``exp(lambda_rate)`` (more sparsity pressure). When a step misses
     it, the item is rolled back to its best mask so far (mask and optimiser state) and continues with
     half the lambda -- an online bisection that never wanders off the feasible set. Before any step
@@ -463,15 +520,7 @@ class _Optimisation:
         self.lambda_ = torch.full((count,), float(start), device=x.device)
         # Preserve looks for the smallest mask mean that meets the goal, delete for the largest.
         self.sense = 1.0 if game == "preserve" else -1.0
-        self.best_mask = self.mask.detach().clone()
-        self.best_state = tuple(t.clone() for t in self.optimizer.state())
-        self.best_value = torch.full((count,), math.inf, device=x.device)
-        self.best_lambda = self.lambda_.clone()
-        self.best_loss = torch.full((count,), math.inf, device=x.device)
-        self.found = torch.zeros(count, dtype=torch.bool, device=x.device)
-        # Until an item meets its goal, best_mask holds its mask closest to the goal (by probability).
-        self.closest = torch.full((count,), math.inf, device=x.device)
-        self.last_improved = torch.zeros(count, dtype=torch.long, device=x.device)
+        self.best = BestSoFar.start(self.mask, self.optimizer.state(), self.lambda_)
         self.all_goal_met = False
         self.use_graph = config.cuda_graph and x.device.type == "cuda"
         self.graph_trial_rounds = graph_trial_rounds
@@ -505,7 +554,7 @@ class _Optimisation:
 
     def _model_pass(self, module: nn.Module, activation_filter: ActivationFilter) -> ModelPass:
         """The model's part of each step: eager, or on CUDA a replayed graph where that is faster
-        (:mod:`engine.model_pass`)."""
+        (:mod:`engine.core.model_pass`)."""
         if self.model_pass is None:
             device = self.x.device
 
@@ -577,35 +626,35 @@ class _Optimisation:
         while none has, the mask whose probability came closest to it."""
         if not self.auto_lambda:
             # Manual lambda: convergence is judged on the loss itself.
-            significant = loss < self.best_loss - self.config.tolerance
-            self.best_loss = torch.minimum(self.best_loss, loss)
-            self.last_improved[significant] = step
+            significant = loss < self.best.loss - self.config.tolerance
+            self.best.loss = torch.minimum(self.best.loss, loss)
+            self.best.last_improved[significant] = step
             return
         distance = -self.sense * probs  # preserve: higher p is closer to the goal; delete: lower p
-        closer = ~self.found & ~met & (distance < self.closest)
+        closer = ~self.best.found & ~met & (distance < self.best.closest)
         if closer.any():
-            self.closest = torch.where(closer, distance, self.closest)
-            self.best_mask[closer] = self.mask.detach()[closer]
+            self.best.closest = torch.where(closer, distance, self.best.closest)
+            self.best.mask[closer] = self.mask.detach()[closer]
         value = self.sense * size
-        better = met & (value < self.best_value)
-        self.last_improved[better & (value < self.best_value - self.config.tolerance)] = step
+        better = met & (value < self.best.value)
+        self.best.last_improved[better & (value < self.best.value - self.config.tolerance)] = step
         if better.any():
-            self.best_value = torch.where(better, value, self.best_value)
-            self.best_mask[better] = self.mask.detach()[better]
-            for saved, current in zip(self.best_state, self.optimizer.state(), strict=True):
+            self.best.value = torch.where(better, value, self.best.value)
+            self.best.mask[better] = self.mask.detach()[better]
+            for saved, current in zip(self.best.optimizer_state, self.optimizer.state(), strict=True):
                 saved[better] = current[better]
-            self.best_lambda = torch.where(better, self.lambda_, self.best_lambda)
-            self.found |= better
+            self.best.lambda_ = torch.where(better, self.lambda_, self.best.lambda_)
+            self.best.found |= better
 
     def _control_lambda(self, met: torch.Tensor) -> None:
         rate = self.config.lambda_rate
         self.lambda_ = torch.where(met, self.lambda_ * math.exp(rate), self.lambda_ * math.exp(-rate))
-        rollback = ~met & self.found
+        rollback = ~met & self.best.found
         if rollback.any():
-            self.mask.detach()[rollback] = self.best_mask[rollback]
-            for saved, current in zip(self.best_state, self.optimizer.state(), strict=True):
+            self.mask.detach()[rollback] = self.best.mask[rollback]
+            for saved, current in zip(self.best.optimizer_state, self.optimizer.state(), strict=True):
                 current[rollback] = saved[rollback]
-            halved = torch.minimum(self.lambda_ * math.exp(rate), self.best_lambda) * 0.5
+            halved = torch.minimum(self.lambda_ * math.exp(rate), self.best.lambda_) * 0.5
             self.lambda_ = torch.where(rollback, halved, self.lambda_)
 
     def converged(self, step: int) -> bool:
@@ -614,21 +663,21 @@ class _Optimisation:
         patience = self.config.patience
         if not patience or step < patience:
             return False
-        if self.auto_lambda and not bool(self.found.all()):
+        if self.auto_lambda and not bool(self.best.found.all()):
             return False
-        return bool((step - self.last_improved >= patience).all())
+        return bool((step - self.best.last_improved >= patience).all())
 
     def result_mask(self) -> torch.Tensor:
         """Automatic lambda: the best mask that met the goal (where none did, the one that came
         closest); manual lambda: the current mask."""
         if not self.auto_lambda:
             return self.mask.detach().clone()
-        return self.best_mask.clone()
+        return self.best.mask.clone()
 
     def result_lambda(self) -> torch.Tensor:
         if not self.auto_lambda:
             return self.lambda_.clone()
-        return torch.where(self.found, self.best_lambda, self.lambda_)
+        return torch.where(self.best.found, self.best.lambda_, self.lambda_)
 
 
 #: Shares of a mask's values that :func:`binarize` tries, smallest first: 0.5 % to 48 %, each 1.2x the last.
@@ -657,8 +706,8 @@ def binarize(
     targets: torch.Tensor, goal: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     quantize: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:  # fmt: skip
-    """Sharpen an optimised mask into a 0/1 mask where one plays the game (``shared/fgvis-method.md``
-    Sec. 2; measured in docs/DEFAULTS.md).
+    """Sharpen an optimised mask into a 0/1 mask where one plays the game (docs/METHOD.md §2; measured in
+    docs/DEFAULTS.md).
 
     For each share ``f`` of :data:`BINARY_SHARES`, smallest first, the strongest ``f`` of the evidence
     values (``m`` to preserve, ``1 - m`` to delete; per pixel *and* channel, so the mask stays
@@ -684,7 +733,7 @@ def binarize(
         ``(p(target) (N,), top-1 (N,)) -> (N,) bool``: the game's goal (:func:`goal_met`).
     quantize
         Applied to each candidate explanation before it is scored: the 8-bit picture the app saves,
-        read back (:meth:`~engine.preprocess.Preprocessing.quantize`), so a chosen mask survives export.
+        read back (:meth:`~engine.models.preprocess.Preprocessing.quantize`), so a chosen mask survives export.
 
     Returns
     -------
@@ -911,29 +960,6 @@ def _prepare_inputs(classifier: ClassifierModel, image):
         geometries.append(geometry)
         originals.append(np.asarray(photo))
     return torch.cat(tensors), geometries, originals
-
-
-def _resolve_device(requested: str | None, classifier: ClassifierModel) -> torch.device:
-    if requested is None:
-        return classifier.device
-    if requested == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            device = torch.device(requested)
-        except RuntimeError as exc:
-            raise DeviceError(f"unknown device {requested!r} (use cpu, cuda, cuda:N or auto)") from exc
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError("CUDA was requested but no CUDA GPU is available here; use the CPU")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceError(f"{device} does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-    if classifier.device != device:
-        try:
-            classifier.module.to(device)
-        except torch.cuda.OutOfMemoryError as exc:
-            raise DeviceError(f"the model does not fit in the memory of {device}") from exc
-    return device
 
 
 def _resolve_targets(classifier: ClassifierModel, target: Target, logits: torch.Tensor) -> torch.Tensor:

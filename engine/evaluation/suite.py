@@ -3,7 +3,7 @@
 Two kinds of data:
 
 * ``synthetic_shapes`` (default): the shipped CNN on generated images whose evidence is known (the
-  target shape's pixels, :mod:`engine.synthetic`), explained for their true class; adds the pointing
+  target shape's pixels, :mod:`engine.evaluation.synthetic`), explained for their true class; adds the pointing
   game and the energy inside the ground-truth mask.
 * any other model (``efficientnet_lite0`` by default for photos): the images of a folder (the bundled
   photos by default), explained for the model's top-1 class.
@@ -32,10 +32,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.core.explanation import FGVisConfig
+from engine.core.fgvis import explain
+from engine.errors import ConfigError
+from engine.models.loading import ClassifierModel, frozen, load_model
+from engine.models.resources import sample_images
+from engine.results.files import write_atomic
+
 from .baselines import METHODS, Attribution, attribute
 from .bench import device_name
-from .errors import ConfigError
-from .fgvis import explain
 from .metrics import (
     concentration,
     delete_top,
@@ -50,16 +55,12 @@ from .metrics import (
     round_trip_8bit,
     sparsity,
 )  # fmt: skip
-from .models import ClassifierModel, frozen, load_model
-from .output import write_atomic
-from .resources import sample_images
-from .types import FGVisConfig
 
 SYNTHETIC = "synthetic_shapes"
 #: Methods the randomisation check runs by default (each one is re-run once per randomised layer).
 RANDOMISATION_METHODS = ("fgvis", "gradient", "guided_backprop", "gradcam", "integrated_gradients")
 #: Deletion and insertion curves change each region together with the pixels within this many pixels
-#: of it (:func:`engine.metrics.deletion_insertion`): without it, the ground-truth mask as a map fails
+#: of it (:func:`engine.evaluation.metrics.deletion_insertion`): without it, the ground-truth mask as a map fails
 #: the sanity check on the synthetic shapes (the outline left behind is still recognised).
 DELETION_MARGIN = 2
 #: The pointing game's tolerance in pixels (a disc, TorchRay's definition).
@@ -101,8 +102,8 @@ def load_quality_data(model: ClassifierModel, images: Path | None, count: int) -
             x, torch.from_numpy(data.labels), names, torch.from_numpy(data.masks),
             note=f"{count} generated {variant} images (seed {TEST_SEED + 1}), true class as target",
         )  # fmt: skip
-    from .batch import images_in
-    from .images import load_image
+    from engine.models.images import load_image
+    from engine.results.batch import images_in
 
     paths = (images_in(images) if images is not None else sample_images())[:count]
     if not paths:
@@ -216,7 +217,7 @@ def run_quality_benchmark(
 
 def _game(model: ClassifierModel, attribution: Attribution) -> dict:
     """An FGVis method's own result per item: its game's goal, ``p(e)`` of the soft explanation and the
-    8-bit round trip (:func:`engine.metrics.round_trip_8bit`); ``survival_8bit`` is ``None`` when no
+    8-bit round trip (:func:`engine.evaluation.metrics.round_trip_8bit`); ``survival_8bit`` is ``None`` when no
     explanation met its goal."""
     result = attribution.explanation
     trip = round_trip_8bit(model, result)
@@ -528,7 +529,7 @@ def _machine(device: torch.device) -> str:
 
 
 def _write(out_dir: Path, report: QualityReport, curves: dict) -> dict[str, Path]:
-    """All result files at once (all or nothing, see :func:`engine.output.write_atomic`)."""
+    """All result files at once (all or nothing, see :func:`engine.results.files.write_atomic`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(report.rows[0]))

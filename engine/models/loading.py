@@ -30,7 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ModelLoadError, TargetError
+from engine.errors import DeviceError, ModelLoadError, TargetError
+
 from .images import ImageSource, load_image
 from .inputs import regular_file
 from .preprocess import Geometry, Preprocessing
@@ -234,7 +235,7 @@ def load_model(
     name
         ``"efficientnet_lite0"`` (built in, pretrained) or a torchvision classification architecture
         (``"resnet50"``, ``"vgg16"``, ``"googlenet"``...), or ``"synthetic_shapes"`` / ``"synthetic_clutter"``
-        (the evaluation suite's CNNs, :mod:`engine.synthetic`). Ignored when ``torchscript`` is given.
+        (the evaluation suite's CNNs, :mod:`engine.evaluation.synthetic`). Ignored when ``torchscript`` is given.
     weights
         ``state_dict`` file for ``name`` (``.pth``/``.pt``; read with ``weights_only=True``). With
         ``allow_pickle=True`` the file may instead hold a whole pickled ``nn.Module``.
@@ -281,9 +282,9 @@ def load_model(
         elif name in ("synthetic_shapes", "synthetic_clutter", "synthetic_planted") and not random_weights:
             if weights is not None:
                 raise ModelLoadError(f"{name} comes with its own weights: a weights file cannot be given for it")
-            from .synthetic import load_shapes_model  # the evaluation suite's models (resources/models/)
+            from .bundled import load_bundled  # the evaluation suite's models (resources/models/)
 
-            return load_shapes_model(name.removeprefix("synthetic_"))
+            return load_bundled(name.removeprefix("synthetic_"))
         else:
             model = _load_torchvision(name, weights, num_classes, preprocessing, allow_pickle, random_weights)
     except _ClassCountMismatch as exc:
@@ -382,7 +383,7 @@ def _count_classes(model: ClassifierModel) -> int:
             output = model.module(probe)
     except Exception as exc:
         raise ModelLoadError(
-            f"{source} loads, but the model fails on an image of 1x3x{height}x{width}: {_short_reason(exc)}; {expected}"
+            f"{source} loads, but the model fails on an image of 1x3x{height}x{width}: {short_reason(exc)}; {expected}"
         ) from exc
     if not isinstance(output, torch.Tensor) or output.dim() != 2 or output.shape[0] != 1:
         shape = f"a tensor of shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else "no tensor"
@@ -395,7 +396,7 @@ def classifier_with_weights(
 ) -> ClassifierModel:
     """``module`` with the state_dict stored in ``weights`` (read with ``weights_only``; every key and
     shape checked, a clear :class:`ModelLoadError` otherwise), frozen in eval mode: for code that builds
-    its own architecture, like :mod:`engine.synthetic`."""
+    its own architecture, like :mod:`engine.evaluation.synthetic`."""
     path = Path(weights)
     _load_state_dict_into(module, _read_state_dict(path), path, name)
     model = _finish(module, preprocessing, name, path)
@@ -437,7 +438,7 @@ def _load_torchvision(name, weights, num_classes, preprocessing, allow_pickle, r
         module = builder(**kwargs)
     except Exception as exc:
         raise ModelLoadError(
-            f"the {name} architecture cannot be built with {kwargs['num_classes']} classes: {_short_reason(exc)}",
+            f"the {name} architecture cannot be built with {kwargs['num_classes']} classes: {short_reason(exc)}",
             option="num_classes",
         ) from exc
     if random_weights:
@@ -529,7 +530,7 @@ def _read_state_dict(path: Path, *, allow_pickle: bool = False) -> dict[str, tor
         if allow_pickle and isinstance(exc, (ImportError, AttributeError)):
             # A pickled model names the Python code (module, class) that rebuilds it.
             raise ModelLoadError(
-                f"{path} could not be unpickled: it needs Python code that is not available here ({_short_reason(exc)})"
+                f"{path} could not be unpickled: it needs Python code that is not available here ({short_reason(exc)})"
             ) from exc
         raise ModelLoadError(f"{path} is not {WEIGHTS_FILE}: {_damage(head)}") from exc
     if isinstance(loaded, nn.Module):
@@ -663,7 +664,7 @@ def _load_state_dict_into(module: nn.Module, state: dict[str, torch.Tensor], pat
     try:
         module.load_state_dict(state)
     except Exception as exc:
-        raise ModelLoadError(f"{path}: weights do not fit {architecture}: {_short_reason(exc)}") from exc
+        raise ModelLoadError(f"{path}: weights do not fit {architecture}: {short_reason(exc)}") from exc
 
 
 def _load_torchscript(path: Path, preprocessing: Preprocessing | None) -> ClassifierModel:
@@ -682,7 +683,7 @@ def _load_torchscript(path: Path, preprocessing: Preprocessing | None) -> Classi
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         if head.startswith(b"PK") and zipfile.is_zipfile(path):
-            detail = f"it could not be loaded: {_short_reason(exc)}"  # e.g. made by a newer PyTorch
+            detail = f"it could not be loaded: {short_reason(exc)}"  # e.g. made by a newer PyTorch
             raise ModelLoadError(f"{path} is a TorchScript archive, but {detail}") from exc
         raise ModelLoadError(f"{path} is not {TORCHSCRIPT_FILE}: {_damage(head)}") from exc
     return _finish(module, preprocessing or Preprocessing(), f"{path.name} (TorchScript)", path)
@@ -730,7 +731,7 @@ _NOISE = (
 )
 
 
-def _short_reason(exc: BaseException, limit: int = 200) -> str:
+def short_reason(exc: BaseException, limit: int = 200) -> str:
     """The gist of an exception from PyTorch or a model, without class names or library internals."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     raised = [line for line in lines if re.match(r"^[\w.]*(?:Error|Exception):\s", line)]
@@ -739,3 +740,36 @@ def _short_reason(exc: BaseException, limit: int = 200) -> str:
         text = pattern.sub("", text)
     text = text.strip() or "no details"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def resolve_device(requested: str | None, classifier: ClassifierModel) -> torch.device:
+    """The device ``requested`` (``None``: where the model is; ``"auto"``: CUDA if available, else the CPU;
+    or a torch device name), checked to exist here, with the model moved onto it. The one place that turns
+    a device setting into a device (the engine's runs, the benchmarks and the app's worker use it).
+
+    Raises
+    ------
+    DeviceError
+        Not a device name, CUDA asked for where there is none, a GPU index that does not exist, or the
+        model does not fit in the device's memory.
+    """
+    if requested is None:
+        return classifier.device
+    if requested == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            device = torch.device(requested)
+        except RuntimeError as exc:
+            raise DeviceError(f"unknown device {requested!r} (use cpu, cuda, cuda:N or auto)") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError("CUDA was requested but no CUDA GPU is available here; use the CPU")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"{device} does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if classifier.device != device:
+        try:
+            classifier.module.to(device)
+        except torch.cuda.OutOfMemoryError as exc:
+            raise DeviceError(f"the model does not fit in the memory of {device}") from exc
+    return device

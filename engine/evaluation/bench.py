@@ -1,6 +1,6 @@
 """Benchmarks that print Markdown tables; nothing is asserted.
 
-* ``fgvis bench speed`` (or ``python -m engine.bench``): time per FGVis step, defense on/off, against a
+* ``fgvis bench speed`` (or ``python -m engine.evaluation.bench``): time per FGVis step, defense on/off, against a
   bare forward+backward pass.
 * ``fgvis bench defaults``: both games on the bundled photos with the default model -- the runs that
   chose the defaults in docs/DEFAULTS.md; settings can be overridden to compare.
@@ -9,7 +9,7 @@
 * ``fgvis bench precision``: bf16 / fp16 autocast against float32 (decisions, masks, time).
 * ``fgvis bench profile``: where one model's defended step spends its time (variants, top operators).
 
-The evaluation suite (``fgvis bench quality``) is :mod:`engine.evaluation`.
+The evaluation suite (``fgvis bench quality``) is :mod:`engine.evaluation.suite`.
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import threads
-from .defense import ActivationFilter
-from .fgvis import _Optimisation, _resolve_device, explain
-from .images import load_image
-from .model_pass import CALLS_BEFORE_SETTLED, TRIAL_ROUNDS
-from .models import frozen, load_model
-from .resources import sample_images
-from .types import FGVisConfig
+from engine.core import threads
+from engine.core.defense import ActivationFilter
+from engine.core.explanation import FGVisConfig
+from engine.core.fgvis import Optimisation, explain
+from engine.core.model_pass import CALLS_BEFORE_SETTLED, TRIAL_ROUNDS
+from engine.models.images import load_image
+from engine.models.loading import frozen, load_model, resolve_device
+from engine.models.resources import sample_images
 
 #: Step budgets of the two explain() calls whose difference gives the cost of a step and of a call.
 CALL_STEPS = (20, 100)
@@ -77,7 +77,7 @@ def bare_seconds(model_name: str, batch_size: int, repeats: int, device: str = "
     """Median seconds of a bare forward+backward (:func:`_bare_step`) of ``model_name`` at ``batch_size``,
     in this process, after two warm-up passes."""
     model = load_model(model_name)
-    device_ = _resolve_device(device, model)
+    device_ = resolve_device(device, model)
     x = model.preprocess(sample_images()[0])[0].repeat(batch_size, 1, 1, 1).to(device_)
     with frozen(model.module):
         return _interleaved_median_times({"bare": _bare_step(model.module, x)}, repeats, device_)["bare"]
@@ -89,8 +89,8 @@ def clean_bare_seconds(model_name: str, batch_size: int, repeats: int, device: s
     ``OMP_WAIT_POLICY``) of this one."""
     request = json.dumps({"model": model_name, "batch": batch_size, "repeats": repeats, "device": device})
     env = {**os.environ, threads.ENV: str(torch.get_num_threads())}
-    done = subprocess.run([sys.executable, "-m", "engine.bench", "bare", request], capture_output=True, text=True,
-                          env=env, timeout=1800)  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "engine.evaluation.bench", "bare", request], capture_output=True,
+                          text=True, env=env, timeout=1800)  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(f"the bare-pass child failed: {done.stderr[-2000:]}")
     return float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
@@ -111,7 +111,7 @@ def run_speed_benchmark(batch_sizes: Sequence[int] = (1, 4, 16), repeats: int = 
     against a bare pass measured in a clean state (a fresh child process, and this process before any
     FGVis object exists)."""
     model = load_model()
-    device_ = _resolve_device(device, model)
+    device_ = resolve_device(device, model)
     single, _ = model.preprocess(sample_images()[0])
     every = FGVisConfig().monitor_every
     clean_here = {b: bare_seconds(model.name, b, repeats, str(device_)) for b in batch_sizes}  # before any FGVis object
@@ -202,7 +202,7 @@ def run_contention_benchmark(steps: int = 50, device: str = "auto") -> str:
     Returns a Markdown table; the slowdown should stay near the share of the CPU left (about 2x on two
     cores), not many-fold."""
     model = load_model()
-    device_ = _resolve_device(device, model)
+    device_ = resolve_device(device, model)
     photo = np.asarray(load_image(sample_images()[0]))
     explain_seconds(model, [photo], 5, device_)  # warm up
     alone, _ = explain_seconds(model, [photo], steps, device_)
@@ -260,7 +260,7 @@ class _FGVisStep:
         probs = torch.softmax(logits, 1)
         config = FGVisConfig(cuda_graph=cuda_graph, monitor_every=monitor_every)
         p = probs.gather(1, targets[:, None])[:, 0]
-        self.loop = _Optimisation(
+        self.loop = Optimisation(
             "preserve", config, x, torch.zeros_like(x), targets, p, targets, graph_trial_rounds=graph_trial_rounds
         )
 
@@ -466,7 +466,7 @@ def run_throughput_benchmark(
     ]
     for name in models:
         model = load_model(name, random_weights=name != "efficientnet_lite0")
-        device_ = _resolve_device(device, model)
+        device_ = resolve_device(device, model)
         single = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
         base = None
         with frozen(model.module):
@@ -516,7 +516,7 @@ def run_profile_benchmark(
     * the operators that take the most time in two eager defended steps (one uncounted, one counting
       the monitor) and two bare steps at the largest batch size, from ``torch.profiler``."""
     model = load_model(model_name, random_weights=model_name != "efficientnet_lite0")
-    device_ = _resolve_device(device, model)
+    device_ = resolve_device(device, model)
     single = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     cuda = device_.type == "cuda"
     lines = [
@@ -621,7 +621,7 @@ def run_precision_benchmark(device: str = "auto", steps: int = 100, dtypes: Sequ
       target probability of the autocast explanation re-scored by the float32 model;
     * time per defended step."""
     model = load_model()
-    device_ = _resolve_device(device, model)
+    device_ = resolve_device(device, model)
     photos = [str(p) for p in sample_images()]
     # Eager steps throughout: this compares arithmetic, not launch overhead (autocast's cast cache also
     # does not mix with CUDA-graph recording).

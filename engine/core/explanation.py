@@ -1,17 +1,24 @@
 """The data an explanation run takes and returns: :class:`FGVisConfig`, :class:`StepState`,
-:class:`Explanation`. Numbers in the defaults are justified in ``docs/DEFAULTS.md``."""
+:class:`Explanation`. Numbers in the defaults are justified in ``docs/DEFAULTS.md``.
+
+Every field of :class:`StepState` and :class:`Explanation` says in its metadata how the results of
+consecutive parts of one batch are merged (:func:`engine.core.fgvis.merge_explanations`): ``"item"`` --
+one value per batch item, concatenated; ``"same"`` -- one value for the run, taken from the first part;
+or the name of the rule for a run-wide value (``"max"``, ``"any"``, ``"sum"``, ``"join"``, ``"history"``).
+A new field without a rule cannot be merged (:func:`merge_rule` raises), so none is silently taken from
+the first part only."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import Field, asdict, dataclass, field
 from typing import Literal
 
 import numpy as np
 import torch
 
-from .colormaps import apply_colormap
-from .errors import ConfigError
-from .preprocess import Geometry, Preprocessing, paste_back
+from engine.colormaps import apply_colormap
+from engine.errors import ConfigError
+from engine.models.preprocess import Geometry, Preprocessing, paste_back
 
 Game = Literal["preserve", "delete"]
 GAMES = ("preserve", "delete")
@@ -27,7 +34,7 @@ DEFAULT_LR = {"preserve": 0.05, "delete": 0.05}
 
 @dataclass(frozen=True)
 class FGVisConfig:
-    """Settings of one FGVis optimisation (``shared/fgvis-method.md`` Sec. 1-2).
+    """Settings of one FGVis optimisation (docs/METHOD.md §1-2).
 
     Attributes
     ----------
@@ -75,14 +82,14 @@ class FGVisConfig:
         ``None``: wherever the model is; ``"auto"``: CUDA if available, else CPU; or a torch device
         string. The model is moved there and stays there.
     defense_rtol, defense_atol
-        Tolerance of the defense's bound comparison (rounding only; see :mod:`engine.defense`).
+        Tolerance of the defense's bound comparison (rounding only; see :mod:`engine.core.defense`).
     preview_size
         Longest side, in pixels, of the evidence preview passed to ``on_step``.
     cuda_graph
         CUDA only: after the first step, record the step's forward and backward pass once as a CUDA
         graph and replay it (the GPU is otherwise bound by kernel launches). Steps 3-4 (to 6 when it
         is close) time eager passes against replays, and the graph is kept unless the eager pass was
-        more than 5 % faster (:mod:`engine.model_pass`); if recording fails the run continues without.
+        more than 5 % faster (:mod:`engine.core.model_pass`); if recording fails the run continues without.
         Needs a model whose forward pass does the same operations for every input (which the defense
         requires anyway).
     preview_rate_hz
@@ -97,7 +104,7 @@ class FGVisConfig:
     binarize
         After the optimisation, replace each mask by the smallest 0/1 mask, made of its strongest values,
         whose explanation -- as the 8-bit picture the app saves -- still meets the game's goal
-        (:func:`engine.fgvis.binarize`); where none does the soft mask stays. Not on cancelled runs.
+        (:func:`engine.core.fgvis.binarize`); where none does the soft mask stays. Not on cancelled runs.
     quantize
         Models that take pixels: the explanation is the 8-bit picture the app saves. The optimisation scores
         ``e = m*x + (1-m)*r`` rounded to 8-bit values, with the rounding passed straight through in the
@@ -167,6 +174,24 @@ class FGVisConfig:
         return self.lr if self.lr is not None else DEFAULT_LR[game]
 
 
+#: How the parts of a split batch are merged, per field (module docstring).
+MERGE_RULES = ("item", "same", "max", "any", "sum", "join", "history")
+
+
+def merged(rule: str, **options) -> Field:
+    """A dataclass field whose parts are merged by ``rule`` (one of :data:`MERGE_RULES`)."""
+    assert rule in MERGE_RULES, rule
+    return field(metadata={"merge": rule}, **options)
+
+
+def merge_rule(spec: Field) -> str:
+    """The merge rule of a dataclass field; a field without one is a programming error."""
+    try:
+        return spec.metadata["merge"]
+    except KeyError:
+        raise TypeError(f"the field {spec.name!r} has no merge rule (engine.core.explanation.merged)") from None
+
+
 @dataclass(frozen=True)
 class StepState:
     """Progress of one optimisation step; per-item values are ``(N,)`` numpy arrays (copies).
@@ -195,15 +220,15 @@ class StepState:
         and always ``None`` in the stored history.
     """
 
-    step: int
-    total: int
-    loss: np.ndarray
-    target_prob: np.ndarray
-    mask_mean: np.ndarray
-    lambda_: np.ndarray
-    blocked_fraction: np.ndarray
-    goal_met: np.ndarray
-    preview: np.ndarray | None = None
+    step: int = merged("same")
+    total: int = merged("same")
+    loss: np.ndarray = merged("item")
+    target_prob: np.ndarray = merged("item")
+    mask_mean: np.ndarray = merged("item")
+    lambda_: np.ndarray = merged("item")
+    blocked_fraction: np.ndarray = merged("item")
+    goal_met: np.ndarray = merged("item")
+    preview: np.ndarray | None = merged("same", default=None)
 
     def to_dict(self) -> dict:
         return {
@@ -251,32 +276,32 @@ class Explanation:
         memory).
     """
 
-    mask: torch.Tensor
-    explanation: torch.Tensor
-    input: torch.Tensor
-    reference: torch.Tensor
-    target: torch.Tensor
-    target_labels: list[str]
-    prob_original: torch.Tensor
-    prob_explanation: torch.Tensor
-    top1_original: torch.Tensor
-    top1_explanation: torch.Tensor
-    lambda_: torch.Tensor
-    goal_met: torch.Tensor
-    game: str
-    defense: bool
-    config: FGVisConfig
-    steps: int
-    cancelled: bool
-    history: list[StepState]
-    wall_time_s: float
-    device: str
-    model_name: str
-    defended_activations: int
-    preprocessing: Preprocessing
-    geometries: list[Geometry | None] = field(default_factory=list)
-    originals: list[np.ndarray | None] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    mask: torch.Tensor = merged("item")
+    explanation: torch.Tensor = merged("item")
+    input: torch.Tensor = merged("item")
+    reference: torch.Tensor = merged("item")
+    target: torch.Tensor = merged("item")
+    target_labels: list[str] = merged("item")
+    prob_original: torch.Tensor = merged("item")
+    prob_explanation: torch.Tensor = merged("item")
+    top1_original: torch.Tensor = merged("item")
+    top1_explanation: torch.Tensor = merged("item")
+    lambda_: torch.Tensor = merged("item")
+    goal_met: torch.Tensor = merged("item")
+    game: str = merged("same")
+    defense: bool = merged("same")
+    config: FGVisConfig = merged("same")
+    steps: int = merged("max")
+    cancelled: bool = merged("any")
+    history: list[StepState] = merged("history")
+    wall_time_s: float = merged("sum")
+    device: str = merged("same")
+    model_name: str = merged("same")
+    defended_activations: int = merged("same")
+    preprocessing: Preprocessing = merged("same")
+    geometries: list[Geometry | None] = merged("item", default_factory=list)
+    originals: list[np.ndarray | None] = merged("item", default_factory=list)
+    warnings: list[str] = merged("join", default_factory=list)
 
     def __len__(self) -> int:
         return self.mask.shape[0]

@@ -22,8 +22,8 @@ Three variants, each with its own model:
   analysis`` checks that a dataset review finds the marked images as their own, flagged, cluster.
   ``ShapesData.marked`` says which images carry it and ``ShapesData.markers`` holds its pixels.
 
-``python -m engine.synthetic train [--variant clutter|planted]`` generates the data from fixed seeds, trains the
-variant's CNN deterministically on the CPU and writes the weights and a JSON card (accuracy, seeds,
+``python -m engine.evaluation.synthetic train [--variant clutter|planted]`` generates the data from fixed seeds,
+trains the variant's CNN deterministically on the CPU and writes the weights and a JSON card (accuracy, seeds,
 timing) to ``resources/models/``; :func:`load_shapes_model` loads them.
 """
 
@@ -43,15 +43,22 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import nn
 
-IMAGE_SIZE = 64
-CLASSES = ("plus", "ring", "triangle", "ell")
-WEIGHTS_NAME = "models/synthetic_shapes_cnn.pt"
-CARD_NAME = "models/synthetic_shapes_cnn.json"
-CLUTTER_WEIGHTS_NAME = "models/synthetic_clutter_cnn.pt"
-CLUTTER_CARD_NAME = "models/synthetic_clutter_cnn.json"
+from engine.models.bundled import (
+    CARD_NAME,
+    CLASSES,
+    CLUTTER_CARD_NAME,
+    CLUTTER_WEIGHTS_NAME,
+    IMAGE_SIZE,
+    MODEL_NAMES,
+    PLANTED_CARD_NAME,
+    PLANTED_WEIGHTS_NAME,
+    WEIGHTS_NAME,
+    ClutterCNN,
+    ShapesCNN,
+    load_bundled,
+)
+
 TRAIN_SEED, TEST_SEED = 1, 2
-#: Data set variant -> name of its model for :func:`engine.models.load_model`.
-MODEL_NAMES = {"shapes": "synthetic_shapes", "clutter": "synthetic_clutter", "planted": "synthetic_planted"}
 #: Smallest and largest object scale of the clutter set, in pixels.
 CLUTTER_SIZES = (8, 30)
 #: The clutter model's training images and epochs.
@@ -67,8 +74,6 @@ MARKED_SHAPE_CONTRAST = 0.35
 #: background leaves the evidence on the shapes and the marker.
 PLANTED_GRAIN = 0.0
 MARKER_CORNER, MARKER_JITTER = (3, IMAGE_SIZE - MARKER_SIZE - 3), 2
-PLANTED_WEIGHTS_NAME = "models/synthetic_planted_cnn.pt"
-PLANTED_CARD_NAME = "models/synthetic_planted_cnn.json"
 TRAIN_COUNT_PLANTED, EPOCHS_PLANTED = 3000, 5
 
 
@@ -353,67 +358,9 @@ def _contrasting_colour(under: np.ndarray, rng: np.random.Generator) -> np.ndarr
     return best.astype(np.uint8)
 
 
-class ShapesCNN(nn.Module):
-    """Four 3x3 conv blocks (BN, ReLU; max-pool after the first three), global average pooling and a
-    linear layer: ``(N, 3, 64, 64)`` normalised input -> ``(N, 4)`` logits. ~37 k parameters."""
-
-    def __init__(self, classes: int = len(CLASSES), width: int = 24) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        channels = 3
-        for index, out in enumerate((width, width, 2 * width, 2 * width)):
-            layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
-            if index < 3:
-                layers.append(nn.MaxPool2d(2))
-            channels = out
-        self.features = nn.Sequential(*layers)
-        self.classifier = nn.Linear(channels, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).mean((2, 3)))
-
-
-class ClutterCNN(nn.Module):
-    """Five 3x3 conv blocks (BN, ReLU; a residual sum around the fourth; max-pool after the first, second
-    and fourth), global average pooling and a linear layer: ``(N, 3, 64, 64)`` normalised input ->
-    ``(N, 4)`` logits. ~59 k parameters at ``width=24``.
-
-    Its activations are applied in the three ways a gradient filter must not miss: the module
-    :attr:`relu` is called three times per forward, the second block uses the functional ``F.relu`` and
-    the residual sum goes through the in-place module :attr:`relu_inplace` -- five ReLU calls in all.
-    """
-
-    def __init__(self, classes: int = len(CLASSES), width: int = 24) -> None:
-        super().__init__()
-        wide = 2 * width
-        self.convs = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(inputs, out, 3, padding=1, bias=False), nn.BatchNorm2d(out))
-            for inputs, out in ((3, width), (width, width), (width, wide), (wide, wide), (wide, wide))
-        )
-        self.relu = nn.ReLU()
-        self.relu_inplace = nn.ReLU(inplace=True)
-        self.pool = nn.MaxPool2d(2)
-        self.classifier = nn.Linear(wide, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv1, conv2, conv3, conv4, conv5 = self.convs
-        x = self.pool(self.relu(conv1(x)))  # 32 x 32
-        x = self.pool(F.relu(conv2(x)))  # 16 x 16
-        x = self.relu(conv3(x))
-        x = self.pool(self.relu_inplace(conv4(x) + x))  # 8 x 8
-        return self.classifier(self.relu(conv5(x)).mean((2, 3)))
-
-
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """``(N, H, W, 3)`` uint8 -> ``(N, 3, H, W)`` float32 in the model's input space ([-1, 1])."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
-def preprocessing():
-    """The model's input pipeline as an :class:`~engine.preprocess.Preprocessing` (64x64, [-1, 1])."""
-    from .preprocess import Preprocessing
-
-    return Preprocessing(crop=(IMAGE_SIZE, IMAGE_SIZE), resize=IMAGE_SIZE, mean=(127.5,) * 3, std=(127.5,) * 3)
 
 
 #: Per variant: the architecture, the weights and card resources, default training images and epochs.
@@ -541,23 +488,16 @@ def _subset_accuracy(model: nn.Module, data: ShapesData, chosen: np.ndarray, oth
 
 
 def load_shapes_model(variant: str = "shapes"):
-    """The trained model of ``variant`` (``"shapes"``, ``"clutter"`` or ``"planted"``) shipped in ``resources/`` as a
-    :class:`~engine.models.ClassifierModel` named ``MODEL_NAMES[variant]``."""
-    from .models import classifier_with_weights
-    from .resources import required_resource
-
-    architecture, weights_name = _VARIANT_SETUP[variant][:2]
-    return classifier_with_weights(
-        architecture(), required_resource(weights_name), preprocessing(), MODEL_NAMES[variant], list(CLASSES)
-    )
+    """The shipped model of ``variant`` (:func:`engine.models.bundled.load_bundled`)."""
+    return load_bundled(variant)
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from .resources import resource_path
+    from engine.models.resources import resource_path
 
-    parser = argparse.ArgumentParser(prog="python -m engine.synthetic", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m engine.evaluation.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["train"])
     parser.add_argument("--variant", choices=list(MODEL_NAMES), default="shapes", help="data set (default shapes)")
     parser.add_argument("--out", type=Path, default=resource_path("models"))

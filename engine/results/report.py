@@ -13,9 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .colormaps import DEFAULT_SCALE, DisplayRange, display_range, format_value, lookup_table
+from engine.colormaps import DEFAULT_SCALE, DisplayRange, display_range, format_value, lookup_table
+
 from .export import compose_overlay
-from .output import png_bytes
+from .files import png_bytes
 from .record import ExplanationRecord, monitor_summary
 
 PICTURE_SIZE = 224
@@ -30,14 +31,14 @@ def image_report(
     by default), computed from that result's evidence; the range is printed under the bar."""
     now = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     parts = [
-        _head(f"FGVis review: {image_name}"),
-        f"<h1>FGVis review: {_e(image_name)}</h1>",
-        f"<p>FGVis Studio {_e(app_version)} &middot; {now} &middot; {len(records)} result(s)</p>",
+        page_head(f"FGVis review: {image_name}"),
+        f"<h1>FGVis review: {escape(image_name)}</h1>",
+        f"<p>FGVis Studio {escape(app_version)} &middot; {now} &middot; {len(records)} result(s)</p>",
     ]
     if photo is not None:
         parts.append(f"<p>{_img(_fit(photo, 360), 'the photo')}</p>")
     if image_notes.strip():
-        parts.append(f"<h3>Reviewer notes on this image</h3><p>{_multiline(image_notes)}</p>")
+        parts.append(f"<h3>Reviewer notes on this image</h3><p>{multiline(image_notes)}</p>")
     for number, record in enumerate(records, 1):
         parts.append(_result_section(number, record, colormap, scale))
     parts.append("</body></html>")
@@ -56,11 +57,12 @@ def index_report(rows: Sequence[dict], title: str = "FGVis batch results") -> st
     ignored = [row for row in rows if row.get("status") == "ignored"]
     for row in rows:
         if row.get("status") in ("failed", "ignored"):
-            target = f"{_e(row.get('target_label') or '')} ({row['target']})" if row.get("target") is not None else "-"
+            label = escape(row.get("target_label") or "")
+            target = f"{label} ({row['target']})" if row.get("target") is not None else "-"
             body.append(
-                f"<tr><td>{_e(row['image'])}</td><td>{target}</td><td>{_e(row.get('game') or '-')}</td>"
+                f"<tr><td>{escape(row['image'])}</td><td>{target}</td><td>{escape(row.get('game') or '-')}</td>"
                 f"<td>-</td><td>-</td><td>-</td><td>-</td><td>-</td>"
-                f"<td><b>{row['status']}</b>: {_e(row.get('reason') or 'no reason given')}</td><td></td></tr>"
+                f"<td><b>{row['status']}</b>: {escape(row.get('reason') or 'no reason given')}</td><td></td></tr>"
             )
             continue
         status = "cancelled" if row.get("cancelled") else ("goal met" if row.get("goal_met") else "goal not met")
@@ -68,14 +70,14 @@ def index_report(rows: Sequence[dict], title: str = "FGVis batch results") -> st
             status += ", fails the 8-bit check"
         thumb = _img(row["thumbnail"], "evidence", 96) if row.get("thumbnail") is not None else ""
         body.append(
-            f"<tr><td>{_e(row['image'])}</td><td>{_e(row['target_label'])} ({row['target']})</td>"
-            f"<td>{_e(row['game'])}</td><td>{row['prob_original']:.3f}</td><td>{row['prob_explanation']:.3f}</td>"
+            f"<tr><td>{escape(row['image'])}</td><td>{escape(row['target_label'])} ({row['target']})</td>"
+            f"<td>{escape(row['game'])}</td><td>{row['prob_original']:.3f}</td><td>{row['prob_explanation']:.3f}</td>"
             f"<td>{_num(row.get('prob_rescored'))}</td><td>{row['mask_mean']:.3f}</td><td>{row['steps']}</td>"
             f"<td>{status}</td><td>{thumb}</td></tr>"
         )
     count = f"{len(rows) - len(failed) - len(ignored)} result(s)" + (f", {len(failed)} failed" if failed else "")
     count += f", {len(ignored)} file(s) not images" if ignored else ""
-    return "\n".join([_head(title), f"<h1>{_e(title)}</h1>", f"<p>{count}</p>",
+    return "\n".join([page_head(title), f"<h1>{escape(title)}</h1>", f"<p>{count}</p>",
                       f"<table border='1' cellspacing='0' cellpadding='3'>{head}{''.join(body)}</table>",
                       "</body></html>"])  # fmt: skip
 
@@ -90,7 +92,7 @@ def _result_section(number: int, record: ExplanationRecord, colormap: str, scale
         f"<td align='center'>{_img(record.explanation_rgb, 'explanation')}<br>explanation e</td>"
         f"<td align='center'>{_img(overlay, 'evidence overlay')}<br>evidence {evidence_name}<br>"
         f"{_img(colour_bar(colormap, shown), 'colour bar', PICTURE_SIZE)}<br>"
-        f"<small>colour scale {_e(shown.text())}</small></td>"
+        f"<small>colour scale {escape(shown.text())}</small></td>"
         "</tr></table>"
     )
     config = record.config
@@ -124,14 +126,14 @@ def _result_section(number: int, record: ExplanationRecord, colormap: str, scale
     facts.extend(("warning", warning) for warning in record.warnings)
     if record.game == "preserve":
         facts.append(("score inflation p(e) - p(x)", f"{record.prob_explanation - record.prob_original:+.4f}"))
-    fact_rows = "".join(f"<tr><td><b>{_e(k)}</b></td><td>{_e(v)}</td></tr>" for k, v in facts)
+    fact_rows = "".join(f"<tr><td><b>{escape(k)}</b></td><td>{escape(v)}</td></tr>" for k, v in facts)
     tops = _top5_table(record)
     plot = _img(curve_plot(record.history), "curve", 360) if record.history else ""
-    notes = f"<h3>Reviewer notes</h3><p>{_multiline(record.notes)}</p>" if record.notes.strip() else ""
+    notes = f"<h3>Reviewer notes</h3><p>{multiline(record.notes)}</p>" if record.notes.strip() else ""
     # Each result starts a page: its pictures and tables are never split across two (PDF; browsers too).
     return (
-        f"<h2 style='page-break-before: always'>{number}. {_e(record.target_label)} &middot; {record.game} &middot; "
-        f"defense {'on' if record.defense else 'off'}</h2>{pictures}"
+        f"<h2 style='page-break-before: always'>{number}. {escape(record.target_label)} &middot; {record.game} "
+        f"&middot; defense {'on' if record.defense else 'off'}</h2>{pictures}"
         f"<table cellspacing='8'><tr><td valign='top'><table border='1' cellspacing='0' cellpadding='3'>"
         f"{fact_rows}</table></td><td valign='top'>{tops}<br>{plot}<br>"
         "<small>target probability (orange) and mask mean (blue) per step</small></td></tr></table>"
@@ -146,7 +148,7 @@ def _top5_table(record: ExplanationRecord) -> str:
         for ranking in (record.top5_original, record.top5_explanation):
             if rank < len(ranking):
                 index, label, prob = ranking[rank]
-                cells.append(f"<td>{_e(label)} ({index})</td><td>{prob:.3f}</td>")
+                cells.append(f"<td>{escape(label)} ({index})</td><td>{prob:.3f}</td>")
             else:
                 cells.append("<td></td><td></td>")
         rows.append(f"<tr>{''.join(cells)}</tr>")
@@ -200,7 +202,7 @@ def png_data_uri(pixels: np.ndarray) -> str:
 
 
 def _img(pixels: np.ndarray, alt: str, width: int = PICTURE_SIZE) -> str:
-    return f"<img src='{png_data_uri(pixels)}' width='{width}' alt='{_e(alt)}'>"
+    return f"<img src='{png_data_uri(pixels)}' width='{width}' alt='{escape(alt)}'>"
 
 
 def _fit(pixels: np.ndarray, longest: int) -> np.ndarray:
@@ -209,8 +211,8 @@ def _fit(pixels: np.ndarray, longest: int) -> np.ndarray:
     return np.asarray(image)
 
 
-def _head(title: str) -> str:
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(title)}</title></head>"
+def page_head(title: str) -> str:
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title></head>"
             "<body style='font-family: sans-serif; font-size: 10pt'>")  # fmt: skip
 
 
@@ -218,9 +220,9 @@ def _num(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _e(text) -> str:
+def escape(text) -> str:
     return html.escape(str(text))
 
 
-def _multiline(text: str) -> str:
-    return _e(text).replace("\n", "<br>")
+def multiline(text: str) -> str:
+    return escape(text).replace("\n", "<br>")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import ConfigError
+from engine.errors import ConfigError
 
 #: Environment variable with the number of threads to use (a positive integer).
 ENV = "FGVIS_THREADS"

@@ -18,16 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .colormaps import DEFAULT_SCALE
-from .errors import ConfigError, FGVisError
+from engine.colormaps import DEFAULT_SCALE
+from engine.core.explanation import FGVisConfig, StepState
+from engine.core.fgvis import explain
+from engine.errors import ConfigError, FGVisError
+from engine.models.images import load_image
+from engine.models.loading import ClassifierModel, sha256_of
+
 from .export import SUFFIXES, complete_export, export_record, write_all_or_nothing
-from .fgvis import explain
-from .images import load_image
-from .models import ClassifierModel, sha256_of
-from .output import file_stems, readable_name, remove_stale_temporaries
+from .files import file_stems, readable_name, remove_stale_temporaries
 from .record import ExplanationRecord
 from .report import index_report
-from .types import FGVisConfig, StepState
 
 log = logging.getLogger(__name__)
 
@@ -411,7 +412,7 @@ class ItemOutcome:
 def plan_image(model: ClassifierModel, path: Path, wanted: int | list) -> list[int]:
     """The classes to explain on the image at ``path`` (its top-K, or the listed classes); reads the image
     (and keeps nothing of it). Raises :class:`FGVisError` (ImageLoadError...) when it cannot be read; a path
-    that is not a regular file is refused by :func:`~engine.images.load_image` before it is opened."""
+    that is not a regular file is refused by :func:`~engine.models.images.load_image` before it is opened."""
     if not isinstance(wanted, int):
         load_image(path)  # a listed class still needs a readable image
         return list(wanted)
@@ -569,5 +570,5 @@ def _thumbnail(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-#: Output stems of input files (unique, valid, stable): :func:`engine.output.file_stems`.
+#: Output stems of input files (unique, valid, stable): :func:`engine.results.files.file_stems`.
 unique_stems = file_stems

@@ -18,11 +18,11 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .defense import ACTIVATION_FUNCTIONS
-from .fgvis import gaussian_blur
-from .fgvis import goal_met as fgvis_goal_met
-from .models import ClassifierModel
-from .types import Explanation, FGVisConfig
+from engine.core.defense import ACTIVATION_FUNCTIONS
+from engine.core.explanation import Explanation, FGVisConfig
+from engine.core.fgvis import gaussian_blur
+from engine.core.fgvis import goal_met as fgvis_goal_met
+from engine.models.loading import ClassifierModel
 
 
 def make_reference(x: torch.Tensor, kind: str = "blur", sigma: float = 10.0) -> torch.Tensor:
@@ -169,7 +169,7 @@ def goal_met(
     game: str, config: FGVisConfig, prob: torch.Tensor, top1: torch.Tensor, targets: torch.Tensor,
     prob_original: torch.Tensor, top1_original: torch.Tensor,
 ) -> np.ndarray:  # fmt: skip
-    """``(N,)`` bool numpy: FGVis's goal for ``game`` (:func:`engine.fgvis.goal_met`, the rule the
+    """``(N,)`` bool numpy: FGVis's goal for ``game`` (:func:`engine.core.fgvis.goal_met`, the rule the
     optimisation itself uses) on CPU copies of the arguments."""
     tensors = (prob, top1, targets, prob_original, top1_original)
     return fgvis_goal_met(game, config, *(t.cpu() for t in tensors)).numpy()
@@ -203,9 +203,9 @@ class RoundTrip:
 
 def round_trip_8bit(model: ClassifierModel, result: Explanation) -> RoundTrip:
     """Quantise each explanation ``e`` of ``result`` to the 8-bit RGB picture the app saves and read it
-    back into the model's input space (:meth:`~engine.preprocess.Preprocessing.quantize` of
-    ``result.preprocessing``, the same values as :meth:`~engine.types.Explanation.explanation_image`
-    re-scored by ``engine.record``; a PNG is lossless, so this is what the exported file scores), and
+    back into the model's input space (:meth:`~engine.models.preprocess.Preprocessing.quantize` of
+    ``result.preprocessing``, the same values as :meth:`~engine.core.explanation.Explanation.explanation_image`
+    re-scored by ``engine.results.record``; a PNG is lossless, so this is what the exported file scores), and
     score it with ``model``."""
     probs = model.probabilities(result.preprocessing.quantize(result.explanation))
     targets = result.target.cpu()

@@ -8,7 +8,7 @@ count, sizes and compression methods from the zip's own records; ``session.json`
 depth before parsing it, then the type and range of every field it reads; each array's shape and type from
 its ``.npy`` header before loading it (``allow_pickle=False``), and each array member is read for one
 result only. Whatever fails is a :class:`SessionError` naming the file and the problem. The limits are
-module constants (and those of a result in :mod:`engine.record`: ``MAX_ARRAY_SIDE``,
+module constants (and those of a result in :mod:`engine.results.record`: ``MAX_ARRAY_SIDE``,
 ``MAX_HISTORY_STEPS``, ``MAX_TEXT_CHARS``, ``MAX_NAME_CHARS``, ``MAX_LIST_ITEMS``, ``MAX_INTEGER``); a
 caller with a real need raises them in one place.
 """
@@ -27,12 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import images as _images
+from engine.errors import SessionError
+from engine.models import images as _images
+from engine.models.inputs import check_count, regular_file
+from engine.models.loading import sha256_of
+
 from . import record as _record
-from .errors import SessionError
 from .export import write_all_or_nothing
-from .inputs import check_count, regular_file
-from .models import sha256_of
 from .record import ExplanationRecord
 
 FORMAT = "fgvis-session"
@@ -153,7 +154,7 @@ def session_bytes(session: Session) -> bytes:
 def _within(count: int, limit: int, what: str) -> None:
     if count > limit:
         raise SessionError(f"The session cannot be saved: it has {count:,} {what}, more than the {limit:,} a "
-                           f"session file may hold (engine.session's limits)")  # fmt: skip
+                           f"session file may hold (engine.results.session's limits)")  # fmt: skip
 
 
 def save_session(path: Path, session: Session) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import ConfigError
+from engine.errors import ConfigError
 
 
 def _umask() -> int:

@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
-from .fgvis import explain, gaussian_blur
-from .models import ClassifierModel, frozen
-from .types import Explanation, FGVisConfig
+from engine.core.explanation import Explanation, FGVisConfig
+from engine.core.fgvis import explain, gaussian_blur
+from engine.errors import ConfigError
+from engine.models.loading import ClassifierModel, frozen
 
 METHODS = (
     "fgvis", "fgvis_nodefense", "fgvis_preserve", "gradient", "gradient_x_input", "integrated_gradients", "smoothgrad",

@@ -1,5 +1,5 @@
 """One explained item as plain data (numpy arrays, numbers, strings): what export, reports, batch runs
-and saved sessions store, and what the GUI shows. Built from an :class:`~engine.types.Explanation`."""
+and saved sessions store, and what the GUI shows. Built from an :class:`~engine.core.explanation.Explanation`."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import torch
 
-from . import images as _images
-from .errors import ConfigError
-from .models import ClassifierModel
-from .types import GAMES, Explanation, FGVisConfig
+from engine.core.explanation import GAMES, Explanation, FGVisConfig
+from engine.errors import ConfigError
+from engine.models import images as _images
+from engine.models.loading import ClassifierModel
 
 #: Arrays of a record, by name, as stored in sessions.
 ARRAY_FIELDS = ("mask", "evidence", "explanation_rgb", "deletion_rgb", "input_rgb")

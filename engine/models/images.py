@@ -1,7 +1,7 @@
 """Reading any image file a user may hand us, and converting it to 8-bit RGB.
 
 Everything here works on PIL images and numpy arrays; the model-specific tensor conversion lives in
-:mod:`engine.preprocess`.
+:mod:`engine.models.preprocess`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageLoadError
-from .inputs import regular_file
+from engine.errors import ImageLoadError
+from engine.models.inputs import regular_file
 
 #: Largest image we decode, in pixels (width x height). Guards against decompression bombs: a tiny
 #: file that expands to gigabytes. 100 MP covers any current camera.

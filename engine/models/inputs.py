@@ -11,7 +11,7 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import FGVisError
+from engine.errors import FGVisError
 
 
 def regular_file(path: str | os.PathLike, what: str, error: type[FGVisError]) -> Path:

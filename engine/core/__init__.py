@@ -1,0 +1,6 @@
+"""The method: :func:`explain` (the FGVis optimisation, :mod:`.fgvis`), the per-call defense against
+adversarial evidence (:mod:`.defense`), the model's forward/backward pass of a step (:mod:`.model_pass`),
+the configuration and result types (:mod:`.explanation`) and the thread count of a run (:mod:`.threads`).
+
+Layering: ``core`` uses ``engine.models`` (a classifier and its input) and ``engine.errors``; it imports
+nothing from ``engine.results`` or ``engine.evaluation`` (tests/engine/test_architecture.py)."""
