@@ -764,7 +764,7 @@ def resolve_device(requested: str | None, classifier: ClassifierModel) -> torch.
             raise DeviceError(f"unknown device {requested!r} (use cpu, cuda, cuda:N or auto)") from exc
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError("CUDA was requested but no CUDA GPU is available here; use the CPU")
+            raise DeviceError(f"{device} was requested but no CUDA GPU is available here; use the CPU")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise DeviceError(f"{device} does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     if classifier.device != device:

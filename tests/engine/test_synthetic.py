@@ -49,7 +49,7 @@ def test_weights_for_another_architecture_are_a_clear_error():
     from torch import nn
 
     from engine.errors import ModelLoadError
-    from engine.evaluation.synthetic import WEIGHTS_NAME, preprocessing
+    from engine.models.bundled import WEIGHTS_NAME, preprocessing
     from engine.models.loading import classifier_with_weights
 
     weights = resource_path(WEIGHTS_NAME)
