@@ -709,13 +709,15 @@ def binarize(
     """Sharpen an optimised mask into a 0/1 mask where one plays the game (docs/METHOD.md §2; measured in
     docs/DEFAULTS.md).
 
-    For each share ``f`` of :data:`BINARY_SHARES`, smallest first, the strongest ``f`` of the evidence
-    values (``m`` to preserve, ``1 - m`` to delete; per pixel *and* channel, so the mask stays
-    full-resolution and per-channel) are kept whole (preserve: ``m = 1`` there, 0 elsewhere) or removed
-    whole (delete: ``m = 0`` there, 1 elsewhere). The first share whose explanation, passed through
-    ``quantize``, meets ``goal`` replaces the item's soft mask; items where no share does keep theirs.
-    :data:`BISECT_ROUNDS` rounds of bisection between that share and the one before it then look for a
-    smaller count of values that still meets the goal (every mask returned was checked).
+    A candidate keeps the strongest share ``f`` of the evidence values (``m`` to preserve, ``1 - m`` to
+    delete; per pixel *and* channel, so the mask stays full-resolution and per-channel) whole (preserve:
+    ``m = 1`` there, 0 elsewhere) or removes them whole (delete: ``m = 0`` there, 1 elsewhere), and is
+    scored as its explanation passed through ``quantize``. A binary search over the shares of
+    :data:`BINARY_SHARES` (the goal is taken to hold from some share on: more evidence kept, or more
+    removed, helps the game) finds the smallest share that meets ``goal`` in 5 forward passes instead of
+    up to 26; :data:`BISECT_ROUNDS` rounds of bisection between it and the share below then look for a
+    smaller count of values that still meets it. Every mask returned was checked; items where no share
+    tried meets the goal keep their soft mask.
 
     Parameters
     ----------
@@ -756,24 +758,25 @@ def binarize(
         return candidate, goal(probs, logits.argmax(1))
 
     result = mask.clone()
-    count = mask.shape[0]
-    pending = torch.ones(count, dtype=torch.bool, device=mask.device)
-    # Per item: the largest count that missed the goal (0: none tried) and the count that met it.
-    lower = torch.zeros(count, dtype=torch.long, device=mask.device)
-    upper = torch.full((count,), values, dtype=torch.long, device=mask.device)
-    for share in BINARY_SHARES:
-        keep = max(1, round(share * values))
-        candidate, met = meets(torch.full((count,), keep, device=mask.device))
-        accepted = pending & met
+    count, device = mask.shape[0], mask.device
+    shares = torch.tensor([max(1, round(share * values)) for share in BINARY_SHARES], device=device)
+    # Binary search per item over the share grid: below ``low`` nothing met the goal, ``high`` met it
+    # (len(shares): none has yet).
+    low = torch.full((count,), -1, dtype=torch.long, device=device)
+    high = torch.full((count,), len(shares), dtype=torch.long, device=device)
+    while bool((high - low > 1).any()):
+        active = high - low > 1
+        middle = torch.where(active, (low + high) // 2, high.clamp(max=len(shares) - 1))
+        candidate, met = meets(shares[middle])
+        accepted = active & met
         result[accepted] = candidate[accepted]
-        upper[accepted] = keep
-        lower[pending & ~met] = keep
-        pending &= ~accepted
-        if not pending.any():
-            break
-    # Bisect between the last share that missed and the first that met: the grid is 1.2x apart, so the
-    # coarse choice keeps up to 20 % more than needed; each round halves that gap.
-    found = ~pending
+        high = torch.where(accepted, middle, high)
+        low = torch.where(active & ~met, middle, low)
+    found = high < len(shares)
+    upper = torch.where(found, shares[high.clamp(max=len(shares) - 1)], torch.full_like(high, values))
+    lower = torch.where(low >= 0, shares[low.clamp(min=0)], torch.zeros_like(low))
+    # Bisect between the share that missed and the one that met: the grid is 1.2x apart, so the coarse
+    # choice keeps up to 20 % more than needed; each round halves that gap.
     for _ in range(BISECT_ROUNDS):
         active = found & (upper - lower > 1)
         if not active.any():
