@@ -31,11 +31,9 @@ from engine.core import threads
 from engine.core.explanation import GAMES, OPTIMIZERS, REFERENCES, Explanation, FGVisConfig, StepState
 from engine.errors import FGVisError, ModelLoadError
 from engine.evaluation.baselines import METHODS
-from engine.models.loading import DEFAULT_MODEL, ClassifierModel, load_model, sha256_of
+from engine.models.loading import DEFAULT_MODEL, ClassifierModel, load_model
 from engine.results.batch import images_in, unique_stems
-from engine.results.export import ExportError, existing_files, export_record
-from engine.results.files import readable_name
-from engine.results.record import ExplanationRecord
+from engine.results.export import ExportError, existing_files, export_explained
 
 EXIT_WRITE_ERROR = 1
 EXIT_BAD_INPUT = 2
@@ -468,12 +466,8 @@ def _interrupt_handler(stop: threading.Event):
 
 
 def _write_result(args, model: ClassifierModel, result: Explanation, index: int, path: Path, stem: str) -> None:
-    record = ExplanationRecord.from_explanation(
-        result, index, model, image_name=readable_name(path.name), image_path=readable_name(str(path.resolve())),
-        image_sha256=sha256_of(path),
-    )  # fmt: skip
-    files = export_record(record, args.out, f"{stem}_{result.game}", model=model, colormap=args.colormap,
-                          scale=args.scale, overwrite=True, extra={"app_version": _version()})  # fmt: skip
+    record, files = export_explained(result, index, model, path, args.out, f"{stem}_{result.game}",
+                                     colormap=args.colormap, scale=args.scale, app_version=_version())  # fmt: skip
     status = " (cancelled)" if result.cancelled else ""
     print(
         f"{record.image_name}: {result.game} {record.target_label!r} p {record.prob_original:.3f} -> "

@@ -23,11 +23,10 @@ from engine.core.explanation import FGVisConfig, StepState
 from engine.core.fgvis import explain
 from engine.errors import ConfigError, FGVisError
 from engine.models.images import load_image
-from engine.models.loading import ClassifierModel, sha256_of
+from engine.models.loading import ClassifierModel
 
-from .export import SUFFIXES, complete_export, export_record, write_all_or_nothing
+from .export import SUFFIXES, complete_export, export_explained, write_all_or_nothing
 from .files import file_stems, readable_name, remove_stale_temporaries
-from .record import ExplanationRecord
 from .report import index_report
 
 log = logging.getLogger(__name__)
@@ -453,12 +452,8 @@ def explain_chunk(
             for index, (position, _) in enumerate(loaded):
                 item = chunk[position]
                 try:
-                    record = ExplanationRecord.from_explanation(
-                        result, index, model, image_name=readable_name(item.path.name),
-                        image_path=readable_name(str(item.path.resolve())), image_sha256=sha256_of(item.path),
-                    )  # fmt: skip
-                    export_record(record, out_dir, item.stem, model=model, colormap=colormap, scale=scale,
-                                  overwrite=True, extra={"app_version": app_version})  # fmt: skip
+                    export_explained(result, index, model, item.path, out_dir, item.stem, colormap=colormap,
+                                     scale=scale, app_version=app_version)  # fmt: skip
                 except (FGVisError, OSError) as exc:  # one item's files, never the other items
                     outcomes[position] = ItemOutcome.of(item, model, "failed", str(exc))
                     continue

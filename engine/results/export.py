@@ -14,10 +14,11 @@ import numpy as np
 from PIL import Image
 
 from engine.colormaps import DEFAULT_SCALE, DisplayRange, apply_colormap, display_range
+from engine.core.explanation import Explanation
 from engine.errors import ExportError
-from engine.models.loading import ClassifierModel
+from engine.models.loading import ClassifierModel, sha256_of
 
-from .files import npy_bytes, png_bytes, write_atomic
+from .files import npy_bytes, png_bytes, readable_name, write_atomic
 from .record import ExplanationRecord, score_pixels
 
 #: File name suffixes of one export, by kind (``STEM + suffix``).
@@ -173,3 +174,19 @@ def write_all_or_nothing(files: dict[Path, bytes]) -> None:
     except OSError as exc:
         where = Path(next(iter(files))).parent if files else "?"
         raise ExportError(f"cannot write to {where}: {exc.strerror or exc}") from exc
+
+
+def export_explained(
+    result: Explanation, index: int, model: ClassifierModel, image: Path, out_dir: Path, stem: str, *,
+    colormap: str = "inferno", scale: str = DEFAULT_SCALE, app_version: str = "",
+) -> tuple[ExplanationRecord, dict[str, Path]]:  # fmt: skip
+    """Item ``index`` of ``result``, explained from the photo file ``image``: its record (with the file's
+    name, path and SHA-256) and its files in ``out_dir`` named ``stem`` (:func:`export_record`, replacing
+    earlier ones). The one write path of ``fgvis explain`` and of batches."""
+    record = ExplanationRecord.from_explanation(
+        result, index, model, image_name=readable_name(image.name), image_path=readable_name(str(image.resolve())),
+        image_sha256=sha256_of(image),
+    )  # fmt: skip
+    files = export_record(record, out_dir, stem, model=model, colormap=colormap, scale=scale, overwrite=True,
+                          extra={"app_version": app_version})  # fmt: skip
+    return record, files
