@@ -104,8 +104,9 @@ class FGVisConfig:
     binarize
         After the optimisation, replace each mask by the smallest 0/1 mask, made of its strongest values,
         whose explanation -- as the 8-bit picture the app saves -- still meets the game's goal
-        (:func:`engine.core.fgvis.binarize`: a binary search over shares, then bisection; at most 9 forward
-        passes); where none does the soft mask stays. Not on cancelled runs.
+        (:func:`engine.core.fgvis.binarize`: a binary search over shares, then bisection; 9 forward passes,
+        more only where the soft mask misses the goal); where none does the soft mask stays. Not on
+        cancelled runs.
     quantize
         Models that take pixels: the explanation is the 8-bit picture the app saves. The optimisation scores
         ``e = m*x + (1-m)*r`` rounded to 8-bit values, with the rounding passed straight through in the

@@ -716,8 +716,10 @@ def binarize(
     :data:`BINARY_SHARES` (the goal is taken to hold from some share on: more evidence kept, or more
     removed, helps the game) finds the smallest share that meets ``goal`` in 5 forward passes instead of
     up to 26; :data:`BISECT_ROUNDS` rounds of bisection between it and the share below then look for a
-    smaller count of values that still meets it. Every mask returned was checked; items where no share
-    tried meets the goal keep their soft mask.
+    smaller count of values that still meets it. Where the search finds no share and the soft mask misses
+    the goal as well, the grid is swept from the smallest share (a 0/1 mask may still meet it: the goal
+    need not hold from one share on). Every mask returned was checked; items where no share meets the
+    goal keep their soft mask.
 
     Parameters
     ----------
@@ -773,6 +775,22 @@ def binarize(
         high = torch.where(accepted, middle, high)
         low = torch.where(active & ~met, middle, low)
     found = high < len(shares)
+    if not bool(found.all()):
+        # The search assumes the goal holds from some share on. Where it found none and the soft mask
+        # misses the goal too, sweep the grid from the smallest share: a 0/1 mask may still rescue it.
+        logits = module(quantize(mask * x + (1 - mask) * reference)).float()
+        probs = torch.softmax(logits, 1).gather(1, targets[:, None])[:, 0]
+        sweep = ~found & ~goal(probs, logits.argmax(1))
+        for index in range(len(shares)):
+            if not bool(sweep.any()):
+                break
+            candidate, met = meets(shares[index].expand(count))
+            accepted = sweep & met
+            result[accepted] = candidate[accepted]
+            high = torch.where(accepted, torch.full_like(high, index), high)
+            low = torch.where(accepted, torch.full_like(low, index - 1), low)
+            sweep &= ~accepted
+        found = high < len(shares)
     upper = torch.where(found, shares[high.clamp(max=len(shares) - 1)], torch.full_like(high, values))
     lower = torch.where(low >= 0, shares[low.clamp(min=0)], torch.zeros_like(low))
     # Bisect between the share that missed and the one that met: the grid is 1.2x apart, so the coarse

@@ -68,6 +68,21 @@ def test_binarize_keeps_the_smallest_share_of_the_strongest_values_that_meets_th
     assert 23 not in grid  # the sweep alone would have kept more
 
 
+def test_binarize_sweeps_the_grid_when_the_search_finds_nothing_and_the_soft_mask_misses_the_goal():
+    """A goal that holds for one band of counts only (the search assumes it holds from a share on): the
+    soft mask misses it, the binary search finds no share, the sweep finds the grid's 21 values, and
+    bisection confirms that fewer do not."""
+    module, x, targets = PatchModel(), torch.ones(1, 3, 8, 8), torch.tensor([0])
+    assert 21 in [round(share * 192) for share in BINARY_SHARES]
+
+    def band(prob, top1):  # sigmoid(k - 20) in [0.62, 0.82]: k = 21 kept patch values, no other count
+        return (prob >= 0.62) & (prob <= 0.82)
+
+    result = binarize(module, x, torch.zeros_like(x), _soft_mask(0.9, 0.4), "preserve", targets, band)
+    assert set(result.unique().tolist()) == {0.0, 1.0}
+    assert int((result[0] > 0.5).sum()) == 21 and not (result[0] > 0.5)[~_in_patch()].any()
+
+
 def test_binarize_removes_the_strongest_deletion_evidence():
     module, x, targets = PatchModel(), torch.ones(1, 3, 8, 8), torch.tensor([0])
     goal = _goal("delete", module, x, targets)
