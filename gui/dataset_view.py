@@ -321,6 +321,7 @@ class DatasetReviewWindow(QMainWindow):
             self.statusBar().showMessage(message)
 
     def _on_cancelled(self) -> None:
+        self._incoming_notes = {}
         self.statusBar().showMessage("Analysis cancelled; nothing was saved", 8000)
 
     def _on_thread_finished(self) -> None:
@@ -328,6 +329,7 @@ class DatasetReviewWindow(QMainWindow):
         self.open_action.setEnabled(True)
 
     def _on_failed(self, message: str) -> None:
+        self._incoming_notes = {}
         self.statusBar().showMessage("The folder could not be analysed", 8000)
         self.failed.emit(message)
         if self.isVisible():
@@ -567,7 +569,12 @@ class DatasetReviewWindow(QMainWindow):
     def merge_notes(self, notes: dict[str, str]) -> None:
         """Join ``notes`` (keyed like :func:`engine.analysis.note_key`, e.g. a session's) with the analysis's
         own: a cluster without a note takes the given one; where both have different text, both are kept
-        (the analysis folder's first). Written to the analysis folder; ``notes_changed`` follows."""
+        (the analysis folder's first). Written to the analysis folder; ``notes_changed`` follows. Before an
+        analysis is shown they wait for it (and are dropped if it fails or is cancelled: the session that
+        sent them keeps them)."""
+        if self.analysis is None:
+            self._incoming_notes.update(notes)
+            return
         changed = False
         for key, text in notes.items():
             own = self.analysis.notes.get(key, "")

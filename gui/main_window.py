@@ -883,10 +883,6 @@ class MainWindow(QMainWindow):
 
     def _on_session_loaded(self, images: list, view: dict, problems: list, reviews: list) -> None:
         problems = list(problems)
-        for review in reviews:
-            problem = self._restore_review(review)
-            if problem:
-                problems.append(problem)
         first = len(self.images)
         for image in images:
             self.images.append(image)
@@ -909,6 +905,13 @@ class MainWindow(QMainWindow):
             self.session_path = self._opening_session
         if images:
             self.docks["results"].raise_()
+        for review in reviews:  # after the images: a review that cannot be shown never costs them
+            try:
+                problem = self._restore_review(review)
+            except (FGVisError, OSError, ValueError, RuntimeError) as exc:
+                problem = f"The dataset review of {review.results_dir} could not be reopened: {exc}"
+            if problem:
+                problems.append(problem)
         self.session_opened.emit(len(images), problems)
         if problems:
             self.show_error("Part of the session could not be checked",
@@ -982,12 +985,24 @@ class MainWindow(QMainWindow):
         window = DatasetReviewWindow(self, app_version=__version__)
         window.failed.connect(lambda message: self.show_error("Dataset review", message))
         window.notes_changed.connect(self._on_review_notes)
-        window.destroyed.connect(lambda _=None, key=key: self._review_windows.pop(key, None))
+        window.analysis_loaded.connect(lambda analysis, window=window: self._key_review_window(window, analysis))
+        window.destroyed.connect(lambda _=None, window=window: self._forget_review_window(window))
         self._review_windows[key] = window
         window.show()
         held = self.reviews.get(key)
         window.open_folder(Path(folder), game, notes=held.notes if held else None)
         return window
+
+    def _key_review_window(self, window, analysis) -> None:
+        """A review window is known by the analysis it shows (its results folder and game), which may
+        differ from the folder it was opened on (an analysis folder, a delete analysis, another folder
+        opened in the window)."""
+        self._forget_review_window(window)
+        self._review_windows[_review_key(analysis.results_dir, analysis.game)] = window
+
+    def _forget_review_window(self, window) -> None:
+        for key in [key for key, known in self._review_windows.items() if known is window]:
+            del self._review_windows[key]
 
     def _on_review_notes(self, review: ReviewNotes) -> None:
         """A dataset review's notes changed: the session keeps them (and autosaves)."""
@@ -1008,14 +1023,20 @@ class MainWindow(QMainWindow):
                     held.notes[name] = text if not own or own in text else f"{own}\n\n{text}"
         if not review.notes:
             return None
-        if not Path(review.results_dir).is_dir():
-            return (f"The dataset review of {review.results_dir} cannot be shown (the folder is not there); its "
-                    f"{len(review.notes)} cluster note(s) are kept in the session")  # fmt: skip
         window = self._review_windows.get(key)
         if window is not None:
             window.merge_notes(review.notes)
-        else:
-            self.open_batch_results(Path(review.results_dir), review.game)
+            return None
+        from engine.analysis import find_analysis
+
+        kept = f"its {len(review.notes)} cluster note(s) are kept in the session"
+        if not Path(review.results_dir).is_dir():
+            return f"The dataset review of {review.results_dir} cannot be shown (the folder is not there); {kept}"
+        if find_analysis(Path(review.results_dir)) is None:
+            # Opening a session never starts an analysis (nor writes into a folder without one).
+            return (f"The dataset review of {review.results_dir} has no saved analysis there; {kept}: open the "
+                    "folder with File → Open batch results to analyse it and see them")  # fmt: skip
+        self.open_batch_results(Path(review.results_dir), review.game)
         return None
 
     def batch_dialog(self) -> BatchDialog | None:
@@ -1145,6 +1166,8 @@ class MainWindow(QMainWindow):
         self.stall_monitor.stop()
         for window in list(self._compare_windows):
             window.close()
+        for window in set(self._review_windows.values()):
+            window.close()  # writes pending notes, stops a running analysis at its next step
         self.worker_thread.stop()
         self.autosave_timer.stop()
         self._autosaver.shutdown(wait=True)
@@ -1229,7 +1252,7 @@ def _review_key(folder, game: str) -> tuple[str, str]:
     """Which dataset review: the results folder (absolute, as typed otherwise) and the game."""
     try:
         folder = Path(folder).resolve()
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError, ValueError):  # ValueError: a NUL character in a hostile path
         folder = Path(folder)
     return str(folder), game
 

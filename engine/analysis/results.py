@@ -416,7 +416,8 @@ def analyze(
         folder = Path(out_dir) if out_dir is not None else results_dir / ANALYSIS_FOLDER
         say(f"saving to {folder}")
         save_analysis(analysis, folder)
-        say(f"saved to {folder}")
+        if log is not None:  # not say(): a cancel that comes now is too late, the analysis is saved
+            log(f"saved to {folder}")
     return analysis
 
 

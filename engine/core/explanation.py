@@ -230,6 +230,7 @@ class StepState:
     lambda_: np.ndarray = merged("item")
     blocked_fraction: np.ndarray = merged("item")
     goal_met: np.ndarray = merged("item")
+    # Per item, but only in on_step calls: the stored history (what is merged) always has None here.
     preview: np.ndarray | None = merged("same", default=None)
 
     def to_dict(self) -> dict:

@@ -289,7 +289,7 @@ class _Run:
                     break
             mask = loop.result_mask()
             if config.binarize and not cancelled:
-                mask = binarize(module, x, reference, mask, game, targets, loop.goal, quantize)
+                mask = binarize(module, x, reference, mask, game, targets, loop.goal, quantize if score_8bit else None)
             with torch.no_grad():
                 explanation = mask * x + (1 - mask) * reference
                 if score_8bit:

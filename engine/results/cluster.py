@@ -213,11 +213,12 @@ def run_batch_on_ray(
         if not ray.is_initialized():
             _start(ray, address)
             started_here = True
-        rows = _stream(ray, source, paths, out_dir, wanted, games, workers, cpus_per_worker, gpus_per_worker,
-                       max_retries, batch_size, overwrite, defense, config, colormap, scale, app_version,
-                       fault_marker)  # fmt: skip
-        feed = _RowFeed(rows)
+        feed = None
         try:
+            rows = _stream(ray, source, paths, out_dir, wanted, games, workers, cpus_per_worker, gpus_per_worker,
+                           max_retries, batch_size, overwrite, defense, config, colormap, scale, app_version,
+                           fault_marker)  # fmt: skip
+            feed = _RowFeed(rows)
             for row in feed.rows(stop):
                 _settle(tally, row, per_image * len(games))
             summary.cancelled = feed.stopped
@@ -228,7 +229,8 @@ def run_batch_on_ray(
         finally:
             if started_here:
                 ray.shutdown()  # on a cancel: ends the actors now, their in-flight items with them
-            feed.close(wait=not started_here)
+            if feed is not None:
+                feed.close(wait=not started_here)
         tally.write_index(out_dir)
     return summary
 
@@ -243,6 +245,7 @@ class _RowFeed:
     the batch it waits for and is waited for (``wait=True``), which closes the Ray Data iterator there."""
 
     POLL_S = 0.25
+    SHUTDOWN_WAIT_S = 5.0
     _END = object()
 
     def __init__(self, rows) -> None:
@@ -275,23 +278,28 @@ class _RowFeed:
         import queue
 
         while True:
-            if stop():
-                self.stopped = True
-                return
+            stopping = stop()
             try:
-                item = self._queue.get(timeout=self.POLL_S)
+                # After a stop, only what has already arrived (finished items are settled, not dropped).
+                item = self._queue.get_nowait() if stopping else self._queue.get(timeout=self.POLL_S)
             except queue.Empty:
+                if stopping:
+                    self.stopped = True
+                    return
                 continue
             if item is self._END:
-                return
+                return  # the run ended: a stop that came after its last row cancels nothing
             if isinstance(item, BaseException):
                 raise item
             yield item
 
     def close(self, wait: bool) -> None:
+        """Stop reading: ``wait`` for the batch in flight (a Ray instance the caller keeps), or, after the
+        caller shut Ray down, give the thread a few seconds to notice (it is a daemon either way)."""
         self._closing.set()
-        if wait:
-            self._thread.join()
+        self._thread.join(None if wait else self.SHUTDOWN_WAIT_S)
+        if self._thread.is_alive():
+            warnings.warn("the Ray row reader did not end after Ray was shut down", RuntimeWarning, stacklevel=2)
 
 
 def _start(ray, address: str | None) -> None:
@@ -307,9 +315,10 @@ def _start(ray, address: str | None) -> None:
 
 def _stream(ray, source, paths, out_dir, wanted, games, workers, cpus_per_worker, gpus_per_worker, max_retries,
             batch_size, overwrite, defense, config, colormap, scale, app_version, fault_marker):  # fmt: skip
-    """Yield one outcome row at a time as the actors finish their batches."""
+    """The run's Ray Data pipeline, planned here (in the caller's thread), and a generator of its outcome
+    rows, one at a time as the actors finish their batches (empty when there are no images)."""
     if not paths:
-        return
+        return iter(())
     available = ray.cluster_resources()
     if workers is None:
         by_cpu = int(available.get("CPU", 1) // max(cpus_per_worker, 1))
@@ -338,6 +347,10 @@ def _stream(ray, source, paths, out_dir, wanted, games, workers, cpus_per_worker
             num_gpus=gpus_per_worker or None, batch_format="numpy",
             max_restarts=max_retries, max_task_retries=max_retries,
         )  # fmt: skip
+    return _rows(results)
+
+
+def _rows(results):
     for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
         for index in range(len(batch["status"])):
             yield {key: _plain(values[index]) for key, values in batch.items()}

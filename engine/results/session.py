@@ -119,9 +119,9 @@ def session_bytes(session: Session) -> bytes:
     """
     _within(len(session.images), MAX_IMAGES, "images")
     _within(sum(len(image.results) for image in session.images), MAX_RESULTS, "results")
-    _within(len(session.reviews), MAX_REVIEWS, "dataset reviews")
-    for review in session.reviews:
-        _within(len(review.notes), MAX_REVIEW_NOTES, f"cluster notes of the review of {review.results_dir}")
+    # The loader's own checks, so that a session that saves also opens (notes can come from a notes.json).
+    _check_reviews([{"results_dir": review.results_dir, "game": review.game, "notes": review.notes}
+                    for review in session.reviews], "The session cannot be saved")  # fmt: skip
     buffer = io.BytesIO()
     images = []
     total = 0
@@ -374,7 +374,7 @@ def _check_document(document: object, members: dict, name: str) -> tuple[list[di
     return checked, _check_view(document.get("view", {}), name), app_version
 
 
-_NOTE_KEY = re.compile(r"\d{1,9}:\d{1,9}")
+_NOTE_KEY = re.compile(r"(0|[1-9][0-9]{0,8}):(0|[1-9][0-9]{0,8})")
 
 
 def _check_reviews(reviews: object, name: str) -> list[ReviewNotes]:
@@ -389,6 +389,8 @@ def _check_reviews(reviews: object, name: str) -> list[ReviewNotes]:
         if not isinstance(entry, dict):
             raise SessionError(f"{name}: {where} must be an object, not {_record.describe(entry)}")
         results_dir = _field(entry.get("results_dir"), "results_dir", name, where)
+        if any(ord(character) < 32 for character in results_dir):
+            raise SessionError(f"{name}: {where}'s results_dir has control characters")
         game = entry.get("game", "preserve")
         if game not in ("preserve", "delete"):
             raise SessionError(f"{name}: {where}'s game must be preserve or delete, not {_record.describe(game)}")

@@ -364,6 +364,12 @@ CASES = [
      r"dataset review 1: note 1:2 must be text"),
     ("review note too long", lambda v: reviews(v, [{"results_dir": "b", "notes": {"1:2": "x" * 100_001}}]),
      r"dataset review 1: note 1:2 .*100,001"),
+    ("review folder with a NUL", lambda v: reviews(v, [{"results_dir": "a\x00b"}]),
+     r"dataset review 1's results_dir has control characters"),
+    ("review note key with a leading zero", lambda v: reviews(v, [{"results_dir": "b", "notes": {"01:2": "t"}}]),
+     r"a note's key must be <class>:<cluster>, not '01:2'"),
+    ("review note key in other digits", lambda v: reviews(v, [{"results_dir": "b", "notes": {"\u0661:2": "t"}}]),
+     r"a note's key must be <class>:<cluster>"),
     ("review notes fine", lambda v: reviews(v, [{"results_dir": "b", "notes": {"1:2": "clever hans"}}]), None),
     # -- arrays
     ("mask (3, 5)", lambda v: edit_arrays(v, mask=np.zeros((3, 5), np.float32)),
@@ -594,4 +600,12 @@ def test_dataset_review_notes_round_trip(valid, tmp_path):
     assert load_session(again).reviews == session.reviews
     session.reviews = [session_module.ReviewNotes("b")] * (session_module.MAX_REVIEWS + 1)
     with pytest.raises(SessionError, match="dataset reviews"):
+        session_bytes(session)
+    # What the loader refuses is refused when saving, so a saved session always opens again (notes can
+    # come from an analysis folder's notes.json, which nothing checks).
+    session.reviews = [session_module.ReviewNotes("b", "preserve", {"x": "a note with a bad key"})]
+    with pytest.raises(SessionError, match="The session cannot be saved: dataset review 1: a note's key"):
+        session_bytes(session)
+    session.reviews = [session_module.ReviewNotes("b", "preserve", {"0:1": "x" * 100_001})]
+    with pytest.raises(SessionError, match="note 0:1"):
         session_bytes(session)

@@ -296,3 +296,28 @@ def test_session_notes_of_a_missing_folder_are_kept_and_different_notes_both_sur
     notes = {(Path(r.results_dir).name, r.game): r.notes for r in window.session_snapshot().reviews}
     assert notes == {("batch", "preserve"): {"0:0": "folder's note\n\nsession's note"},
                      ("gone", "delete"): {"1:1": "kept"}}  # fmt: skip
+
+
+def test_a_session_never_starts_an_analysis_and_early_notes_wait_for_theirs(make_window, batch, qtbot, tmp_path):
+    """Reopening a session opens a review only where its folder holds a saved analysis (a session file
+    may come from anyone: it must not start analyses or write into folders); notes given to a window
+    before its analysis is shown wait for it."""
+    from engine.results.session import ReviewNotes, Session, save_session
+
+    folder, _ = batch  # a batch folder without a saved analysis
+    path = tmp_path / "early.fgvis"
+    save_session(path, Session([], reviews=[ReviewNotes(str(folder), "preserve", {"0:0": "kept"})]))
+    window = make_window()
+    with qtbot.waitSignal(window.session_opened, timeout=30_000) as opened:
+        window.open_session(path)
+    count, problems = opened.args
+    assert count == 0 and len(problems) == 1 and "no saved analysis" in problems[0]
+    assert not window._review_windows and not (folder / "analysis").exists()
+    assert window.session_snapshot().reviews[0].notes == {"0:0": "kept"}
+
+    review = DatasetReviewWindow()
+    qtbot.addWidget(review)
+    review.merge_notes({"0:1": "before the analysis"})  # no analysis yet: must not raise
+    with qtbot.waitSignal(review.analysis_loaded, timeout=120_000):
+        review.open_folder(folder)
+    assert review.analysis.note(0, 1) == "before the analysis"
