@@ -575,14 +575,9 @@ class DatasetReviewWindow(QMainWindow):
         if self.analysis is None:
             self._incoming_notes.update(notes)
             return
-        changed = False
-        for key, text in notes.items():
-            own = self.analysis.notes.get(key, "")
-            if not text or text in own:
-                continue
-            self.analysis.notes[key] = text if not own or own in text else f"{own}\n\n{text}"
-            changed = True
-        if changed:
+        from engine.analysis import join_notes
+
+        if join_notes(self.analysis.notes, notes):
             self._notes_timer.start()
             self.save_notes()
             if self.current is not None and self.current_cluster is not None:

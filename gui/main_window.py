@@ -1012,23 +1012,20 @@ class MainWindow(QMainWindow):
     def _restore_review(self, review: ReviewNotes) -> str | None:
         """A dataset review of an opened session: its notes join those held; its window opens when the
         results folder is there. Returns a problem to report, or ``None``."""
+        from engine.analysis import find_analysis, join_notes
+
         key = _review_key(review.results_dir, review.game)
         held = self.reviews.get(key)
         if held is None:
             self.reviews[key] = review
         else:
-            for name, text in review.notes.items():
-                own = held.notes.get(name, "")
-                if text and text not in own:
-                    held.notes[name] = text if not own or own in text else f"{own}\n\n{text}"
+            join_notes(held.notes, review.notes)
         if not review.notes:
             return None
         window = self._review_windows.get(key)
         if window is not None:
             window.merge_notes(review.notes)
             return None
-        from engine.analysis import find_analysis
-
         kept = f"its {len(review.notes)} cluster note(s) are kept in the session"
         if not Path(review.results_dir).is_dir():
             return f"The dataset review of {review.results_dir} cannot be shown (the folder is not there); {kept}"

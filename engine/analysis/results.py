@@ -150,6 +150,20 @@ def note_key(target: int, cluster: int) -> str:
     return f"{int(target)}:{int(cluster)}"
 
 
+def join_notes(into: dict[str, str], notes: dict[str, str]) -> bool:
+    """Add ``notes`` (keyed like :func:`note_key`) to ``into``, losing nothing: a cluster without a note
+    takes the given one; where both have different text, both are kept (``into``'s first). Returns whether
+    ``into`` changed."""
+    changed = False
+    for key, text in notes.items():
+        own = into.get(key, "")
+        if not text or text in own:
+            continue
+        into[key] = text if not own or own in text else f"{own}\n\n{text}"
+        changed = True
+    return changed
+
+
 # ---------------------------------------------------------------------------------------------- reading a batch
 def read_items(results_dir: Path, game: str = "preserve") -> tuple[list[MapItem], list[dict]]:
     """The done items of ``game`` in a results folder and the skipped ones (failed or cancelled in the batch,

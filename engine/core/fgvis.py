@@ -751,13 +751,17 @@ def binarize(
     order = evidence.argsort(1, descending=True)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(values, device=mask.device).expand_as(order))
 
+    def meets_goal(candidate: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` bool: the explanations of the masks ``candidate``, as scored, meet the goal."""
+        logits = module(quantize(candidate * x + (1 - candidate) * reference)).float()
+        probs = torch.softmax(logits, 1).gather(1, targets[:, None])[:, 0]
+        return goal(probs, logits.argmax(1))
+
     def meets(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The 0/1 masks keeping each item's strongest ``keep`` ``(N,)`` values, and whether they meet the goal."""
         strongest = (rank < keep[:, None]).to(mask.dtype).view_as(mask)
         candidate = strongest if game == "preserve" else 1 - strongest
-        logits = module(quantize(candidate * x + (1 - candidate) * reference)).float()
-        probs = torch.softmax(logits, 1).gather(1, targets[:, None])[:, 0]
-        return candidate, goal(probs, logits.argmax(1))
+        return candidate, meets_goal(candidate)
 
     result = mask.clone()
     count, device = mask.shape[0], mask.device
@@ -778,9 +782,7 @@ def binarize(
     if not bool(found.all()):
         # The search assumes the goal holds from some share on. Where it found none and the soft mask
         # misses the goal too, sweep the grid from the smallest share: a 0/1 mask may still rescue it.
-        logits = module(quantize(mask * x + (1 - mask) * reference)).float()
-        probs = torch.softmax(logits, 1).gather(1, targets[:, None])[:, 0]
-        sweep = ~found & ~goal(probs, logits.argmax(1))
+        sweep = ~found & ~meets_goal(mask)
         for index in range(len(shares)):
             if not bool(sweep.any()):
                 break

@@ -97,7 +97,7 @@ class Preprocessing:
 
     def quantize(self, tensor: torch.Tensor) -> torch.Tensor:
         """Model input ``(N, 3, H, W)`` -> the same as 8-bit pixels read back (what a saved PNG scores)."""
-        return self.normalize(self.denormalize(tensor).round().clamp(0, 255))
+        return self.quantizer(tensor)(tensor)
 
     def quantizer(self, like: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """:meth:`quantize` for tensors of ``like``'s device and type, with the statistics moved there once:

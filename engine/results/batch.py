@@ -12,7 +12,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -239,21 +239,16 @@ def _run_locally(model, paths, out_dir, summary, wanted, *, games, defense, conf
         tally.image_read(path)
         items.extend((path, stem, target) for target in chosen)
     tally.total = len(items) * len(games)
-    for game in games:
-        pending = []
-        for path, stem, target in items:
-            item = BatchItem(path, f"{stem}_{target}_{game}", target, game)
-            if not overwrite and item_done(out_dir, item.stem):
-                tally.settle(ItemOutcome.of(item, model, "skipped"))
-            else:
-                pending.append(item)
-        for start in range(0, len(pending), max(1, batch_size)):
+    for skipped, chunks in game_work(model, items, games, out_dir, overwrite=overwrite, batch_size=batch_size):
+        for outcome in skipped:
+            tally.settle(outcome)
+        for chunk in chunks:
             if stop():
                 summary.cancelled = True
                 break
             outcomes, warnings = explain_chunk(
-                model, pending[start : start + batch_size], out_dir, defense=defense, config=config,
-                colormap=colormap, scale=scale, app_version=app_version, on_step=on_step, should_stop=stop,
+                model, chunk, out_dir, defense=defense, config=config, colormap=colormap, scale=scale,
+                app_version=app_version, on_step=on_step, should_stop=stop,
             )  # fmt: skip
             summary.warnings.extend(warnings)
             for outcome in outcomes:
@@ -265,6 +260,25 @@ def _run_locally(model, paths, out_dir, summary, wanted, *, games, defense, conf
             break
     tally.write_index(out_dir)
     return summary
+
+
+def game_work(
+    model: ClassifierModel, planned: Sequence[tuple[Path, str, int]], games: Sequence[str], out_dir: Path, *,
+    overwrite: bool, batch_size: int,
+) -> Iterator[tuple[list[ItemOutcome], list[list[BatchItem]]]]:  # fmt: skip
+    """Per game, for the ``(image path, file stem, class)`` items planned: the outcomes of the items already
+    done in ``out_dir`` (``"skipped"``, unless ``overwrite``) and the others in chunks of ``batch_size``
+    to explain together (the local batch and the Ray workers both work through this)."""
+    for game in games:
+        skipped, pending = [], []
+        for path, stem, target in planned:
+            item = BatchItem(path, f"{stem}_{target}_{game}", target, game)
+            if not overwrite and item_done(out_dir, item.stem):
+                skipped.append(ItemOutcome.of(item, model, "skipped"))
+            else:
+                pending.append(item)
+        size = max(1, batch_size)
+        yield skipped, [pending[start : start + size] for start in range(0, len(pending), size)]
 
 
 #: The file that marks an output folder as being written by a batch (hidden: never listed as input).

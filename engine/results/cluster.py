@@ -33,15 +33,14 @@ from engine.errors import ClusterError, FGVisError
 from engine.models.loading import ClassifierModel, load_model
 
 from .batch import (
-    BatchItem,
     BatchProgress,
     BatchSummary,
     BatchTally,
     ItemOutcome,
     batch_lock,
     explain_chunk,
+    game_work,
     image_files,
-    item_done,
     plan_image,
     prepare_run,
 )
@@ -131,17 +130,12 @@ class _ExplainStage:
                 planned.extend((path, str(stem), target) for target in plan_image(self.model, path, self.wanted))
             except FGVisError as exc:
                 rows.append((readable_name(path.name), readable_name(str(exc))))
-        for game in self.games:
-            pending = []
-            for path, stem, target in planned:
-                item = BatchItem(path, f"{stem}_{target}_{game}", target, game)
-                if not self.overwrite and item_done(self.out_dir, item.stem):
-                    rows.append(ItemOutcome.of(item, self.model, "skipped"))
-                else:
-                    pending.append(item)
-            for start in range(0, len(pending), max(1, self.batch_size)):
-                outcomes, _ = explain_chunk(self.model, pending[start : start + self.batch_size], self.out_dir,
-                                            **self.options)  # fmt: skip
+        work = game_work(self.model, planned, self.games, self.out_dir, overwrite=self.overwrite,
+                         batch_size=self.batch_size)  # fmt: skip
+        for skipped, chunks in work:
+            rows.extend(skipped)
+            for chunk in chunks:
+                outcomes, _ = explain_chunk(self.model, chunk, self.out_dir, **self.options)
                 rows.extend(outcomes)
                 self._maybe_die()
         return _columns(rows)

@@ -119,9 +119,10 @@ def session_bytes(session: Session) -> bytes:
     """
     _within(len(session.images), MAX_IMAGES, "images")
     _within(sum(len(image.results) for image in session.images), MAX_RESULTS, "results")
+    reviews = [{"results_dir": review.results_dir, "game": review.game, "notes": review.notes}
+               for review in session.reviews]  # fmt: skip
     # The loader's own checks, so that a session that saves also opens (notes can come from a notes.json).
-    _check_reviews([{"results_dir": review.results_dir, "game": review.game, "notes": review.notes}
-                    for review in session.reviews], "The session cannot be saved")  # fmt: skip
+    _check_reviews(reviews, "The session cannot be saved")
     buffer = io.BytesIO()
     images = []
     total = 0
@@ -141,9 +142,7 @@ def session_bytes(session: Session) -> bytes:
             images.append({"name": image.name, "path": image.path, "sha256": image.sha256, "notes": image.notes,
                            "results": results})  # fmt: skip
         document = {"format": FORMAT, "version": VERSION, "app_version": session.app_version,
-                    "images": images, "view": session.view,
-                    "reviews": [{"results_dir": review.results_dir, "game": review.game, "notes": review.notes}
-                                for review in session.reviews]}  # fmt: skip
+                    "images": images, "view": session.view, "reviews": reviews}  # fmt: skip
         text = json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8")
         _within(len(text), MAX_JSON_BYTES, "bytes in session.json")
         _within(total + len(text), MAX_TOTAL_BYTES, "bytes in all")
