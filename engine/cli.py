@@ -559,7 +559,8 @@ def _bench_profile(args) -> int:
 
 
 def _bench_cluster(args) -> int:
-    from engine.results.cluster import ModelSource, run_cluster_benchmark
+    from engine.evaluation.cluster_bench import run_cluster_benchmark
+    from engine.results.cluster import ModelSource
 
     print(run_cluster_benchmark(
         args.images, source=ModelSource(args.model), workers=args.workers, count=args.count,

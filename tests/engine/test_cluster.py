@@ -20,7 +20,8 @@ from engine.results.batch import run_batch
 
 ray = pytest.importorskip("ray", reason="the cluster extra is not installed")
 
-from engine.results.cluster import ClusterError, ModelSource, check_address, mask_agreement, run_batch_on_ray  # noqa: E402
+from engine.evaluation.cluster_bench import mask_agreement  # noqa: E402
+from engine.results.cluster import ClusterError, ModelSource, check_address, run_batch_on_ray  # noqa: E402
 
 CONFIG = FGVisConfig(steps=8)
 SOURCE = ModelSource("synthetic_shapes")
