@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_self_test(window, args.self_test)
     if args.images:
         window.open_paths(args.images)
-    window.offer_recovery()
+    window.sessions.offer_recovery()
     return app.exec()
 
 
@@ -172,14 +172,19 @@ def run_self_test(window, outdir: Path, steps: int = SELF_TEST_STEPS) -> int:
         sample = samples.get("coffee") or next(iter(samples.values()))
         window.resize(1400, 900)
         window.open_paths([sample])
-        if not wait_until(lambda: failures or (window.current and window.model_info and window.current.predictions)):
+        if not wait_until(
+            lambda: (
+                failures
+                or (window.workspace.current and window.workspace.model_info and window.workspace.current.predictions)
+            )
+        ):
             raise RuntimeError("the image or the model did not load in time")
         _raise_on(failures)
         window.method.reset()
         window.method.steps.setValue(steps)
         window.method.game.setCurrentText("preserve")
         results: list = []
-        window.result_added.connect(results.append)
+        window.workspace.result_added.connect(results.append)
         jobs = window.run_jobs()
         if not jobs:
             raise RuntimeError("the job could not be queued")
@@ -194,7 +199,7 @@ def run_self_test(window, outdir: Path, steps: int = SELF_TEST_STEPS) -> int:
         summary.update(
             ok=True,
             image=str(sample),
-            model=window.model_info.name,
+            model=window.workspace.model_info.name,
             device=result.device,
             target=result.target,
             target_label=result.target_label,
@@ -205,7 +210,7 @@ def run_self_test(window, outdir: Path, steps: int = SELF_TEST_STEPS) -> int:
             steps=result.steps,
             job_time_s=result.wall_time_s,
             elapsed_s=time.perf_counter() - started,
-            event_loop_max_stall_ms=window.stall_monitor.max_stall_ms,
+            event_loop_max_stall_ms=window.queue.stall_monitor.max_stall_ms,
             **getattr(window, "startup_times", {}),
             screenshot=str(screenshot),
         )

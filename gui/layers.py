@@ -1,12 +1,17 @@
 """Layer models of the viewer (napari's model/view split): validated properties that emit ``changed``;
-views (canvas, layer list, controls) subscribe and never hold state of their own."""
+views (canvas, layer list, controls) subscribe and never hold state of their own.
+
+The models are plain Python objects with psygnal signals (as napari's are): no Qt here, so they can be
+built, changed and saved without a ``QApplication``. Their signals call subscribers synchronously, in
+the thread that changes the layer (the GUI thread)."""
 
 from __future__ import annotations
 
+import contextlib
 import enum
 
 import numpy as np
-from PySide6.QtCore import QObject, Signal
+from psygnal import Signal
 
 from engine.colormaps import COLORMAPS, DEFAULT_SCALE, SCALES, DisplayRange, display_range, lookup_table
 
@@ -23,7 +28,7 @@ class BlendMode(str, enum.Enum):
     ADDITIVE = "additive"
 
 
-class Layer(QObject):
+class Layer:
     """One picture in the stack.
 
     ``kind`` is ``"rgb"`` (``data``: ``(h, w, 3)`` uint8) or ``"scalar"`` (``data``: ``(h, w)`` float in
@@ -41,7 +46,6 @@ class Layer(QObject):
         self, name: str, kind: str, *, visible: bool = True, opacity: float = 1.0,
         blend: BlendMode = BlendMode.NORMAL, colormap: str = "inferno", scale: str = DEFAULT_SCALE,
     ) -> None:  # fmt: skip
-        super().__init__()
         if kind not in ("rgb", "scalar"):
             raise ValueError(f"layer kind must be 'rgb' or 'scalar', not {kind!r}")
         self.name = name
@@ -167,14 +171,13 @@ def to_argb32(pixels: np.ndarray) -> np.ndarray:
     return (0xFF000000 | (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]).astype(np.uint32)
 
 
-class LayerStack(QObject):
+class LayerStack:
     """The viewer's fixed set of layers, bottom to top. ``layer_changed(Layer, str)`` relays each
     layer's ``changed``."""
 
     layer_changed = Signal(object, str)
 
     def __init__(self, layers: list[Layer]) -> None:
-        super().__init__()
         self.layers = list(layers)
         for layer in self.layers:
             layer.changed.connect(lambda prop, layer=layer: self.layer_changed.emit(layer, prop))
@@ -190,6 +193,43 @@ class LayerStack(QObject):
             if layer.name == name:
                 return layer
         raise KeyError(name)
+
+
+#: The layer properties a session and the settings keep (a style; not the data).
+STYLE = ("visible", "opacity", "blend", "colormap", "scale")
+
+
+def layer_settings(stack: LayerStack) -> dict[str, dict]:
+    """Visibility and style of every layer, by name (sessions keep them; JSON-ready)."""
+    return {
+        layer.name: {"visible": layer.visible, "opacity": layer.opacity, "blend": layer.blend.value,
+                     "colormap": layer.colormap, "scale": layer.scale}
+        for layer in stack
+    }  # fmt: skip
+
+
+def apply_layer_settings(stack: LayerStack, values: dict) -> None:
+    """Restore :func:`layer_settings` (older ones migrated by :func:`migrate_layer_style`); unknown
+    layers and properties and invalid values are ignored (a session file may be hostile)."""
+    for layer in stack:
+        style = values.get(layer.name)
+        for prop, value in migrate_layer_style(style if isinstance(style, dict) else {}).items():
+            if prop in STYLE:
+                with contextlib.suppress(TypeError, ValueError):
+                    setattr(layer, prop, value)
+
+
+def migrate_layer_style(style: dict) -> dict:
+    """A layer's stored style (settings ``layers/evidence``, a session's ``layers``) in today's keys.
+
+    Before the display scales, heat maps had ``auto_contrast`` (bool) on a fixed 0..1 default, and every
+    save wrote it, ``false`` included, so ``false`` records the old default rather than a choice: both
+    values become today's default robust ``scale`` (``true`` asked for a stretched scale; ``false`` left
+    deletions black). A stored ``scale`` is kept as it is.
+    """
+    style = dict(style)
+    style.pop("auto_contrast", None)
+    return style
 
 
 def default_layers() -> LayerStack:

@@ -139,3 +139,20 @@ class PredictionsPanel(QWidget):
             self.status.setText(
                 f"No class contains “{text}”." if not chosen else f"“{text}” matches {len(chosen)} classes: pick one."
             )
+
+
+def crop_note(image) -> str:
+    """The predictions' heading for ``image`` (a :class:`gui.records.ImageRecord`), saying how little of
+    the photo the model sees when that is under half (a panorama, a tall strip): the explanation covers
+    only the outlined crop. ``""`` otherwise, and before the model has looked at it."""
+    if image.crop_box is None:
+        return ""
+    left, top, right, bottom = image.crop_box
+    height, width = image.pixels.shape[:2]
+    seen = max(0.0, min(right, width) - max(left, 0.0)) * max(0.0, min(bottom, height) - max(top, 0.0))
+    share = seen / max(width * height, 1)
+    if share >= 0.5:
+        return ""
+    return (
+        f"Top-5 on the model's input crop, which holds only {share:.0%} of this image (outlined): the rest is not seen."
+    )

@@ -136,3 +136,24 @@ class ResultRecord(ExplanationRecord):
         """Wrap a record read back from a session."""
         values = {f.name: getattr(record, f.name) for f in fields(ExplanationRecord)}
         return cls(**values, id=next_id(), job=job)
+
+
+def describe_pixel(image: ImageRecord, result: ResultRecord | None, x: float, y: float) -> str:
+    """What the status bar says about photo position ``(x, y)``: the pixel's RGB and, with a ``result``,
+    its mask (per channel) and evidence there; ``""`` outside the photo."""
+    col, row = int(x), int(y)
+    height, width = image.pixels.shape[:2]
+    if x < 0 or y < 0 or not (0 <= col < width and 0 <= row < height):
+        return ""
+    r, g, b = (int(v) for v in image.pixels[row, col])
+    text = f"x {col}, y {row}   RGB ({r}, {g}, {b})"
+    if result is not None and result.crop_box is not None:
+        left, top, right, bottom = result.crop_box
+        h, w = result.evidence.shape
+        u, v = int((x - left) / (right - left) * w), int((y - top) / (bottom - top) * h)
+        if 0 <= u < w and 0 <= v < h:
+            m = result.mask[:, v, u]
+            text += f"   mask ({m[0]:.2f}, {m[1]:.2f}, {m[2]:.2f})   evidence {result.evidence[v, u]:.3f}"
+        else:
+            text += "   outside the model's crop"
+    return text

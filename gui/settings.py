@@ -55,14 +55,17 @@ def write_json(settings: QSettings, key: str, value) -> None:
     settings.setValue(key, json.dumps(value))
 
 
-def migrate_layer_style(style: dict) -> dict:
-    """A layer's stored style (settings ``layers/evidence``, a session's ``layers``) in today's keys.
+def last_folder(settings: QSettings, kind: str = "images") -> str:
+    """The folder a file dialog of ``kind`` opens in: where the user last chose one of that kind. Results
+    (exports, reports, sessions, batches) never default to a photo's folder, which may be read-only
+    (the bundled samples), but to the home folder; so does a remembered folder that is gone."""
+    folder = str(settings.value(_folder_key(kind), "") or "")
+    return folder if folder and Path(folder).is_dir() else str(Path.home())
 
-    Before the display scales, heat maps had ``auto_contrast`` (bool) on a fixed 0..1 default, and every
-    save wrote it, ``false`` included, so ``false`` records the old default rather than a choice: both
-    values become today's default robust ``scale`` (``true`` asked for a stretched scale; ``false`` left
-    deletions black). A stored ``scale`` is kept as it is.
-    """
-    style = dict(style)
-    style.pop("auto_contrast", None)
-    return style
+
+def remember_folder(settings: QSettings, kind: str, folder: Path) -> None:
+    settings.setValue(_folder_key(kind), str(folder))
+
+
+def _folder_key(kind: str) -> str:
+    return "last_folder" if kind == "images" else f"folders/{kind}"

@@ -30,7 +30,7 @@ def make_window(qtbot, toy_model, settings_file, tmp_path):
         window = MainWindow(open_settings(settings_file), model=model, log_file=tmp_path / "app.log")
         qtbot.addWidget(window)
         window.show()
-        qtbot.waitUntil(lambda: window.model_info is not None, timeout=30_000)
+        qtbot.waitUntil(lambda: window.workspace.model_info is not None, timeout=30_000)
         windows.append(window)
         return window
 
@@ -51,5 +51,5 @@ def opened(window, photo, qtbot):
     """The window with ``photo`` open and predicted."""
     with qtbot.waitSignal(window.image_opened, timeout=30_000):
         window.open_paths([photo])
-    qtbot.waitUntil(lambda: window.current.predictions is not None, timeout=30_000)
+    qtbot.waitUntil(lambda: window.workspace.current.predictions is not None, timeout=30_000)
     return window

@@ -230,7 +230,7 @@ def test_main_window_opens_the_dataset_review(make_window, batch, qtbot):
     folder, _ = batch
     titles = [a.text() for a in window.menuBar().actions()[0].menu().actions()]
     assert "Open batch res&ults…" in titles
-    review = window.open_batch_results(folder)
+    review = window.reviews.open(folder)
     qtbot.addWidget(review)
     qtbot.waitUntil(lambda: review.analysis is not None, timeout=120_000)
     assert review.class_list.count() == 2
@@ -243,25 +243,25 @@ def test_cluster_notes_go_into_the_session_and_come_back(make_window, batch, qtb
     window, with the analysis folder's own notes gone) opens the review with the note on its cluster."""
     folder, _ = batch
     window = make_window()
-    review = window.open_batch_results(folder)
+    review = window.reviews.open(folder)
     qtbot.waitUntil(lambda: review.analysis is not None, timeout=120_000)
     review.cluster_list.setCurrentRow(0)
     cluster = review.current_cluster
     review.notes.setPlainText("reads the border, not the ring")
     key = f"0:{cluster}"
-    (snapshot,) = window.session_snapshot().reviews
+    (snapshot,) = window.sessions.snapshot().reviews
     assert snapshot.notes == {key: "reads the border, not the ring"} and snapshot.game == "preserve"
-    assert window.open_batch_results(folder) is review  # one window per folder
+    assert window.reviews.open(folder) is review  # one window per folder
     path = tmp_path / "review.fgvis"
-    assert window.save_session(path)
+    assert window.sessions.save(path)
     review.close()
     (folder / "analysis" / "notes.json").unlink()
 
     other = make_window()
-    with qtbot.waitSignal(other.session_opened, timeout=30_000) as opened:
-        other.open_session(path)
+    with qtbot.waitSignal(other.sessions.opened, timeout=30_000) as opened:
+        other.sessions.open(path)
     assert opened.args == [0, []]
-    (reopened,) = other._review_windows.values()
+    (reopened,) = other.reviews.windows.values()
     qtbot.addWidget(reopened)
     qtbot.waitUntil(lambda: reopened.analysis is not None, timeout=120_000)
     assert reopened.analysis.note(0, cluster) == "reads the border, not the ring"
@@ -285,15 +285,15 @@ def test_session_notes_of_a_missing_folder_are_kept_and_different_notes_both_sur
             ReviewNotes(str(tmp_path / "gone"), "delete", {"1:1": "kept"})]  # fmt: skip
     save_session(path, Session([], reviews=held))
     window = make_window()
-    with qtbot.waitSignal(window.session_opened, timeout=30_000) as opened:
-        window.open_session(path)
+    with qtbot.waitSignal(window.sessions.opened, timeout=30_000) as opened:
+        window.sessions.open(path)
     count, problems = opened.args
     assert count == 0 and len(problems) == 1 and "gone" in problems[0] and "kept in the session" in problems[0]
-    (review,) = window._review_windows.values()
+    (review,) = window.reviews.windows.values()
     qtbot.addWidget(review)
     qtbot.waitUntil(lambda: review.analysis is not None, timeout=120_000)
     assert review.analysis.note(0, 0) == "folder's note\n\nsession's note"
-    notes = {(Path(r.results_dir).name, r.game): r.notes for r in window.session_snapshot().reviews}
+    notes = {(Path(r.results_dir).name, r.game): r.notes for r in window.sessions.snapshot().reviews}
     assert notes == {("batch", "preserve"): {"0:0": "folder's note\n\nsession's note"},
                      ("gone", "delete"): {"1:1": "kept"}}  # fmt: skip
 
@@ -308,12 +308,12 @@ def test_a_session_never_starts_an_analysis_and_early_notes_wait_for_theirs(make
     path = tmp_path / "early.fgvis"
     save_session(path, Session([], reviews=[ReviewNotes(str(folder), "preserve", {"0:0": "kept"})]))
     window = make_window()
-    with qtbot.waitSignal(window.session_opened, timeout=30_000) as opened:
-        window.open_session(path)
+    with qtbot.waitSignal(window.sessions.opened, timeout=30_000) as opened:
+        window.sessions.open(path)
     count, problems = opened.args
     assert count == 0 and len(problems) == 1 and "no saved analysis" in problems[0]
-    assert not window._review_windows and not (folder / "analysis").exists()
-    assert window.session_snapshot().reviews[0].notes == {"0:0": "kept"}
+    assert not window.reviews.windows and not (folder / "analysis").exists()
+    assert window.sessions.snapshot().reviews[0].notes == {"0:0": "kept"}
 
     review = DatasetReviewWindow()
     qtbot.addWidget(review)

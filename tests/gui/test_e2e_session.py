@@ -21,11 +21,15 @@ LONG = 10_000
 
 def _wait_results(window, qtbot, count, timeout=120_000):
     try:
-        qtbot.waitUntil(lambda: len(window.current.results) >= count and not window.jobs, timeout=timeout)
+        qtbot.waitUntil(
+            lambda: len(window.workspace.current.results) >= count and not window.workspace.jobs, timeout=timeout
+        )
     except Exception:
         panel = window.jobs_panel
         states = [panel.tree.topLevelItem(i).text(1) for i in range(panel.tree.topLevelItemCount())]
-        raise AssertionError(f"jobs {states}, {len(window.current.results)} results on {window.current.name}") from None
+        raise AssertionError(
+            f"jobs {states}, {len(window.workspace.current.results)} results on {window.workspace.current.name}"
+        ) from None
 
 
 def test_a_whole_review_session(qtbot, tmp_path, settings_file, caplog):
@@ -39,7 +43,7 @@ def test_a_whole_review_session(qtbot, tmp_path, settings_file, caplog):
     window.error_shown.connect(lambda title, message: errors.append((title, message)))
     window.resize(1366, 768)
     window.show()
-    qtbot.waitUntil(lambda: window.model_info is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: window.workspace.model_info is not None, timeout=120_000)
 
     # open a bundled sample and an outside photo
     sample = engine.sample_images()[0]
@@ -49,9 +53,9 @@ def test_a_whole_review_session(qtbot, tmp_path, settings_file, caplog):
     for path in (sample, outside):
         with qtbot.waitSignal(window.image_opened, timeout=30_000):
             window.open_paths([path])
-        qtbot.waitUntil(lambda: window.current.predictions is not None, timeout=60_000)
+        qtbot.waitUntil(lambda: window.workspace.current.predictions is not None, timeout=60_000)
     window.image_list.setCurrentRow(0)
-    qtbot.waitUntil(lambda: window.current.predictions is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: window.workspace.current.predictions is not None, timeout=60_000)
 
     # both games, then the same job again (the double run), then a cancelled long one
     window.method.steps.setValue(STEPS)
@@ -67,7 +71,7 @@ def test_a_whole_review_session(qtbot, tmp_path, settings_file, caplog):
     qtbot.waitUntil(lambda: _running(window, job, 2), timeout=60_000)
     window.actions["cancel"].trigger()
     _wait_results(window, qtbot, 5)
-    assert window.current.results[-1].cancelled
+    assert window.workspace.current.results[-1].cancelled
 
     # re-run with few steps on another class, typed by name
     window.method.steps.setValue(STEPS)
@@ -77,7 +81,7 @@ def test_a_whole_review_session(qtbot, tmp_path, settings_file, caplog):
     target = window.predictions.target()
     window.run_jobs()
     _wait_results(window, qtbot, 6)
-    assert window.current.results[-1].target == target
+    assert window.workspace.current.results[-1].target == target
 
     # compare two results
     table = window.results.table
@@ -89,22 +93,25 @@ def test_a_whole_review_session(qtbot, tmp_path, settings_file, caplog):
     assert len(window._compare_windows) == 1
 
     # export, report, session save and reopen
-    window.results.select(window.current.results[0])
-    window.export_result(tmp_path / "export")
-    qtbot.waitUntil(lambda: window.last_export is not None, timeout=60_000)
-    assert all(path.is_file() for path in window.last_export.values())
+    window.results.select(window.workspace.current.results[0])
+    window.exports.export_result(tmp_path / "export")
+    qtbot.waitUntil(lambda: window.exports.last_export is not None, timeout=60_000)
+    assert all(path.is_file() for path in window.exports.last_export.values())
     for suffix in ("pdf", "html"):
-        assert window.export_report(tmp_path / f"report.{suffix}", overwrite=True).stat().st_size > 1000
+        assert window.exports.export_report(tmp_path / f"report.{suffix}", overwrite=True).stat().st_size > 1000
     session = tmp_path / "review.fgvis"
-    assert window.save_session(session)
+    assert window.sessions.save(session)
     reopened = MainWindow(open_settings(tmp_path / "other.ini"), log_file=tmp_path / "app.log")
     qtbot.addWidget(reopened)
     reopened.show()
-    qtbot.waitUntil(lambda: reopened.model_info is not None, timeout=120_000)
-    with qtbot.waitSignal(reopened.session_opened, timeout=60_000) as opened:
-        reopened.open_session(session)
-    assert opened.args[1] == [] and len(reopened.images) == 2
-    assert len(reopened.current.results) == 6 and reopened.results.current_result() is reopened.current.results[0]
+    qtbot.waitUntil(lambda: reopened.workspace.model_info is not None, timeout=120_000)
+    with qtbot.waitSignal(reopened.sessions.opened, timeout=60_000) as opened:
+        reopened.sessions.open(session)
+    assert opened.args[1] == [] and len(reopened.workspace.images) == 2
+    assert (
+        len(reopened.workspace.current.results) == 6
+        and reopened.results.current_result() is reopened.workspace.current.results[0]
+    )
     reopened.close()
 
     # batch with a corrupt file
@@ -112,7 +119,7 @@ def test_a_whole_review_session(qtbot, tmp_path, settings_file, caplog):
     folder.mkdir()
     shutil.copy(sample, folder / sample.name)
     (folder / "corrupt.jpg").write_bytes(b"\xff\xd8 not a jpeg")
-    dialog = window.batch_dialog()
+    dialog = window.reviews.batch_dialog()
     dialog.input_dir.edit.setText(str(folder))
     dialog.out_dir.edit.setText(str(folder / "results"))  # inside the images folder
     for _ in range(2):  # the second run skips what is done and never explains its own outputs
@@ -125,10 +132,10 @@ def test_a_whole_review_session(qtbot, tmp_path, settings_file, caplog):
     # a bad model file: a clear message, the model stays
     bad = tmp_path / "weights.pth"
     bad.write_bytes(b"not a checkpoint")
-    model = window.model_info
+    model = window.workspace.model_info
     with qtbot.waitSignal(window.error_shown, timeout=60_000):
-        window._load_model(ModelSpec("resnet18", weights=bad))
-    assert window.model_info is model
+        window.model.load(ModelSpec("resnet18", weights=bad))
+    assert window.workspace.model_info is model
     _title, message = errors.pop()
     assert "weights.pth" in message and "Error:" not in message
 
@@ -148,7 +155,7 @@ def test_a_whole_review_session(qtbot, tmp_path, settings_file, caplog):
 
 
 def _running(window, job, steps):
-    progress = window.last_progress
+    progress = window.workspace.last_progress
     return progress is not None and progress.job_id == job.id and progress.step >= steps
 
 

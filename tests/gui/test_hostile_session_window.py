@@ -44,21 +44,21 @@ def test_a_hostile_session_shows_the_refusal_and_the_window_stays_usable(window,
     save_session(hostile, Session([SessionImage(photo.name, str(photo), None, "", records)]))
     _with_mask(hostile, np.zeros((3, 5), np.float32))
     with qtbot.waitSignal(window.error_shown, timeout=30_000) as shown:
-        window.open_session(hostile)
+        window.sessions.open(hostile)
     title, message = shown.args
     assert title == "Could not open the session"
     assert message == ("review.fgvis: image 1 ('photo.png'), result 1: mask has shape (3, 5), expected (3, H, W)")
     assert window.error_box is not None and message in window.error_box.text()
-    assert window.images == [] and window.session_path is None  # nothing half-opened
+    assert window.workspace.images == [] and window.sessions.path is None  # nothing half-opened
     # Still usable: a valid session opens with its results, and so does a photo.
     good = tmp_path / "good.fgvis"
     save_session(good, Session([SessionImage(photo.name, str(photo), None, "", records)]))
-    with qtbot.waitSignal(window.session_opened, timeout=30_000) as opened:
-        window.open_session(good)
-    assert opened.args[0] == 1 and window.results.table.rowCount() == 2 and window.session_path == good
+    with qtbot.waitSignal(window.sessions.opened, timeout=30_000) as opened:
+        window.sessions.open(good)
+    assert opened.args[0] == 1 and window.results.table.rowCount() == 2 and window.sessions.path == good
     with qtbot.waitSignal(window.image_opened, timeout=30_000):
         window.open_paths([photo])
-    assert window.current.path == photo and window.current.pixels.shape == (90, 120, 3)
+    assert window.workspace.current.path == photo and window.workspace.current.pixels.shape == (90, 120, 3)
 
 
 def test_a_missing_photo_with_huge_crop_boxes_gets_a_bounded_stand_in_and_reviewable_results(
@@ -71,12 +71,12 @@ def test_a_missing_photo_with_huge_crop_boxes_gets_a_bounded_stand_in_and_review
     path = tmp_path / "review.fgvis"
     gone = tmp_path / "gone.png"
     save_session(path, Session([SessionImage("gone.png", str(gone), None, "", records)]))
-    with qtbot.waitSignal(window.session_opened, timeout=30_000) as opened:
-        window.open_session(path)
+    with qtbot.waitSignal(window.sessions.opened, timeout=30_000) as opened:
+        window.sessions.open(path)
     count, problems = opened.args
     assert count == 1 and any("not found" in p for p in problems)
     assert any("grey stand-in at" in p and "scaled" in p for p in problems)
-    image = window.current
+    image = window.workspace.current
     height, width = image.pixels.shape[:2]
     assert width * height <= MAX_PLACEHOLDER_PIXELS and abs(width / height - 16) < 0.01
     assert image.display.shape == (height, width) and image.display[0, 0] == 0xFF808080

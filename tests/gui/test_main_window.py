@@ -20,7 +20,7 @@ def _run(window, qtbot, steps=15, game="preserve", timeout=60_000):
     window.method.steps.setValue(steps)
     window.method.game.setCurrentText(game)
     results = []
-    window.result_added.connect(results.append)
+    window.workspace.result_added.connect(results.append)
     jobs = window.run_jobs()
     qtbot.waitUntil(lambda: len(results) == len(jobs), timeout=timeout)
     return results
@@ -28,7 +28,7 @@ def _run(window, qtbot, steps=15, game="preserve", timeout=60_000):
 
 def test_opening_an_image_shows_it_and_its_predictions(opened):
     window = opened
-    image = window.current
+    image = window.workspace.current
     assert image.name == "photo.png" and image.pixels.shape == (90, 120, 3)
     assert np.array_equal(window.layers[PHOTO].data, image.pixels)
     table = window.predictions.table
@@ -45,21 +45,21 @@ def test_a_corrupt_file_gives_a_dialog_and_changes_nothing(opened, tmp_path, qtb
     window = opened
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    before = (list(window.images), window.current, window.predictions.target())
+    before = (list(window.workspace.images), window.workspace.current, window.predictions.target())
     with qtbot.waitSignal(window.error_shown, timeout=30_000) as shown:
         window.open_paths([bad])
     _title, message = shown.args
     assert "broken.jpg" in message and "Traceback" not in message
     assert window.error_box is not None and window.error_box.isVisible()
     assert str(window.log_file) in window.error_box.text()
-    assert (list(window.images), window.current, window.predictions.target()) == before
+    assert (list(window.workspace.images), window.workspace.current, window.predictions.target()) == before
     assert window.image_list.count() == 1
 
 
 def test_the_target_can_be_any_class_by_click_or_by_name(opened):
     panel = opened.predictions
     panel.table.selectRow(2)
-    assert panel.target() == opened.current.predictions[2].index
+    assert panel.target() == opened.workspace.current.predictions[2].index
     panel.search.setText("ELDER")
     panel.search.returnPressed.emit()
     assert panel.target() == FRUITS.index("elderberry")
@@ -85,13 +85,13 @@ def test_a_short_job_runs_to_completion_in_signal_order(opened, qtbot):
     assert result.steps <= 15 and not result.cancelled
     assert result.mask.shape == (3, 32, 32) and result.evidence.shape == (32, 32)
     assert result.mask.min() >= 0.0 and result.mask.max() <= 1.0
-    assert result.job.target == window.current.predictions[0].index
-    assert window.current.results == [result]
+    assert result.job.target == window.workspace.current.predictions[0].index
+    assert window.workspace.current.results == [result]
     assert window.results.table.rowCount() == 1 and window.results.current_result() is result
     assert np.array_equal(window.layers[EVIDENCE].data, result.evidence)
     assert window.layers[EXPLANATION].rect == result.crop_box
     assert window.jobs_panel.state(result.job.id) == "done"
-    assert not window.jobs and window.actions["run"].isEnabled() and not window.actions["cancel"].isEnabled()
+    assert not window.workspace.jobs and window.actions["run"].isEnabled() and not window.actions["cancel"].isEnabled()
 
 
 def test_both_games_queue_two_jobs_that_run_in_order(opened, qtbot):
@@ -107,9 +107,9 @@ def test_cancel_stops_within_a_step_and_keeps_the_partial_result(opened, qtbot):
     window.method.steps.setValue(LONG)
     window.method.patience.setValue(0)
     results = []
-    window.result_added.connect(results.append)
+    window.workspace.result_added.connect(results.append)
     (job,) = window.run_jobs()
-    qtbot.waitUntil(lambda: window.last_progress is not None, timeout=30_000)
+    qtbot.waitUntil(lambda: window.workspace.last_progress is not None, timeout=30_000)
     assert window.actions["cancel"].isEnabled()
     window.actions["cancel"].trigger()
     qtbot.waitUntil(lambda: bool(results), timeout=30_000)
@@ -125,12 +125,12 @@ def test_cancel_all_also_drops_queued_jobs(opened, qtbot):
     window.method.patience.setValue(0)
     window.method.game.setCurrentText("both")
     first, second = window.run_jobs()
-    qtbot.waitUntil(lambda: window.last_progress is not None, timeout=30_000)
-    window.cancel_all()
-    qtbot.waitUntil(lambda: not window.jobs, timeout=30_000)
+    qtbot.waitUntil(lambda: window.workspace.last_progress is not None, timeout=30_000)
+    window.queue.cancel_all()
+    qtbot.waitUntil(lambda: not window.workspace.jobs, timeout=30_000)
     assert window.jobs_panel.state(first.id) == "cancelled (partial result)"
     assert window.jobs_panel.state(second.id) == "cancelled"
-    assert len(window.current.results) == 1
+    assert len(window.workspace.current.results) == 1
 
 
 def test_closing_during_a_run_cancels_and_ends_the_thread(opened, qtbot):
@@ -138,7 +138,7 @@ def test_closing_during_a_run_cancels_and_ends_the_thread(opened, qtbot):
     window.method.steps.setValue(LONG)
     window.method.patience.setValue(0)
     window.run_jobs()
-    qtbot.waitUntil(lambda: window.last_progress is not None, timeout=30_000)
+    qtbot.waitUntil(lambda: window.workspace.last_progress is not None, timeout=30_000)
     window.close()
     assert window.worker_thread.thread.isFinished()
 
@@ -151,10 +151,10 @@ def test_layers_follow_the_selected_result_and_the_inspector_reads_them(opened, 
     channel_mask = window.layers[CHANNEL_MASK].data
     assert channel_mask.shape == (32, 32, 3) and channel_mask.dtype == np.uint8
     left, top, right, bottom = first.crop_box
-    window._on_hover((left + right) / 2, (top + bottom) / 2)
+    window.viewer.hover((left + right) / 2, (top + bottom) / 2)
     text = window.pixel_info.text()
     assert "RGB (" in text and "mask (" in text and f"evidence {first.evidence[16, 16]:.3f}" in text
-    window._on_hover(1, 1)
+    window.viewer.hover(1, 1)
     assert "outside the model's crop" in window.pixel_info.text()
 
 
@@ -175,21 +175,21 @@ def test_a_bad_model_file_keeps_the_current_model(opened, tmp_path, qtbot):
     window = opened
     bad = tmp_path / "weights.pth"
     bad.write_bytes(b"this is not a checkpoint")
-    info = window.model_info
+    info = window.workspace.model_info
     with qtbot.waitSignal(window.error_shown, timeout=60_000) as shown:
-        window._load_model(ModelSpec("resnet18", weights=bad))
+        window.model.load(ModelSpec("resnet18", weights=bad))
     assert "weights.pth" in shown.args[1]
-    assert window.model_info is info
+    assert window.workspace.model_info is info
     (result,) = _run(window, qtbot, steps=3)  # the old model still works
     assert result.model_name == info.name
 
 
 def test_a_failing_job_reports_and_the_next_one_runs(opened, qtbot):
     window = opened
-    image = window.current
+    image = window.workspace.current
     bad = JobSpec(next_id(), image.id, image.name, image.pixels, 99, "no such class", "preserve", True,
                   FGVisConfig(steps=2))  # fmt: skip
-    window.jobs[bad.id] = bad
+    window.workspace.jobs[bad.id] = bad
     window.jobs_panel.add(bad)
     with qtbot.waitSignal(window.error_shown, timeout=30_000) as shown:
         window.worker.submit_job(bad)
@@ -254,12 +254,12 @@ def test_images_can_be_stepped_through(window, photo, tmp_path, qtbot):
     for path in (photo, second):
         with qtbot.waitSignal(window.image_opened, timeout=30_000):
             window.open_paths([path])
-    assert window.current.name == "second.png"
+    assert window.workspace.current.name == "second.png"
     window.actions["previous"].trigger()
-    assert window.current.name == "photo.png"
+    assert window.workspace.current.name == "photo.png"
     window.actions["next"].trigger()
-    assert window.current.name == "second.png"
-    recent = [action.text() for action in window.recent_menu.actions()]
+    assert window.workspace.current.name == "second.png"
+    recent = [action.text() for action in window.recent.menu.actions()]
     assert recent[:2] == [str(second), str(photo)]
 
 
@@ -300,8 +300,8 @@ def test_dropping_files_opens_them(window, photo, qtbot):
 
 
 def test_an_unavailable_device_is_refused_and_the_choice_reverts(window, qtbot):
-    window.device_combo.addItem("GPU 7 (not here)", "cuda:7")
+    window.model.combo.addItem("GPU 7 (not here)", "cuda:7")
     with qtbot.waitSignal(window.error_shown, timeout=30_000) as shown:
-        window.device_combo.setCurrentIndex(window.device_combo.count() - 1)
+        window.model.combo.setCurrentIndex(window.model.combo.count() - 1)
     assert "cuda:7" in shown.args[1]
-    assert window.device_combo.currentData() == window.model_info.device == "cpu"
+    assert window.model.combo.currentData() == window.workspace.model_info.device == "cpu"

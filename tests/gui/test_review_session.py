@@ -14,8 +14,8 @@ from PIL import Image
 from PySide6.QtWidgets import QApplication, QTabBar, QToolBar
 
 import engine
+from gui.controllers.exports import HTML_FILTER, PDF_FILTER, report_path
 from gui.layers import EVIDENCE
-from gui.main_window import HTML_FILTER, PDF_FILTER, report_path
 from gui.results_panel import _details
 
 from ..conftest import FRUITS
@@ -27,10 +27,10 @@ def _run(window, qtbot, steps=4, game="preserve"):
     window.method.steps.setValue(steps)
     window.method.game.setCurrentText(game)
     results = []
-    window.result_added.connect(results.append)
+    window.workspace.result_added.connect(results.append)
     jobs = window.run_jobs()
     qtbot.waitUntil(lambda: len(results) == len(jobs), timeout=60_000)
-    window.result_added.disconnect(results.append)
+    window.workspace.result_added.disconnect(results.append)
     return results
 
 
@@ -39,8 +39,8 @@ def _start_long_job(window, qtbot):
     window.method.patience.setValue(0)
     window.method.game.setCurrentText("preserve")
     (job,) = window.run_jobs()
-    qtbot.waitUntil(lambda: window.last_progress is not None and window.last_progress.job_id == job.id,
-                    timeout=30_000)  # fmt: skip
+    progress = lambda: window.workspace.last_progress  # noqa: E731
+    qtbot.waitUntil(lambda: progress() is not None and progress().job_id == job.id, timeout=30_000)
     return job
 
 
@@ -64,14 +64,14 @@ def test_the_same_job_twice_gives_two_results_and_leaves_the_app_idle(opened, qt
     first = _run(window, qtbot)[0]
     second = _run(window, qtbot)[0]  # same class, game, defense and settings
     assert errors == []
-    assert window.current.results == [first, second] and window.results.table.rowCount() == 2
+    assert window.workspace.current.results == [first, second] and window.results.table.rowCount() == 2
     assert window.results.current_result() is second
     assert window.jobs_panel.state(first.job.id) == window.jobs_panel.state(second.job.id) == "done"
-    assert not window.jobs and not window.actions["cancel"].isEnabled()
-    assert window.actions["load_model"].isEnabled() and window.device_combo.isEnabled()
-    assert window.autosave_timer.isActive()
-    window.export_result(tmp_path / "export")  # the export-done path selects the result again
-    qtbot.waitUntil(lambda: window.last_export is not None, timeout=30_000)
+    assert not window.workspace.jobs and not window.actions["cancel"].isEnabled()
+    assert window.actions["load_model"].isEnabled() and window.model.combo.isEnabled()
+    assert window.sessions.autosave_timer.isActive()
+    window.exports.export_result(tmp_path / "export")  # the export-done path selects the result again
+    qtbot.waitUntil(lambda: window.exports.last_export is not None, timeout=30_000)
     assert errors == [] and window.results.current_result() is second
 
 
@@ -81,17 +81,17 @@ def test_a_running_job_does_not_replace_the_result_the_user_looks_at(opened, qtb
     first = _run(window, qtbot)[0]
     window.results.select(first)
     job = _start_long_job(window, qtbot)
-    qtbot.waitUntil(lambda: window.last_progress.step >= 3, timeout=30_000)
+    qtbot.waitUntil(lambda: window.workspace.last_progress.step >= 3, timeout=30_000)
     assert window.layers[EVIDENCE].data is first.evidence
     assert not window.jobs_panel._items[job.id].icon(0).isNull()  # the preview goes on in the job's row
-    window.cancel_job()
-    qtbot.waitUntil(lambda: not window.jobs, timeout=30_000)
+    window.queue.cancel()
+    qtbot.waitUntil(lambda: not window.workspace.jobs, timeout=30_000)
 
 
 def test_the_jobs_tab_stays_in_front_until_the_queue_is_done(opened, qtbot):
     window = opened
     fronts = []
-    window.result_added.connect(lambda result: fronts.append(_front_tab(window)))
+    window.workspace.result_added.connect(lambda result: fronts.append(_front_tab(window)))
     _run(window, qtbot, game="both")
     assert fronts == ["Jobs", "Results"]
 
@@ -107,11 +107,11 @@ def test_the_results_table_shows_several_rows_and_the_selected_one(opened, qtbot
     table = window.results.table
     assert table.rowCount() == 6
     assert table.viewport().height() >= 3 * table.rowHeight(0)
-    window.results.select(window.current.results[0])
+    window.results.select(window.workspace.current.results[0])
     QApplication.processEvents()
     rect = table.visualItemRect(table.item(table.currentRow(), 0))
     assert table.currentRow() == 0 and rect.top() >= 0 and rect.bottom() <= table.viewport().height()
-    window.results.select(window.current.results[-1])
+    window.results.select(window.workspace.current.results[-1])
     QApplication.processEvents()
     rect = table.visualItemRect(table.item(5, 0))
     assert rect.top() >= 0 and rect.bottom() <= table.viewport().height()
@@ -159,7 +159,7 @@ def test_the_panel_says_when_the_decision_is_another_class_and_what_deletion_evi
 
 def test_score_inflation_is_a_warning_in_the_results_panel(opened, qtbot):
     window = opened
-    window.predictions.set_target(window.current.predictions[-1].index)  # a class the photo barely has
+    window.predictions.set_target(window.workspace.current.predictions[-1].index)  # a class the photo barely has
     (result,) = _run(window, qtbot, steps=30)
     inflated = result.prob_explanation >= 2 * result.prob_original and (
         result.prob_explanation - result.prob_original >= 0.2
@@ -179,12 +179,12 @@ def test_the_report_gets_the_suffix_of_the_chosen_filter(opened, qtbot, tmp_path
     assert report_path("/x/v1.2", HTML_FILTER).name == "v1.2.html"
     window = opened
     _run(window, qtbot)
-    from gui import main_window
+    from gui.controllers import exports
 
     for chosen, magic in ((PDF_FILTER, b"%PDF"), (HTML_FILTER, b"<!DOCTYPE html")):
-        monkeypatch.setattr(main_window.QFileDialog, "getSaveFileName",
+        monkeypatch.setattr(exports.QFileDialog, "getSaveFileName",
                             lambda *args, chosen=chosen: (str(tmp_path / "my_review"), chosen))  # fmt: skip
-        window.export_report_dialog()
+        window.exports.export_report_dialog()
         suffix = ".pdf" if chosen == PDF_FILTER else ".html"
         assert (tmp_path / f"my_review{suffix}").read_bytes().startswith(magic)
     assert not (tmp_path / "my_review").exists()
@@ -205,7 +205,7 @@ def _start_long_batch(window, qtbot, image_folder, steps_seen: int):
     """A batch of jobs that only end when cancelled, running (``steps_seen`` steps of its first item)."""
     window.method.steps.setValue(LONG)
     window.method.patience.setValue(0)
-    dialog = window.batch_dialog()
+    dialog = window.reviews.batch_dialog()
     dialog.input_dir.edit.setText(str(image_folder))
     dialog.out_dir.edit.setText(str(image_folder.parent / "out"))
     dialog.start()
@@ -225,10 +225,10 @@ def test_a_running_batch_shows_progress_asks_before_closing_and_holds_queued_job
     assert dialog.isVisible() and dialog.batch_id is not None  # not stopped
     dialog.confirm_stop = lambda: True
     dialog.close()
-    qtbot.waitUntil(lambda: not window.batch_running, timeout=30_000)  # the worker said the batch ended
-    window.cancel_all()
-    qtbot.waitUntil(lambda: not window.jobs, timeout=30_000)
-    assert not window.batch_running and window.jobs_panel.state(job.id).startswith("cancelled")
+    qtbot.waitUntil(lambda: not window.workspace.batch_running, timeout=30_000)  # the worker said the batch ended
+    window.queue.cancel_all()
+    qtbot.waitUntil(lambda: not window.workspace.jobs, timeout=30_000)
+    assert not window.workspace.batch_running and window.jobs_panel.state(job.id).startswith("cancelled")
 
 
 # ---------------------------------------------------------------- 8. the predictions panel
@@ -240,7 +240,7 @@ def test_typing_a_class_answers_the_hint_and_shows_its_probability_on_the_photo(
     panel.search.setText("elderberry")
     panel.search.returnPressed.emit()
     assert "matches" not in panel.status.text()
-    probabilities = opened.current.probabilities
+    probabilities = opened.workspace.current.probabilities
     index = FRUITS.index("elderberry")
     rank = int((probabilities > probabilities[index]).sum()) + 1
     assert f"p = {probabilities[index]:.3g} on this photo (rank {rank})" in panel.target_label.text()
@@ -269,7 +269,7 @@ def test_a_bad_model_file_says_what_it_is_not(opened, qtbot, tmp_path, content):
     bad = tmp_path / "weights.pth"
     bad.write_bytes(content)
     with qtbot.waitSignal(opened.error_shown, timeout=60_000) as shown:
-        opened._load_model(ModelSpec("resnet18", weights=bad))
+        opened.model.load(ModelSpec("resnet18", weights=bad))
     message = shown.args[1]
     assert "weights.pth" in message and "--" not in message
     for internal in ("IndexError", "RuntimeError", "miniz", "Traceback", "pop from empty list"):
@@ -295,7 +295,7 @@ def test_compare_shows_a_colour_bar_per_result(opened, qtbot):
     (compare,) = window._compare_windows
     qtbot.addWidget(compare)
     assert len(compare.color_bars) == 2
-    for bar, result in zip(compare.color_bars, window.current.results, strict=True):
+    for bar, result in zip(compare.color_bars, window.workspace.current.results, strict=True):
         assert bar.shown.high == pytest.approx(float(np.percentile(result.evidence, 99.5)), abs=1 / 255)
 
 
@@ -307,7 +307,7 @@ def test_no_result_is_split_across_pdf_pages(opened, qtbot):
     window = opened
     _run(window, qtbot, game="both")
     _run(window, qtbot, game="both")
-    image = window.current
+    image = window.workspace.current
     document = paged_document(image_report(image.name, image.results, photo=image.pixels))
     first_rows, last_rows = page_of(document, "model input x"), page_of(document, "adversarial-evidence monitor")
     assert len(first_rows) == len(last_rows) == 4
@@ -320,14 +320,14 @@ def test_a_reopened_session_keeps_result_numbers_and_the_selection(opened, make_
     _run(window, qtbot)
     numbers = [window.results.table.item(row, 0).text() for row in range(3)]
     assert numbers == ["1", "2", "3"]
-    window.results.select(window.current.results[1])
+    window.results.select(window.workspace.current.results[1])
     path = tmp_path / "review.fgvis"
-    assert window.save_session(path)
+    assert window.sessions.save(path)
     other = make_window()
-    with qtbot.waitSignal(other.session_opened, timeout=30_000):
-        other.open_session(path)
+    with qtbot.waitSignal(other.sessions.opened, timeout=30_000):
+        other.sessions.open(path)
     assert [other.results.table.item(row, 0).text() for row in range(3)] == numbers
-    assert other.results.current_result() is other.current.results[1]
+    assert other.results.current_result() is other.workspace.current.results[1]
 
 
 # ---------------------------------------------------------------- expected of a professional tool
@@ -335,8 +335,8 @@ def test_an_empty_window_offers_open_and_a_sample_and_says_why_run_is_off(window
     assert window.centre.currentWidget() is window.empty_state
     assert not window.run_button.isEnabled() and "open an image first" in window.run_button.toolTip()
     with qtbot.waitSignal(window.image_opened, timeout=30_000):
-        window.sample_button.click()
-    assert window.current.path == engine.sample_images()[0]
+        window.empty_state.sample_button.click()
+    assert window.workspace.current.path == engine.sample_images()[0]
     assert window.centre.currentWidget() is window.canvas
 
 
@@ -345,9 +345,9 @@ def test_delete_a_result_and_undo(opened, qtbot):
     first, second = _run(window, qtbot, game="both")
     window.results.select(first)
     window.actions["delete_result"].trigger()
-    assert window.current.results == [second] and window.results.current_result() is second
+    assert window.workspace.current.results == [second] and window.results.current_result() is second
     window.actions["undo_delete"].trigger()
-    assert window.current.results == [first, second] and window.results.current_result() is first
+    assert window.workspace.current.results == [first, second] and window.results.current_result() is first
     assert not window.actions["undo_delete"].isEnabled()
 
 
@@ -368,7 +368,7 @@ def test_every_method_setting_has_a_tooltip_and_the_shortcuts_are_listed(window)
 
 def test_the_queue_eta_the_crop_outline_and_open_folder(opened, qtbot, tmp_path, monkeypatch):
     window = opened
-    image = window.current
+    image = window.workspace.current
     outline = window.canvas.crop_outline
     left, top, right, bottom = image.crop_box
     assert outline.isVisible() and outline.rect().getCoords() == pytest.approx((left, top, right, bottom))
@@ -376,26 +376,28 @@ def test_the_queue_eta_the_crop_outline_and_open_folder(opened, qtbot, tmp_path,
     window.method.patience.setValue(0)
     window.method.game.setCurrentText("both")
     window.run_jobs()
-    qtbot.waitUntil(lambda: window.last_progress is not None and window.last_progress.step >= 2, timeout=30_000)
+    qtbot.waitUntil(
+        lambda: window.workspace.last_progress is not None and window.workspace.last_progress.step >= 2, timeout=30_000
+    )
     eta = window.jobs_panel.queue_eta_s()
-    step_time = window.last_progress.elapsed_s / window.last_progress.step
-    budget = window.last_progress.total  # each job's step budget (the panel caps LONG)
-    assert eta == pytest.approx(step_time * (2 * budget - window.last_progress.step), rel=0.5)
+    step_time = window.workspace.last_progress.elapsed_s / window.workspace.last_progress.step
+    budget = window.workspace.last_progress.total  # each job's step budget (the panel caps LONG)
+    assert eta == pytest.approx(step_time * (2 * budget - window.workspace.last_progress.step), rel=0.5)
     assert "2 job(s) in the queue" in window.jobs_panel.queue_label.text()
-    window.cancel_all()
-    qtbot.waitUntil(lambda: not window.jobs, timeout=30_000)
+    window.queue.cancel_all()
+    qtbot.waitUntil(lambda: not window.workspace.jobs, timeout=30_000)
     assert not window.actions["open_export_folder"].isEnabled()
-    window.results.select(window.current.results[0])
-    window.export_result(tmp_path / "export")
-    qtbot.waitUntil(lambda: window.last_export is not None, timeout=30_000)
+    window.results.select(window.workspace.current.results[0])
+    window.exports.export_result(tmp_path / "export")
+    qtbot.waitUntil(lambda: window.exports.last_export is not None, timeout=30_000)
     opened_urls = []
-    from gui import main_window
+    from gui.controllers import exports
 
-    monkeypatch.setattr(main_window.QDesktopServices, "openUrl", lambda url: opened_urls.append(url) or True)
+    monkeypatch.setattr(exports.QDesktopServices, "openUrl", lambda url: opened_urls.append(url) or True)
     window.actions["open_export_folder"].trigger()
     assert [url.toLocalFile() for url in opened_urls] == [str(tmp_path / "export")]
     # the exported overlay is the photo with the evidence, never the outline
-    overlay = np.asarray(Image.open(window.last_export["overlay"]))
+    overlay = np.asarray(Image.open(window.exports.last_export["overlay"]))
     assert overlay.shape[:2] == image.pixels.shape[:2]
     assert window.canvas.crop_outline.isVisible()
 
@@ -409,7 +411,7 @@ def test_a_model_file_with_another_class_count_says_what_to_set_in_the_dialog(op
     weights = tmp_path / "ten_classes.pth"
     torch.save(torchvision.models.squeezenet1_1(num_classes=10).state_dict(), weights)
     with qtbot.waitSignal(opened.error_shown, timeout=60_000) as shown:
-        opened._load_model(ModelSpec("squeezenet1_1", weights=weights))
+        opened.model.load(ModelSpec("squeezenet1_1", weights=weights))
     message = shown.args[1]
     assert "ten_classes.pth" in message and "In Load model, set Classes to 10." in message and "--" not in message
 
@@ -424,14 +426,14 @@ def test_a_photo_of_the_same_size_also_opens_whole(opened, qtbot, tmp_path, phot
     with qtbot.waitSignal(window.image_opened, timeout=30_000):
         window.open_paths([other])
     QApplication.processEvents()
-    assert window.current.path == other and _whole_photo_visible(window.canvas)
+    assert window.workspace.current.path == other and _whole_photo_visible(window.canvas)
 
 
 def test_the_same_file_opened_twice_is_listed_once(opened, qtbot, photo):
     window = opened
     with qtbot.waitSignal(window.image_opened, timeout=30_000):
         window.open_paths([photo])
-    assert window.image_list.count() == 1 and len(window.images) == 1
+    assert window.image_list.count() == 1 and len(window.workspace.images) == 1
 
 
 def test_selection_does_not_pile_up_and_delete_takes_every_selected_row_with_undo_per_step(opened, qtbot):
@@ -445,30 +447,32 @@ def test_selection_does_not_pile_up_and_delete_takes_every_selected_row_with_und
     window.actions["delete_result"].trigger()
     table.selectAll()
     window.actions["delete_result"].trigger()
-    assert window.current.results == []
+    assert window.workspace.current.results == []
     window.actions["undo_delete"].trigger()
-    assert len(window.current.results) == 4 and results[0] not in window.current.results
+    assert len(window.workspace.current.results) == 4 and results[0] not in window.workspace.current.results
     window.actions["undo_delete"].trigger()
-    assert window.current.results[:4] == results and not window.actions["undo_delete"].isEnabled()
+    assert window.workspace.current.results[:4] == results and not window.actions["undo_delete"].isEnabled()
 
 
 def test_esc_drops_a_job_that_waits_for_a_batch(opened, qtbot, image_folder):
     window = opened
     dialog = _start_long_batch(window, qtbot, image_folder, 1)
     (job,) = window.run_jobs()
-    window.cancel_job()
+    window.queue.cancel()
     dialog.cancel()
-    qtbot.waitUntil(lambda: not window.jobs and not window.batch_running, timeout=30_000)
-    assert window.jobs_panel.state(job.id) == "cancelled" and window.current.results == []
+    qtbot.waitUntil(lambda: not window.workspace.jobs and not window.workspace.batch_running, timeout=30_000)
+    assert window.jobs_panel.state(job.id) == "cancelled" and window.workspace.current.results == []
 
 
 def test_result_dialogs_open_in_the_home_folder_not_the_photos(opened, tmp_path, monkeypatch):
-    window = opened
-    assert window._last_folder() == str(window.current.path.parent)  # images: where the last one was
+    from gui.settings import last_folder, remember_folder
+
+    settings = opened.settings
+    assert last_folder(settings) == str(opened.workspace.current.path.parent)  # images: where the last one was
     monkeypatch.setattr(Path, "home", lambda: tmp_path)
-    assert window._last_folder("results") == str(tmp_path)
-    window._remember_folder("results", tmp_path / "missing")
-    assert window._last_folder("results") == str(tmp_path)  # a folder that is gone: home again
+    assert last_folder(settings, "results") == str(tmp_path)
+    remember_folder(settings, "results", tmp_path / "missing")
+    assert last_folder(settings, "results") == str(tmp_path)  # a folder that is gone: home again
 
 
 def test_the_predictions_say_how_little_of_a_strip_the_model_sees(window, qtbot, tmp_path):
@@ -476,8 +480,8 @@ def test_the_predictions_say_how_little_of_a_strip_the_model_sees(window, qtbot,
     Image.fromarray(np.full((40, 400, 3), 90, np.uint8)).save(strip)
     with qtbot.waitSignal(window.image_opened, timeout=30_000):
         window.open_paths([strip])
-    qtbot.waitUntil(lambda: window.current.predictions is not None, timeout=30_000)
-    left, top, right, bottom = window.current.crop_box  # 40 px high -> 36 -> a 32x32 crop of 36x360
+    qtbot.waitUntil(lambda: window.workspace.current.predictions is not None, timeout=30_000)
+    left, top, right, bottom = window.workspace.current.crop_box  # 40 px high -> 36 -> a 32x32 crop of 36x360
     share = (right - left) * (bottom - top) / (40 * 400)
     assert f"holds only {share:.0%} of this image" in window.predictions.status.text() and share < 0.1
 
@@ -493,22 +497,22 @@ def test_an_export_does_not_wait_for_the_running_job(opened, qtbot, tmp_path):
     first = _run(window, qtbot)[0]
     job = _start_long_job(window, qtbot)
     window.results.select(first)
-    window.export_result(tmp_path / "export")
-    qtbot.waitUntil(lambda: window.last_export is not None, timeout=30_000)
-    assert window.running_job == job.id  # written between two steps of the run
-    window.cancel_job()
-    qtbot.waitUntil(lambda: not window.jobs, timeout=30_000)
+    window.exports.export_result(tmp_path / "export")
+    qtbot.waitUntil(lambda: window.exports.last_export is not None, timeout=30_000)
+    assert window.workspace.running_job == job.id  # written between two steps of the run
+    window.queue.cancel()
+    qtbot.waitUntil(lambda: not window.workspace.jobs, timeout=30_000)
 
 
 def test_a_ray_batch_of_a_model_handed_in_ready_says_why_it_cannot_run(window, qtbot, image_folder):
-    dialog = window.batch_dialog()
+    dialog = window.reviews.batch_dialog()
     dialog.input_dir.edit.setText(str(image_folder))
     dialog.out_dir.edit.setText(str(image_folder.parent / "out"))
     dialog.engine.setCurrentIndex(dialog.engine.findData("ray"))
     assert dialog.address.isEnabled()
     dialog.start()
     qtbot.waitUntil(lambda: dialog.batch_id is None, timeout=30_000)
-    assert "not loaded from files" in dialog.status.text() and not window.batch_running
+    assert "not loaded from files" in dialog.status.text() and not window.workspace.batch_running
 
 
 def test_a_fifo_or_a_folder_opened_as_an_image_gives_a_message_and_nothing_blocks(opened, qtbot, tmp_path):
@@ -521,4 +525,4 @@ def test_a_fifo_or_a_folder_opened_as_an_image_gives_a_message_and_nothing_block
         with qtbot.waitSignal(window.error_shown, timeout=30_000) as shown:
             window.open_paths([path])
         assert words in shown.args[1]
-    assert len(window.images) == 1 and window.actions["run"].isEnabled()
+    assert len(window.workspace.images) == 1 and window.actions["run"].isEnabled()
