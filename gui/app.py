@@ -57,8 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.excepthook = _exception_hook(window, log_file)
     window.show()
     splash.finish(window)
-    startup.update(window_shown_s=time.perf_counter() - STARTED, window_shown_at=time.time(),
-                   started_at=STARTED_EPOCH)  # fmt: skip
+    startup.update(window_shown_s=time.perf_counter() - STARTED, window_shown_at=time.time(), started_at=STARTED_EPOCH)
     window.startup_times = startup
     log.info("splash after %.2f s, main window after %.2f s", startup["splash_shown_s"], startup["window_shown_s"])
     if args.self_test:
@@ -75,9 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.add_argument("--settings", type=Path, help="settings INI file to use instead of the user's")
     parser.add_argument(
-        "--self-test", type=Path, metavar="OUTDIR",
+        "--self-test",
+        type=Path,
+        metavar="OUTDIR",
         help="open a sample photo, run a short job on the built-in model, save window.png and self_test.json",
-    )  # fmt: skip
+    )
     return parser
 
 

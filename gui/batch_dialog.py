@@ -159,9 +159,10 @@ class BatchDialog(QDialog):
     def confirm_stop(self) -> bool:
         """Ask before a running batch is stopped by closing the dialog (tests replace this)."""
         answer = QMessageBox.question(
-            self, "Stop the batch?",
+            self,
+            "Stop the batch?",
             "A batch is running. Stop it after the current step? Finished items are kept; Start resumes later.",
-        )  # fmt: skip
+        )
         return answer == QMessageBox.StandardButton.Yes
 
     def closeEvent(self, event) -> None:
@@ -207,8 +208,10 @@ class BatchDialog(QDialog):
         for warning in summary.warnings:
             self.log.addItem(f"warning: {warning}")
         ended = "Cancelled: finished items are kept; Start again to resume." if summary.cancelled else "Done."
-        self.status.setText(f"{ended} {len(summary.written)} written, {len(summary.skipped)} already done, "
-                            f"{len(summary.failures)} failed. Index: {summary.index_files.get('html')}")  # fmt: skip
+        self.status.setText(
+            f"{ended} {len(summary.written)} written, {len(summary.skipped)} already done, "
+            f"{len(summary.failures)} failed. Index: {summary.index_files.get('html')}"
+        )
         self._idle()
 
     def _on_failed(self, batch_id: int, message: str) -> None:

@@ -72,9 +72,7 @@ class LayerItem(QGraphicsPixmapItem):
             return QTransform()
         left, top, right, bottom = self.layer.rect
         height, width = pixels.shape[:2]
-        return QTransform(
-            (right - left) / width, 0, 0, 0, (bottom - top) / height, 0, left, top, 1
-        )  # fmt: skip
+        return QTransform((right - left) / width, 0, 0, 0, (bottom - top) / height, 0, left, top, 1)
 
     def paint(self, painter: QPainter, option, widget=None) -> None:
         painter.setCompositionMode(COMPOSITION[self.layer.blend])

@@ -24,18 +24,28 @@ class CompareWindow(QWidget):
         self.color_bars: list[ColorBar] = []
         row = QHBoxLayout(self)
         for result in results:
-            stack = LayerStack([
-                Layer(PHOTO, "rgb"),
-                Layer(EVIDENCE, "scalar", opacity=evidence_style.opacity, colormap=evidence_style.colormap,
-                      blend=evidence_style.blend, scale=evidence_style.scale),
-            ])  # fmt: skip
+            stack = LayerStack(
+                [
+                    Layer(PHOTO, "rgb"),
+                    Layer(
+                        EVIDENCE,
+                        "scalar",
+                        opacity=evidence_style.opacity,
+                        colormap=evidence_style.colormap,
+                        blend=evidence_style.blend,
+                        scale=evidence_style.scale,
+                    ),
+                ]
+            )
             canvas = Canvas(stack)
             stack[PHOTO].set_data(image.pixels, display=image.display)
             stack[EVIDENCE].set_data(result.evidence, result.crop_box)
             column = QVBoxLayout()
             number = next((i + 1 for i, r in enumerate(image.results) if r is result), None)
-            caption = QLabel(f"#{number} {result.title()}<br>p(x) {result.prob_original:.3f} → p(e) "
-                             f"{result.prob_explanation:.3f}, mask mean {result.mask_mean:.3f}")  # fmt: skip
+            caption = QLabel(
+                f"#{number} {result.title()}<br>p(x) {result.prob_original:.3f} → p(e) "
+                f"{result.prob_explanation:.3f}, mask mean {result.mask_mean:.3f}"
+            )
             bar = ColorBar()
             bar.show_scale(stack[EVIDENCE].colormap, stack[EVIDENCE].display_range())
             column.addWidget(caption)

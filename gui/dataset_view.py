@@ -95,8 +95,9 @@ class AnalysisThread(QThread):
             if find_analysis(self.folder) is not None:
                 self.done.emit(load_analysis(self.folder))
             else:
-                self.done.emit(analyze(self.folder, game=self.game, log=self.progress.emit,
-                                       cancelled=self.isInterruptionRequested))  # fmt: skip
+                self.done.emit(
+                    analyze(self.folder, game=self.game, log=self.progress.emit, cancelled=self.isInterruptionRequested)
+                )
         except AnalysisCancelled:
             self.cancelled.emit()
         except FGVisError as exc:
@@ -179,8 +180,9 @@ class DatasetReviewWindow(QMainWindow):
         self.cluster_details.setWordWrap(True)
         self.cluster_details.setTextFormat(Qt.TextFormat.RichText)
         self.notes = QPlainTextEdit()
-        self.notes.setPlaceholderText("Notes on this cluster (saved with the analysis and the session, printed in "
-                                      "the report)")  # fmt: skip
+        self.notes.setPlaceholderText(
+            "Notes on this cluster (saved with the analysis and the session, printed in the report)"
+        )
         self.notes.setMaximumHeight(90)
         self.notes.setEnabled(False)
         self.notes.textChanged.connect(self._on_note_edited)
@@ -198,8 +200,9 @@ class DatasetReviewWindow(QMainWindow):
         self.plot.setMenuEnabled(False)
         self.scatter = pg.ScatterPlotItem(pxMode=True, useCache=True, hoverable=False)
         self.scatter.sigClicked.connect(self._on_point_clicked)
-        self.highlight = pg.ScatterPlotItem(pxMode=True, symbol="o", brush=None,
-                                            pen=pg.mkPen((0, 0, 0), width=2), size=12)  # fmt: skip
+        self.highlight = pg.ScatterPlotItem(
+            pxMode=True, symbol="o", brush=None, pen=pg.mkPen((0, 0, 0), width=2), size=12
+        )
         self.highlight.setZValue(10)
         self.plot.addItem(self.scatter)
         self.plot.addItem(self.highlight)
@@ -222,8 +225,15 @@ class DatasetReviewWindow(QMainWindow):
         self.item_info.setWordWrap(True)
         self.item_info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
-        left = _column(QLabel("<b>Classes</b>"), self.class_list, QLabel("<b>Clusters</b> (flagged first)"),
-                       self.cluster_list, self.cluster_details, self.notes, stretch={1: 1, 3: 3})  # fmt: skip
+        left = _column(
+            QLabel("<b>Classes</b>"),
+            self.class_list,
+            QLabel("<b>Clusters</b> (flagged first)"),
+            self.cluster_list,
+            self.cluster_details,
+            self.notes,
+            stretch={1: 1, 3: 3},
+        )
         middle = _column(self.plot_caption, self.plot, stretch={1: 1})
         viewer = QSplitter(Qt.Orientation.Horizontal)
         viewer.addWidget(self.canvas)
@@ -255,19 +265,28 @@ class DatasetReviewWindow(QMainWindow):
             return act
 
         self.open_action = action(
-            "Open batch &results…", self.open_dialog, "Open a batch results folder (analysed if it has none yet)",
+            "Open batch &results…",
+            self.open_dialog,
+            "Open a batch results folder (analysed if it has none yet)",
             "Ctrl+O",
-        )  # fmt: skip
+        )
         self.export_action = action(
-            "&Export report (PDF/HTML)…", self.export_dialog,
-            "The cluster report with the notes, as PDF or self-contained HTML", "Ctrl+E",
-        )  # fmt: skip
-        self.lasso_action = action("&Lasso", self._toggle_lasso,
-                                   "Draw around points to select them (off: drag pans, wheel zooms)", "L")  # fmt: skip
+            "&Export report (PDF/HTML)…",
+            self.export_dialog,
+            "The cluster report with the notes, as PDF or self-contained HTML",
+            "Ctrl+E",
+        )
+        self.lasso_action = action(
+            "&Lasso", self._toggle_lasso, "Draw around points to select them (off: drag pans, wheel zooms)", "L"
+        )
         self.lasso_action.setCheckable(True)
         self.fit_action = action("&Fit", self._fit_plot, "Show every point", "Ctrl+0")
-        self.cancel_action = action("&Cancel analysis", self.cancel_analysis,
-                                    "Stop the analysis running for this folder (nothing is saved)", "Esc")  # fmt: skip
+        self.cancel_action = action(
+            "&Cancel analysis",
+            self.cancel_analysis,
+            "Stop the analysis running for this folder (nothing is saved)",
+            "Esc",
+        )
         self.cancel_action.setEnabled(False)
         self.export_action.setEnabled(False)
         for act in (self.open_action, self.export_action, self.cancel_action):
@@ -403,14 +422,20 @@ class DatasetReviewWindow(QMainWindow):
         result = entry.result
         flagged = {cluster.index for cluster in entry.flagged}
         brushes = [QBrush(QColor(*cluster_colour(i))) for i in range(result.clusters_chosen)]
-        pens = [self.pg.mkPen(FLAG_RED, width=1.5) if i in flagged else self.pg.mkPen(None)
-                for i in range(result.clusters_chosen)]  # fmt: skip
+        pens = [
+            self.pg.mkPen(FLAG_RED, width=1.5) if i in flagged else self.pg.mkPen(None)
+            for i in range(result.clusters_chosen)
+        ]
         labels = result.labels
         size = 8 if len(labels) <= 2000 else 5
         self.scatter.setData(
-            x=result.embedding[:, 0], y=result.embedding[:, 1], data=np.arange(len(labels)), size=size,
-            brush=[brushes[i] for i in labels], pen=[pens[i] for i in labels],
-        )  # fmt: skip
+            x=result.embedding[:, 0],
+            y=result.embedding[:, 1],
+            data=np.arange(len(labels)),
+            size=size,
+            brush=[brushes[i] for i in labels],
+            pen=[pens[i] for i in labels],
+        )
         self._fit_plot()
         for cluster in entry.ordered_clusters():
             text = f"Cluster {cluster.index + 1} · {cluster.size} maps ({cluster.share:.0%})"
@@ -606,8 +631,9 @@ class DatasetReviewWindow(QMainWindow):
         return True
 
     def export_dialog(self) -> None:
-        path, chosen = QFileDialog.getSaveFileName(self, "Export the dataset review", "dataset_review.pdf",
-                                                   f"{PDF_FILTER};;{HTML_FILTER}")  # fmt: skip
+        path, chosen = QFileDialog.getSaveFileName(
+            self, "Export the dataset review", "dataset_review.pdf", f"{PDF_FILTER};;{HTML_FILTER}"
+        )
         if path:
             path = Path(path)
             if path.suffix.lower() not in (".pdf", ".html", ".htm"):
@@ -662,9 +688,11 @@ def _cluster_html(cluster) -> str:
     reasons = "".join(f"<li>{_escape(r)}</li>" for r in cluster.reasons)
     head = "<b style='color:#c00000'>⚠ flagged</b>" if cluster.flagged else "<b>not flagged</b>"
     overlap = "-" if cluster.overlap is None else f"{cluster.overlap:.2f}"
-    return (f"{head}<ul>{reasons}</ul>centre x {x:.2f}, y {y:.2f}; spread {cluster.spread:.2f}; border "
-            f"{cluster.border_share:.0%}; concentration {cluster.concentration:.0%}; overlap {overlap}; tightness "
-            f"{cluster.tightness:.2f}")  # fmt: skip
+    return (
+        f"{head}<ul>{reasons}</ul>centre x {x:.2f}, y {y:.2f}; spread {cluster.spread:.2f}; border "
+        f"{cluster.border_share:.0%}; concentration {cluster.concentration:.0%}; overlap {overlap}; tightness "
+        f"{cluster.tightness:.2f}"
+    )
 
 
 def _read_rgb(path: Path | None) -> np.ndarray | None:

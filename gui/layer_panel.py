@@ -89,8 +89,10 @@ class LayerPanel(QWidget):
         self.colormap = QComboBox()
         self.colormap.addItems(list(COLORMAPS))
         self.fixed_scale = QCheckBox("Fixed 0..1 scale")
-        self.fixed_scale.setToolTip("Colour the evidence on the absolute 0..1 scale instead of the robust "
-                                    "scale (0 .. the 99.5th percentile of this map)")  # fmt: skip
+        self.fixed_scale.setToolTip(
+            "Colour the evidence on the absolute 0..1 scale instead of the robust "
+            "scale (0 .. the 99.5th percentile of this map)"
+        )
         self.color_bar = ColorBar()
         form = QFormLayout()
         form.addRow("Opacity", self.opacity)

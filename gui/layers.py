@@ -43,9 +43,16 @@ class Layer:
     changed = Signal(str)
 
     def __init__(
-        self, name: str, kind: str, *, visible: bool = True, opacity: float = 1.0,
-        blend: BlendMode = BlendMode.NORMAL, colormap: str = "inferno", scale: str = DEFAULT_SCALE,
-    ) -> None:  # fmt: skip
+        self,
+        name: str,
+        kind: str,
+        *,
+        visible: bool = True,
+        opacity: float = 1.0,
+        blend: BlendMode = BlendMode.NORMAL,
+        colormap: str = "inferno",
+        scale: str = DEFAULT_SCALE,
+    ) -> None:
         if kind not in ("rgb", "scalar"):
             raise ValueError(f"layer kind must be 'rgb' or 'scalar', not {kind!r}")
         self.name = name
@@ -120,9 +127,12 @@ class Layer:
         return self._display
 
     def set_data(
-        self, data: np.ndarray | None, rect: tuple[float, float, float, float] | None = None,
-        *, display: np.ndarray | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        data: np.ndarray | None,
+        rect: tuple[float, float, float, float] | None = None,
+        *,
+        display: np.ndarray | None = None,
+    ) -> None:
         """Replace the picture; ``rect`` ``None`` = at the origin, one data pixel per photo pixel."""
         if data is not None:
             expected = 3 if self.kind == "rgb" else 2
@@ -202,10 +212,15 @@ STYLE = ("visible", "opacity", "blend", "colormap", "scale")
 def layer_settings(stack: LayerStack) -> dict[str, dict]:
     """Visibility and style of every layer, by name (sessions keep them; JSON-ready)."""
     return {
-        layer.name: {"visible": layer.visible, "opacity": layer.opacity, "blend": layer.blend.value,
-                     "colormap": layer.colormap, "scale": layer.scale}
+        layer.name: {
+            "visible": layer.visible,
+            "opacity": layer.opacity,
+            "blend": layer.blend.value,
+            "colormap": layer.colormap,
+            "scale": layer.scale,
+        }
         for layer in stack
-    }  # fmt: skip
+    }
 
 
 def apply_layer_settings(stack: LayerStack, values: dict) -> None:

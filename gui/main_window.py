@@ -188,8 +188,11 @@ class MainWindow(QMainWindow):
         method_scroll.setWidgetResizable(True)
         method_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
         method_scroll.setMinimumHeight(120)
-        left, right, bottom = (Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea,
-                               Qt.DockWidgetArea.BottomDockWidgetArea)  # fmt: skip
+        left, right, bottom = (
+            Qt.DockWidgetArea.LeftDockWidgetArea,
+            Qt.DockWidgetArea.RightDockWidgetArea,
+            Qt.DockWidgetArea.BottomDockWidgetArea,
+        )
         self.docks = {}
         for name, title, widget, area in (
             ("images", "Images", self.image_list, left),
@@ -223,11 +226,16 @@ class MainWindow(QMainWindow):
         workspace = self.workspace
         running = bool(workspace.jobs)
         can_run = workspace.current is not None and workspace.model_info is not None
-        self.actions.update(UiState(
-            has_image=can_run, has_result=self.results.current_result() is not None,
-            two_results=len(self.results.selected_results()) == 2, job_running=running,
-            can_undo=workspace.can_undo, has_export=bool(self.exports.last_export),
-        ))  # fmt: skip
+        self.actions.update(
+            UiState(
+                has_image=can_run,
+                has_result=self.results.current_result() is not None,
+                two_results=len(self.results.selected_results()) == 2,
+                job_running=running,
+                can_undo=workspace.can_undo,
+                has_export=bool(self.exports.last_export),
+            )
+        )
         self.run_button.setEnabled(can_run)
         reason = self.run_blocked_reason()
         tip = f"Run is not available: {reason}" if reason else f"{RUN_TIP} (Ctrl+R)"
@@ -392,8 +400,11 @@ class MainWindow(QMainWindow):
     def _view_state(self) -> dict:
         selected = self.results.current_result()
         number = self.results.number(selected) if selected is not None else None
-        return {"selected_result": number - 1 if number else -1, "method": self.method.settings(),
-                "layers": layer_settings(self.layers)}  # fmt: skip
+        return {
+            "selected_result": number - 1 if number else -1,
+            "method": self.method.settings(),
+            "layers": layer_settings(self.layers),
+        }
 
     def _apply_view(self, view: dict, images: list[ImageRecord]) -> None:
         """Show an opened session's ``images`` (already in the workspace) as the session saved them."""
@@ -437,8 +448,10 @@ class MainWindow(QMainWindow):
         return self.shortcuts_dialog
 
     def about(self) -> None:
-        text = (f"FGVis Studio {__version__}\nFine-grained, defended visual explanations (Wagner et al., CVPR "
-                f"2019).\nLog file: {self.log_file}")  # fmt: skip
+        text = (
+            f"FGVis Studio {__version__}\nFine-grained, defended visual explanations (Wagner et al., CVPR "
+            f"2019).\nLog file: {self.log_file}"
+        )
         QMessageBox.about(self, "About FGVis Studio", text)
 
     # ------------------------------------------------------------------ settings and closing

@@ -140,8 +140,15 @@ class MethodPanel(QWidget):
             widget.currentIndexChanged.connect(self.changed)
         for widget in (self.defense, self.auto_lambda, self.binarize):
             widget.toggled.connect(self.changed)
-        for widget in (self.lambda_value, self.steps, self.lr, self.preserve_ratio, self.delete_ratio,
-                       self.patience, self.seed):  # fmt: skip
+        for widget in (
+            self.lambda_value,
+            self.steps,
+            self.lr,
+            self.preserve_ratio,
+            self.delete_ratio,
+            self.patience,
+            self.seed,
+        ):
             widget.valueChanged.connect(self.changed)
         self._defaults = defaults
         self.reset()
@@ -176,17 +183,27 @@ class MethodPanel(QWidget):
         )
 
     def settings(self) -> dict:
-        return {"game": self.game.currentText(), "defense": self.defense.isChecked(),
-                **self._config_settings(self.config())}  # fmt: skip
+        return {
+            "game": self.game.currentText(),
+            "defense": self.defense.isChecked(),
+            **self._config_settings(self.config()),
+        }
 
     @staticmethod
     def _config_settings(config: FGVisConfig) -> dict:
         return {
-            "steps": config.steps, "lr": config.lr or 0.0, "optimizer": config.optimizer,
-            "auto_lambda": config.lambda_ is None, "lambda": config.lambda_ if config.lambda_ is not None else 0.5,
-            "reference": config.reference, "binarize": config.binarize, "preserve_ratio": config.preserve_ratio,
-            "delete_ratio": config.delete_ratio, "patience": config.patience, "seed": config.seed,
-        }  # fmt: skip
+            "steps": config.steps,
+            "lr": config.lr or 0.0,
+            "optimizer": config.optimizer,
+            "auto_lambda": config.lambda_ is None,
+            "lambda": config.lambda_ if config.lambda_ is not None else 0.5,
+            "reference": config.reference,
+            "binarize": config.binarize,
+            "preserve_ratio": config.preserve_ratio,
+            "delete_ratio": config.delete_ratio,
+            "patience": config.patience,
+            "seed": config.seed,
+        }
 
     def apply_settings(self, values: dict) -> None:
         """Show stored values; unknown or malformed ones keep the current value."""

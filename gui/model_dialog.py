@@ -52,8 +52,10 @@ class ModelDialog(QDialog):
         form.addRow("TorchScript", self.script)
         form.addRow("Classes", self.num_classes)
         form.addRow("Labels", self.labels)
-        note = QLabel("Full pickled models are not accepted here: they can run code. Save the model's "
-                      "state_dict, or export it as TorchScript, and load that.")  # fmt: skip
+        note = QLabel(
+            "Full pickled models are not accepted here: they can run code. Save the model's "
+            "state_dict, or export it as TorchScript, and load that."
+        )
         note.setWordWrap(True)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)

@@ -14,8 +14,12 @@ RESOLUTION_DPI = 150
 
 def page_layout() -> QPageLayout:
     """A4 portrait with 12 mm margins."""
-    return QPageLayout(QPageSize(QPageSize.PageSizeId.A4), QPageLayout.Orientation.Portrait,
-                       QMarginsF(12, 12, 12, 12), QPageLayout.Unit.Millimeter)  # fmt: skip
+    return QPageLayout(
+        QPageSize(QPageSize.PageSizeId.A4),
+        QPageLayout.Orientation.Portrait,
+        QMarginsF(12, 12, 12, 12),
+        QPageLayout.Unit.Millimeter,
+    )
 
 
 def paged_document(html: str, layout: QPageLayout | None = None) -> QTextDocument:

@@ -198,8 +198,10 @@ def _details(result: ResultRecord) -> str:
         elif photo_chose_target:
             decision = " — the decision is <b>not</b> kept"
         else:
-            decision = (f", while on the photo it is “{html.escape(photo[1])}”: "
-                        "<b>the decision on the photo is another class</b>")  # fmt: skip
+            decision = (
+                f", while on the photo it is “{html.escape(photo[1])}”: "
+                "<b>the decision on the photo is another class</b>"
+            )
         verdict = (
             f"The explanation alone scores <b>{result.prob_explanation:.3f}</b> for “{label}” "
             f"(the photo: {result.prob_original:.3f}); the model's top-1 on it is “{top1}”{decision}."

@@ -161,17 +161,50 @@ class Worker(QObject):
     def submit_job(self, job: JobSpec) -> None:
         self._submit(self._heavy, _RunJob(job))
 
-    def submit_export(self, result: ResultRecord, out_dir: Path, stem: str, *, overlay=None, colormap="inferno",
-                      scale=DEFAULT_SCALE, overwrite=False) -> None:  # fmt: skip
+    def submit_export(
+        self,
+        result: ResultRecord,
+        out_dir: Path,
+        stem: str,
+        *,
+        overlay=None,
+        colormap="inferno",
+        scale=DEFAULT_SCALE,
+        overwrite=False,
+    ) -> None:
         # Light: an export (and its one re-scoring pass) is served between the steps of a running job or batch.
         self._submit(self._light, _Export(result, Path(out_dir), stem, overlay, colormap, scale, overwrite))
 
-    def submit_batch(self, batch_id: int, input_dir: Path, out_dir: Path, *, targets: str, games, defense: bool,
-                     config: FGVisConfig, overwrite: bool = False, engine: str = "local",
-                     address: str | None = None) -> None:  # fmt: skip
+    def submit_batch(
+        self,
+        batch_id: int,
+        input_dir: Path,
+        out_dir: Path,
+        *,
+        targets: str,
+        games,
+        defense: bool,
+        config: FGVisConfig,
+        overwrite: bool = False,
+        engine: str = "local",
+        address: str | None = None,
+    ) -> None:
         """Queue a batch; ``engine="ray"`` runs it on Ray (``address`` as for ``fgvis batch --address``)."""
-        self._submit(self._heavy, _Batch(batch_id, Path(input_dir), Path(out_dir), targets, tuple(games), defense,
-                                         config, overwrite, engine, address))  # fmt: skip
+        self._submit(
+            self._heavy,
+            _Batch(
+                batch_id,
+                Path(input_dir),
+                Path(out_dir),
+                targets,
+                tuple(games),
+                defense,
+                config,
+                overwrite,
+                engine,
+                address,
+            ),
+        )
 
     def submit_open_session(self, path: Path) -> None:
         self._submit(self._light, _OpenSession(Path(path)))
@@ -255,9 +288,12 @@ class Worker(QObject):
         spec = task.spec
         try:
             model = engine.load_model(
-                spec.name, weights=spec.weights, torchscript=spec.torchscript,
-                num_classes=spec.num_classes, labels=spec.labels,
-            )  # fmt: skip
+                spec.name,
+                weights=spec.weights,
+                torchscript=spec.torchscript,
+                num_classes=spec.num_classes,
+                labels=spec.labels,
+            )
             resolve_device(task.device, model)
         except FGVisError as exc:
             self.model_failed.emit(_with_dialog_hint(exc))
@@ -283,9 +319,14 @@ class Worker(QObject):
         model = self._model
         scripted = isinstance(model.module, torch.jit.ScriptModule)
         return ModelInfo(
-            model.name, list(model.labels), model.weights_sha256, str(model.device), model.input_size, scripted,
+            model.name,
+            list(model.labels),
+            model.weights_sha256,
+            str(model.device),
+            model.input_size,
+            scripted,
             self._generation,
-        )  # fmt: skip
+        )
 
     def _run_job(self, task: _RunJob) -> None:
         job = task.job
@@ -301,10 +342,17 @@ class Worker(QObject):
             # The engine computes a preview at most PROGRESS_RATE_HZ times a second: report those steps.
             if state.preview is not None or state.step == state.total:
                 preview = state.preview[0].copy() if state.preview is not None else None
-                self.job_progress.emit(JobProgress(
-                    job.id, state.step, state.total, float(state.target_prob[0]), float(state.mask_mean[0]),
-                    time.perf_counter() - started, preview,
-                ))  # fmt: skip
+                self.job_progress.emit(
+                    JobProgress(
+                        job.id,
+                        state.step,
+                        state.total,
+                        float(state.target_prob[0]),
+                        float(state.mask_mean[0]),
+                        time.perf_counter() - started,
+                        preview,
+                    )
+                )
             self._serve_light()
 
         def should_stop() -> bool:
@@ -314,9 +362,16 @@ class Worker(QObject):
         config = replace(job.config, device=str(self._model.device), preview_rate_hz=PROGRESS_RATE_HZ)
         try:
             result = engine.explain(
-                self._model, job.pixels, job.target, game=job.game, defense=job.defense, config=config,
-                on_step=on_step, should_stop=should_stop, cache=self.reference_cache,
-            )  # fmt: skip
+                self._model,
+                job.pixels,
+                job.target,
+                game=job.game,
+                defense=job.defense,
+                config=config,
+                on_step=on_step,
+                should_stop=should_stop,
+                cache=self.reference_cache,
+            )
         except FGVisError as exc:
             self.job_failed.emit(job.id, str(exc))
             return
@@ -325,18 +380,30 @@ class Worker(QObject):
                 self._cancel_ids.discard(job.id)
         image_path = str(job.image_path) if job.image_path else None
         record = ResultRecord.from_explanation(
-            result, 0, self._model, image_name=job.image_name, image_path=image_path, image_sha256=job.image_sha256,
-            id=next_id(), job=job,
-        )  # fmt: skip
+            result,
+            0,
+            self._model,
+            image_name=job.image_name,
+            image_path=image_path,
+            image_sha256=job.image_sha256,
+            id=next_id(),
+            job=job,
+        )
         self.job_finished.emit(record)
 
     def _export(self, task: _Export) -> None:
         try:
             paths = export_record(
-                task.result, task.out_dir, task.stem, model=self._model, colormap=task.colormap,
-                scale=task.scale, overlay=task.overlay, overwrite=task.overwrite,
+                task.result,
+                task.out_dir,
+                task.stem,
+                model=self._model,
+                colormap=task.colormap,
+                scale=task.scale,
+                overlay=task.overlay,
+                overwrite=task.overwrite,
                 extra={"app_version": __version__},
-            )  # fmt: skip
+            )
         except FGVisError as exc:
             self.export_failed.emit(str(exc))
             return
@@ -359,15 +426,27 @@ class Worker(QObject):
             with self._lock:
                 return task.batch_id in self._cancel_ids or self._shutting_down.is_set()
 
-        options = {"targets": task.targets, "games": task.games, "defense": task.defense,
-                   "overwrite": task.overwrite, "app_version": __version__, "should_stop": should_stop,
-                   "on_progress": lambda report: self.batch_progress.emit(task.batch_id, report)}  # fmt: skip
+        options = {
+            "targets": task.targets,
+            "games": task.games,
+            "defense": task.defense,
+            "overwrite": task.overwrite,
+            "app_version": __version__,
+            "should_stop": should_stop,
+            "on_progress": lambda report: self.batch_progress.emit(task.batch_id, report),
+        }
         try:
             if task.engine == "ray":
                 summary = self._batch_on_ray(task, options)
             else:
-                summary = run_batch(self._model, task.input_dir, task.out_dir, on_step=on_step,
-                                    config=replace(task.config, device=str(self._model.device)), **options)  # fmt: skip
+                summary = run_batch(
+                    self._model,
+                    task.input_dir,
+                    task.out_dir,
+                    on_step=on_step,
+                    config=replace(task.config, device=str(self._model.device)),
+                    **options,
+                )
         except (FGVisError, OSError) as exc:
             self.batch_failed.emit(task.batch_id, str(exc))
             return
@@ -382,11 +461,17 @@ class Worker(QObject):
 
         spec = self._model_spec
         if spec is None:
-            raise engine.ConfigError("this model was not loaded from files, so Ray workers cannot load it: "
-                                     "use File > Load model, or run the batch on this machine")  # fmt: skip
-        source = ModelSource(spec.name, str(spec.weights) if spec.weights else None,
-                             str(spec.torchscript) if spec.torchscript else None, spec.num_classes,
-                             str(spec.labels) if spec.labels else None)  # fmt: skip
+            raise engine.ConfigError(
+                "this model was not loaded from files, so Ray workers cannot load it: "
+                "use File > Load model, or run the batch on this machine"
+            )
+        source = ModelSource(
+            spec.name,
+            str(spec.weights) if spec.weights else None,
+            str(spec.torchscript) if spec.torchscript else None,
+            spec.num_classes,
+            str(spec.labels) if spec.labels else None,
+        )
         config = replace(task.config, device=None)
         return run_batch_on_ray(source, task.input_dir, task.out_dir, address=task.address, config=config, **options)
 
@@ -412,17 +497,33 @@ class Worker(QObject):
                 pixels, scale = _placeholder(entry)
                 display = np.full(pixels.shape[:2], 0xFF808080, np.uint32)  # to_argb32 of the grey, no temporaries
                 if scale != (1.0, 1.0):
-                    problems.append(f"{entry.name}: shown on a grey stand-in at {min(scale):.0%} of the photo's size "
-                                    f"(the results' crop boxes are scaled to match)")  # fmt: skip
+                    problems.append(
+                        f"{entry.name}: shown on a grey stand-in at {min(scale):.0%} of the photo's size "
+                        f"(the results' crop boxes are scaled to match)"
+                    )
             image = ImageRecord(
-                next_id(), Path(entry.path) if entry.path else None, entry.name, pixels,
-                display=to_argb32(pixels) if display is None else display, sha256=entry.sha256, notes=entry.notes,
-            )  # fmt: skip
+                next_id(),
+                Path(entry.path) if entry.path else None,
+                entry.name,
+                pixels,
+                display=to_argb32(pixels) if display is None else display,
+                sha256=entry.sha256,
+                notes=entry.notes,
+            )
             for record in entry.results:
                 job = JobSpec(
-                    next_id(), image.id, image.name, pixels, record.target, record.target_label, record.game,
-                    record.defense, record.config, image_path=image.path, image_sha256=image.sha256,
-                )  # fmt: skip
+                    next_id(),
+                    image.id,
+                    image.name,
+                    pixels,
+                    record.target,
+                    record.target_label,
+                    record.game,
+                    record.defense,
+                    record.config,
+                    image_path=image.path,
+                    image_sha256=image.sha256,
+                )
                 result = ResultRecord.from_record(record, job)
                 if scale != (1.0, 1.0) and result.crop_box is not None:
                     left, top, right, bottom = result.crop_box

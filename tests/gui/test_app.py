@@ -12,8 +12,9 @@ from PySide6.QtGui import QImage
 
 def _run(args, tmp_path, timeout=600):
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "FGVIS_STUDIO_HOME": str(tmp_path / "home")}
-    return subprocess.run([sys.executable, "-m", "gui", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "gui", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def test_version(tmp_path):

@@ -22,10 +22,13 @@ from tests.engine.test_analysis import fake_batch
 @pytest.fixture
 def batch(tmp_path):
     folder = tmp_path / "batch"
-    truth = fake_batch(folder, {
-        "ring": synthetic_class_maps(60, 0.2, seed=1),
-        "plus": synthetic_class_maps(30, 0.0, seed=2),
-    })  # fmt: skip
+    truth = fake_batch(
+        folder,
+        {
+            "ring": synthetic_class_maps(60, 0.2, seed=1),
+            "plus": synthetic_class_maps(30, 0.0, seed=2),
+        },
+    )
     return folder, truth
 
 
@@ -270,8 +273,9 @@ def test_cluster_notes_go_into_the_session_and_come_back(make_window, batch, qtb
     assert reopened.notes.toPlainText() == "reads the border, not the ring"
 
 
-def test_session_notes_of_a_missing_folder_are_kept_and_different_notes_both_survive(make_window, batch, qtbot,
-                                                                                     tmp_path):  # fmt: skip
+def test_session_notes_of_a_missing_folder_are_kept_and_different_notes_both_survive(
+    make_window, batch, qtbot, tmp_path
+):
     from engine.results.session import ReviewNotes, Session, save_session
 
     folder, _ = batch
@@ -281,8 +285,10 @@ def test_session_notes_of_a_missing_folder_are_kept_and_different_notes_both_sur
 
     save_notes(analysis)
     path = tmp_path / "notes.fgvis"
-    held = [ReviewNotes(str(folder), "preserve", {"0:0": "session's note"}),
-            ReviewNotes(str(tmp_path / "gone"), "delete", {"1:1": "kept"})]  # fmt: skip
+    held = [
+        ReviewNotes(str(folder), "preserve", {"0:0": "session's note"}),
+        ReviewNotes(str(tmp_path / "gone"), "delete", {"1:1": "kept"}),
+    ]
     save_session(path, Session([], reviews=held))
     window = make_window()
     with qtbot.waitSignal(window.sessions.opened, timeout=30_000) as opened:
@@ -294,8 +300,10 @@ def test_session_notes_of_a_missing_folder_are_kept_and_different_notes_both_sur
     qtbot.waitUntil(lambda: review.analysis is not None, timeout=120_000)
     assert review.analysis.note(0, 0) == "folder's note\n\nsession's note"
     notes = {(Path(r.results_dir).name, r.game): r.notes for r in window.sessions.snapshot().reviews}
-    assert notes == {("batch", "preserve"): {"0:0": "folder's note\n\nsession's note"},
-                     ("gone", "delete"): {"1:1": "kept"}}  # fmt: skip
+    assert notes == {
+        ("batch", "preserve"): {"0:0": "folder's note\n\nsession's note"},
+        ("gone", "delete"): {"1:1": "kept"},
+    }
 
 
 def test_a_session_never_starts_an_analysis_and_early_notes_wait_for_theirs(make_window, batch, qtbot, tmp_path):

@@ -20,8 +20,9 @@ def records(toy_model, photo):
     out = []
     for game in ("preserve", "delete"):
         result = explain(toy_model, photo, game=game, config=FGVisConfig(steps=3))
-        out.append(ExplanationRecord.from_explanation(result, 0, toy_model, image_name=photo.name,
-                                                      image_path=str(photo)))  # fmt: skip
+        out.append(
+            ExplanationRecord.from_explanation(result, 0, toy_model, image_name=photo.name, image_path=str(photo))
+        )
     return out
 
 

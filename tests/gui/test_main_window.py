@@ -187,8 +187,9 @@ def test_a_bad_model_file_keeps_the_current_model(opened, tmp_path, qtbot):
 def test_a_failing_job_reports_and_the_next_one_runs(opened, qtbot):
     window = opened
     image = window.workspace.current
-    bad = JobSpec(next_id(), image.id, image.name, image.pixels, 99, "no such class", "preserve", True,
-                  FGVisConfig(steps=2))  # fmt: skip
+    bad = JobSpec(
+        next_id(), image.id, image.name, image.pixels, 99, "no such class", "preserve", True, FGVisConfig(steps=2)
+    )
     window.workspace.jobs[bad.id] = bad
     window.jobs_panel.add(bad)
     with qtbot.waitSignal(window.error_shown, timeout=30_000) as shown:
@@ -292,8 +293,9 @@ def test_dropping_files_opens_them(window, photo, qtbot):
 
     data = QMimeData()
     data.setUrls([QUrl.fromLocalFile(str(photo))])
-    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, data, Qt.MouseButton.LeftButton,
-                       Qt.KeyboardModifier.NoModifier)  # fmt: skip
+    event = QDropEvent(
+        QPointF(10, 10), Qt.DropAction.CopyAction, data, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    )
     with qtbot.waitSignal(window.image_opened, timeout=30_000) as opened:
         window.dropEvent(event)
     assert opened.args[0].path == photo

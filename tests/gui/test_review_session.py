@@ -47,8 +47,9 @@ def _start_long_job(window, qtbot):
 def _front_tab(window) -> str:
     """The title of the dock tab in front (Jobs / Results)."""
     bars = [bar for bar in window.findChildren(QTabBar) if bar.count() and bar.isVisible()]
-    return next(bar.tabText(bar.currentIndex()) for bar in bars if "Results" in
-                [bar.tabText(i) for i in range(bar.count())])  # fmt: skip
+    return next(
+        bar.tabText(bar.currentIndex()) for bar in bars if "Results" in [bar.tabText(i) for i in range(bar.count())]
+    )
 
 
 def _errors(window):
@@ -148,9 +149,12 @@ def test_the_panel_says_when_the_decision_is_another_class_and_what_deletion_evi
     preserved, deleted = _run(window, qtbot, game="both")
     other = (preserved.target + 1) % len(FRUITS)
     photo_chose_other = dataclasses.replace(
-        preserved, top5_original=[(other, FRUITS[other], 0.9), *preserved.top5_original[1:]],
-        top1_explanation=preserved.target, prob_original=0.016, prob_explanation=0.988,
-    )  # fmt: skip
+        preserved,
+        top5_original=[(other, FRUITS[other], 0.9), *preserved.top5_original[1:]],
+        top1_explanation=preserved.target,
+        prob_original=0.016,
+        prob_explanation=0.988,
+    )
     text = _details(photo_chose_other)
     assert "decision is kept" not in text and "the decision on the photo is another class" in text
     assert FRUITS[other] in text
@@ -182,8 +186,9 @@ def test_the_report_gets_the_suffix_of_the_chosen_filter(opened, qtbot, tmp_path
     from gui.controllers import exports
 
     for chosen, magic in ((PDF_FILTER, b"%PDF"), (HTML_FILTER, b"<!DOCTYPE html")):
-        monkeypatch.setattr(exports.QFileDialog, "getSaveFileName",
-                            lambda *args, chosen=chosen: (str(tmp_path / "my_review"), chosen))  # fmt: skip
+        monkeypatch.setattr(
+            exports.QFileDialog, "getSaveFileName", lambda *args, chosen=chosen: (str(tmp_path / "my_review"), chosen)
+        )
         window.exports.export_report_dialog()
         suffix = ".pdf" if chosen == PDF_FILTER else ".html"
         assert (tmp_path / f"my_review{suffix}").read_bytes().startswith(magic)
@@ -359,8 +364,14 @@ def test_every_method_setting_has_a_tooltip_and_the_shortcuts_are_listed(window)
     dialog = window.show_shortcuts()
     table = dialog.findChild(type(window.results.table))
     commands = {table.item(row, 0).text(): table.item(row, 1).text() for row in range(table.rowCount())}
-    for command in ("Compare selected results", "Export report (HTML/PDF)", "Batch", "Cancel all jobs",
-                    "Delete result", "Zoom in"):  # fmt: skip
+    for command in (
+        "Compare selected results",
+        "Export report (HTML/PDF)",
+        "Batch",
+        "Cancel all jobs",
+        "Delete result",
+        "Zoom in",
+    ):
         assert commands.get(command), command
     assert "+" in commands["Zoom in"]
     dialog.close()

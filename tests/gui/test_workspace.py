@@ -27,12 +27,32 @@ def results(toy_model):
     records = []
     for game in ("preserve", "delete"):
         config = engine.FGVisConfig(steps=3)
-        job = JobSpec(next_id(), image.id, image.name, pixels, 2, FRUITS[2], game, True, config,
-                      image_path=image.path, image_sha256=image.sha256)  # fmt: skip
+        job = JobSpec(
+            next_id(),
+            image.id,
+            image.name,
+            pixels,
+            2,
+            FRUITS[2],
+            game,
+            True,
+            config,
+            image_path=image.path,
+            image_sha256=image.sha256,
+        )
         explanation = engine.explain(toy_model, pixels, 2, game=game, config=config)
-        records.append(ResultRecord.from_explanation(explanation, 0, toy_model, image_name=image.name, id=next_id(),
-                                                     job=job, image_path=str(image.path),
-                                                     image_sha256=image.sha256))  # fmt: skip
+        records.append(
+            ResultRecord.from_explanation(
+                explanation,
+                0,
+                toy_model,
+                image_name=image.name,
+                id=next_id(),
+                job=job,
+                image_path=str(image.path),
+                image_sha256=image.sha256,
+            )
+        )
     return image, records
 
 
@@ -74,8 +94,7 @@ def test_results_delete_undo_and_the_session_round_trip_without_a_window(results
 
 def test_the_queue_and_batches(qtbot):
     workspace = Workspace()
-    job = JobSpec(next_id(), 1, "a", np.zeros((2, 2, 3), np.uint8), 0, "apple", "preserve", True,
-                  engine.FGVisConfig())  # fmt: skip
+    job = JobSpec(next_id(), 1, "a", np.zeros((2, 2, 3), np.uint8), 0, "apple", "preserve", True, engine.FGVisConfig())
     second = JobSpec(next_id(), 1, "a", job.pixels, 0, "apple", "delete", True, job.config)
     for queued in (job, second):
         workspace.queue(queued)
