@@ -603,6 +603,7 @@ def _analyze(args) -> int:
         feature_size=args.size, neighbours=args.neighbours, max_clusters=args.max_clusters,
         embedding=args.embedding, seed=args.seed, out_dir=args.out, log=log,
     )  # fmt: skip
+    assert result.folder is not None  # analyze() saved it
     report = write_report(result, result.folder / "report.html", app_version=_version())
     for entry in result.classes:
         print(class_summary(entry))

@@ -20,10 +20,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import core
+
+if TYPE_CHECKING:  # the benchmark imports torch only when it runs
+    from engine.core.explanation import Game
 
 #: Share of the held-out planted-class images that carry the marker.
 HELDOUT_MARKED_SHARE = 1 / 3
@@ -65,21 +69,23 @@ def heldout_images(planted: int, per_class: int, seed: int = HELDOUT_SEED):
     wanted[PLANTED_CLASS] = planted
     count = 4 * len(CLASSES) * max(planted, per_class)
     data = generate(count, seed, "planted")
-    chosen = []
+    is_marked = data.marked
+    assert is_marked is not None  # the planted set says which images carry the marker
+    chosen: list[int] = []
     for label in range(len(CLASSES)):
         members = np.flatnonzero(data.labels == label)
         if label == PLANTED_CLASS:
-            marked = members[data.marked[members]][:marked_wanted]
-            clean = members[~data.marked[members]][: planted - marked_wanted]
+            marked = members[is_marked[members]][:marked_wanted]
+            clean = members[~is_marked[members]][: planted - marked_wanted]
             members = np.sort(np.r_[marked, clean])
         chosen.extend(members[: wanted[label]].tolist())
-    chosen = np.array(sorted(chosen))
-    return data.images[chosen], data.labels[chosen], data.marked[chosen]
+    indices = np.array(sorted(chosen))
+    return data.images[indices], data.labels[indices], is_marked[indices]
 
 
 def run_analysis_benchmark(
     out_dir: str | Path | None = None, *, per_class: int = 12, planted: int = 60,
-    games: Sequence[str] = ("preserve", "delete"), config=None, model=None, seed: int = HELDOUT_SEED,
+    games: Sequence[Game] = ("preserve", "delete"), config=None, model=None, seed: int = HELDOUT_SEED,
     log: Callable[[str], None] | None = None,
 ) -> BenchReport:  # fmt: skip
     """The planted Clever-Hans benchmark (module docstring). ``out_dir`` keeps the images, the batch
@@ -102,7 +108,7 @@ def run_analysis_benchmark(
     config = config or FGVisConfig()
     model = model or load_shapes_model("planted")
     temporary = tempfile.TemporaryDirectory() if out_dir is None else None
-    out = Path(temporary.name if temporary else out_dir)
+    out = Path(temporary.name) if temporary is not None else Path(out_dir or ".")
     started = time.perf_counter()
     images, labels, marked = heldout_images(planted, per_class, seed)
     truth: dict[str, dict] = {}
@@ -123,6 +129,7 @@ def run_analysis_benchmark(
                       config=config, batch_size=16)  # fmt: skip
         say(f"analysing the {game} maps")
         review = analyze(batch_dir, game=game, out_dir=out / f"analysis_{game}", log=lambda m: say(f"  {m}"))
+        assert review.folder is not None  # analyze() saved it
         write_report(review, review.folder / "report.html")
         planted_entry = review.class_for(PLANTED_CLASS)
         is_marked = np.array(
@@ -132,14 +139,14 @@ def run_analysis_benchmark(
         maps = np.stack([read_evidence(batch_dir, item) for item in planted_entry.items])
         rows.append(_row(f"FGVis {game}", planted_entry.result, is_marked, results, PLANTED_CLASS, maps))
     say("Grad-CAM maps of the same images")
-    results, planted_maps = [], None
+    results, gradcam_maps = [], {}
     for label in range(len(CLASSES)):
         chosen = np.flatnonzero(labels == label)
         targets = torch.full((len(chosen),), label)
         evidence = attribute("gradcam", model, to_tensor(images[chosen]), targets).evidence.numpy()
         results.append((label, core.cluster_maps(evidence)))
-        if label == PLANTED_CLASS:
-            planted_maps, planted_marked = evidence, marked[chosen]
+        gradcam_maps[label] = (evidence, marked[chosen])
+    planted_maps, planted_marked = gradcam_maps[PLANTED_CLASS]
     planted_result = dict(results)[PLANTED_CLASS]
     rows.append(_row("Grad-CAM", planted_result, planted_marked, results, PLANTED_CLASS, planted_maps))
     seconds = time.perf_counter() - started

@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 from engine.colormaps import apply_colormap
 from engine.results.report import escape, multiline, page_head, png_data_uri
 
+from .core import ClusterStats, MapClusters
 from .results import ClassAnalysis, DatasetAnalysis, MapItem, class_summary
 
 #: Cluster colours (Tableau 10), repeated past ten clusters; flagged clusters are outlined in FLAG_COLOUR.
@@ -108,12 +109,13 @@ def _class_section(analysis: DatasetAnalysis, entry: ClassAnalysis, thumbnails: 
         "red</small></td></tr></table>",
     ]
     for cluster in entry.ordered_clusters():
-        parts.append(_cluster_section(analysis, entry, cluster, thumbnails))
+        parts.append(_cluster_section(analysis, entry, result, cluster, thumbnails))
     return "\n".join(parts)
 
 
-def _cluster_section(analysis: DatasetAnalysis, entry: ClassAnalysis, cluster, thumbnails: int) -> str:
-    result = entry.result
+def _cluster_section(
+    analysis: DatasetAnalysis, entry: ClassAnalysis, result: MapClusters, cluster: ClusterStats, thumbnails: int
+) -> str:
     colour = "#{:02x}{:02x}{:02x}".format(*cluster_colour(cluster.index))
     flag = "<span style='color: #c00000'>&#9888; flagged</span> &middot; " if cluster.flagged else ""
     heading = (f"<h3><span style='color: {colour}'>&#9632;</span> {flag}Cluster {cluster.index + 1}: {cluster.size} "
@@ -170,7 +172,9 @@ def mean_map_picture(mean: np.ndarray, size: int = 128) -> np.ndarray:
     """A cluster's mean map in colour (inferno, 0 .. its maximum), ``size`` px."""
     peak = float(mean.max())
     scaled = mean / peak if peak > 0 else mean
-    return np.asarray(Image.fromarray(apply_colormap(scaled.astype(np.float32))).resize((size, size), Image.NEAREST))
+    return np.asarray(
+        Image.fromarray(apply_colormap(scaled.astype(np.float32))).resize((size, size), Image.Resampling.NEAREST)
+    )
 
 
 def eigenvalue_plot(eigenvalues: np.ndarray, chosen: int, size: tuple[int, int] = (360, 180)) -> np.ndarray:

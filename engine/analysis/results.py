@@ -403,11 +403,14 @@ def analyze(
         if not kept:
             entry.message = "no readable evidence maps (every mask file of this class was skipped)"
         else:
-            label = labels[target]
+
+            def class_log(message: str, label: str = labels[target]) -> None:
+                say(f"{label!r}: {message}")
+
             try:
                 entry.result = core.cluster_reduced(
                     reduced, clusters=clusters, neighbours=neighbours, max_clusters=max_clusters,
-                    embedding=embedding, seed=seed, log=lambda message, label=label: say(f"{label!r}: {message}"),
+                    embedding=embedding, seed=seed, log=class_log,
                 )  # fmt: skip
             except AnalysisError as exc:
                 entry.message = f"class {labels[target]!r} ({target}): {exc}"
@@ -438,7 +441,7 @@ def analyze(
 def _choose_classes(classes: Sequence[int | str] | None, labels: dict[int, str]) -> list[int]:
     if classes is None:
         return sorted(labels)
-    chosen = []
+    chosen: list[int] = []
     for spec in classes:
         text = str(spec).strip()
         matches = [
@@ -498,7 +501,7 @@ def save_analysis(analysis: DatasetAnalysis, folder: str | Path) -> Path:
         "settings": analysis.settings, "created": analysis.created, "seconds": round(analysis.seconds, 3),
         "skipped": analysis.skipped, "classes": [_class_json(entry) for entry in analysis.classes],
     }  # fmt: skip
-    arrays = {}
+    arrays: dict[str, np.ndarray] = {}
     for entry in analysis.classes:
         if entry.result is None:
             continue
@@ -509,7 +512,8 @@ def save_analysis(analysis: DatasetAnalysis, folder: str | Path) -> Path:
             f"{key}_mean_maps": result.mean_maps.astype(np.float32), f"{key}_thumbs": result.thumbs.astype(np.uint8),
         })  # fmt: skip
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    # numpy's stub lets **arrays bind to savez_compressed's allow_pickle: bool; these are all arrays.
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
     try:
         write_all_or_nothing({
             folder / ARRAYS_FILE: buffer.getvalue(),
@@ -709,5 +713,5 @@ def _optional_number(value) -> float | None:
 def _box(value) -> list[float] | None:
     if not isinstance(value, (list, tuple)) or len(value) != 4:
         return None
-    numbers = [_optional_number(v) for v in value]
-    return None if any(n is None for n in numbers) else numbers
+    numbers = [n for n in (_optional_number(v) for v in value) if n is not None]
+    return numbers if len(numbers) == 4 else None

@@ -11,7 +11,7 @@ the first part only."""
 from __future__ import annotations
 
 from dataclasses import Field, asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -20,16 +20,27 @@ from engine.colormaps import apply_colormap
 from engine.errors import ConfigError
 from engine.models.preprocess import Geometry, Preprocessing, paste_back
 
+# The named choices of a run, as types (for the type checker) and as tuples of their values (for checks at
+# run time, argparse choices and the GUI's lists), in the order the CLI and the GUI offer them.
+#: Which explanation game: keep what the decision needs (preservation), or remove it (deletion).
 Game = Literal["preserve", "delete"]
-GAMES = ("preserve", "delete")
-REFERENCES = ("zero", "black", "blur")
-LOSSES = ("prob", "ce")
-OPTIMIZERS = ("adam", "sgd", "normalized")
-SPARSITY = ("coupled", "proximal")
+#: The mask optimiser (:attr:`FGVisConfig.optimizer`).
+Optimizer = Literal["adam", "sgd", "normalized"]
+#: What removed pixels become (:attr:`FGVisConfig.reference`).
+Reference = Literal["zero", "black", "blur"]
+#: The score the game optimises (:attr:`FGVisConfig.loss`).
+Loss = Literal["prob", "ce"]
+#: How the sparsity term enters the optimisation (:attr:`FGVisConfig.sparsity`).
+Sparsity = Literal["coupled", "proximal"]
+GAMES: tuple[Game, ...] = get_args(Game)
+OPTIMIZERS: tuple[Optimizer, ...] = get_args(Optimizer)
+REFERENCES: tuple[Reference, ...] = get_args(Reference)
+LOSSES: tuple[Loss, ...] = get_args(Loss)
+SPARSITY: tuple[Sparsity, ...] = get_args(Sparsity)
 
 #: Measured per-game learning rates (docs/DEFAULTS.md): preservation needs small steps to approach the
 #: sparsest mask that keeps the decision; deletion converges in half the steps with 0.02.
-DEFAULT_LR = {"preserve": 0.05, "delete": 0.05}
+DEFAULT_LR: dict[Game, float] = {"preserve": 0.05, "delete": 0.05}
 
 
 @dataclass(frozen=True)
@@ -121,15 +132,15 @@ class FGVisConfig:
 
     steps: int = 300
     lr: float | None = None
-    optimizer: str = "adam"
+    optimizer: Optimizer = "adam"
     lambda_: float | None = None
     lambda_init: float = 0.05
     lambda_rate: float = 0.05
     preserve_ratio: float = 0.9
     delete_ratio: float = 0.1
-    reference: str = "blur"
+    reference: Reference = "blur"
     blur_sigma: float = 5.0
-    loss: str = "prob"
+    loss: Loss = "prob"
     patience: int = 40
     tolerance: float = 1e-3
     stop_when_deleted: bool = False
@@ -141,7 +152,7 @@ class FGVisConfig:
     preview_rate_hz: float = 5.0
     cuda_graph: bool = True
     monitor_every: int = 10
-    sparsity: str = "coupled"
+    sparsity: Sparsity = "coupled"
     binarize: bool = True
     quantize: bool = True
 
@@ -171,7 +182,7 @@ class FGVisConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def learning_rate(self, game: str) -> float:
+    def learning_rate(self, game: Game) -> float:
         """The learning rate in force for ``game``."""
         return self.lr if self.lr is not None else DEFAULT_LR[game]
 
@@ -180,8 +191,11 @@ class FGVisConfig:
 MERGE_RULES = ("item", "same", "max", "any", "sum", "join", "history")
 
 
-def merged(rule: str, **options) -> Field:
-    """A dataclass field whose parts are merged by ``rule`` (one of :data:`MERGE_RULES`)."""
+def merged(rule: str, **options: Any) -> Any:
+    """A dataclass field whose parts are merged by ``rule`` (one of :data:`MERGE_RULES`).
+
+    Typed ``Any``, as :func:`dataclasses.field` is to a type checker, so that ``step: int = merged("same")``
+    checks (the value is a :class:`dataclasses.Field`)."""
     assert rule in MERGE_RULES, rule
     return field(metadata={"merge": rule}, **options)
 
@@ -291,7 +305,7 @@ class Explanation:
     top1_explanation: torch.Tensor = merged("item")
     lambda_: torch.Tensor = merged("item")
     goal_met: torch.Tensor = merged("item")
-    game: str = merged("same")
+    game: Game = merged("same")
     defense: bool = merged("same")
     config: FGVisConfig = merged("same")
     steps: int = merged("max")
@@ -337,7 +351,9 @@ class Explanation:
         if not original_resolution:
             return self.preprocessing.to_uint8(self.explanation[index])
         geometry = self._geometry(index)
-        photo = self.originals[index].astype(np.float32)
+        original = self.originals[index]
+        assert original is not None  # _geometry refuses an item without its photo
+        photo = original.astype(np.float32)
         outside = 0.0 if self.game == "preserve" else 1.0
         mask = paste_back(self.mask[index].permute(1, 2, 0).numpy(), geometry, fill=outside)
         reference_pixels = self.preprocessing.denormalize(self.reference[index : index + 1])[0]

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from engine.models.loading import ClassifierModel, frozen, resolve_device, short
 from engine.models.preprocess import Geometry
 
 from .defense import ActivationFilter
-from .explanation import GAMES, Explanation, FGVisConfig, StepState, merge_rule
+from .explanation import GAMES, Explanation, FGVisConfig, Game, StepState, merge_rule
 from .model_pass import TRIAL_ROUNDS, ModelPass, record_cuda_graph
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def explain(
     image,
     target: Target = None,
     *,
-    game: str = "preserve",
+    game: Game = "preserve",
     defense: bool = True,
     config: FGVisConfig | None = None,
     on_step: Callable[[StepState], None] | None = None,
@@ -180,7 +181,7 @@ class _Run:
     parts fit (each part is run in turn; the merged result carries a warning saying so)."""
 
     classifier: ClassifierModel
-    game: str
+    game: Game
     defense: bool
     config: FGVisConfig
     device: torch.device
@@ -359,7 +360,7 @@ def merge_explanations(parts: Sequence[Explanation]) -> Explanation:
     history, so every step has a value for every item."""
     if len(parts) == 1:
         return parts[0]
-    values = {}
+    values: dict[str, Any] = {}
     for spec in fields(Explanation):
         rule, each = merge_rule(spec), [getattr(part, spec.name) for part in parts]
         if rule == "history":
@@ -374,15 +375,15 @@ def _merge(rule: str, values: list):
         return torch.cat(values) if isinstance(values[0], torch.Tensor) else [v for part in values for v in part]
     if rule == "join":
         return [v for part in values for v in part]
-    combine = {"same": lambda v: v[0], "max": max, "any": any, "sum": sum}[rule]
-    return combine(values)
+    combiners: dict[str, Callable[[list], Any]] = {"same": lambda v: v[0], "max": max, "any": any, "sum": sum}
+    return combiners[rule](values)
 
 
 def _merge_histories(histories: list[list[StepState]], steps: int) -> list[StepState]:
     merged = []
     for index in range(steps):
         states = [history[min(index, len(history) - 1)] for history in histories if history]
-        values = {}
+        values: dict[str, Any] = {}
         for spec in fields(StepState):
             rule, each = merge_rule(spec), [getattr(state, spec.name) for state in states]
             values[spec.name] = np.concatenate(each) if rule == "item" else each[0]
@@ -516,7 +517,7 @@ class Optimisation:
         self.optimizer = _MaskOptimizer(self.mask, config.optimizer, self.lr)
         count = x.shape[0]
         self.auto_lambda = config.lambda_ is None
-        start = config.lambda_init if self.auto_lambda else config.lambda_
+        start = config.lambda_ if config.lambda_ is not None else config.lambda_init
         self.lambda_ = torch.full((count,), float(start), device=x.device)
         # Preserve looks for the smallest mask mean that meets the goal, delete for the largest.
         self.sense = 1.0 if game == "preserve" else -1.0
@@ -688,7 +689,7 @@ BISECT_ROUNDS = 4
 
 
 def goal_met(
-    game: str, config: FGVisConfig, prob: torch.Tensor, top1: torch.Tensor, targets: torch.Tensor,
+    game: Game, config: FGVisConfig, prob: torch.Tensor, top1: torch.Tensor, targets: torch.Tensor,
     prob_original: torch.Tensor, top1_original: torch.Tensor,
 ) -> torch.Tensor:  # fmt: skip
     """``(N,)`` bool: the game's goal holds for an explanation scoring ``prob`` (0..1) with top-1 class
@@ -702,7 +703,7 @@ def goal_met(
 
 @torch.no_grad()
 def binarize(
-    module: nn.Module, x: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor, game: str,
+    module: nn.Module, x: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor, game: Game,
     targets: torch.Tensor, goal: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     quantize: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:  # fmt: skip
@@ -930,7 +931,7 @@ def _item_notes(result: Explanation, classifier: ClassifierModel) -> list[str]:
     return notes
 
 
-def _with_preview(state: StepState, mask: torch.Tensor, game: str, size: int) -> StepState:
+def _with_preview(state: StepState, mask: torch.Tensor, game: Game, size: int) -> StepState:
     with torch.no_grad():
         evidence = mask.detach().mean(1, keepdim=True)
         if game == "delete":

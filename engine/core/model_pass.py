@@ -115,10 +115,12 @@ class ModelPass:
         return outputs
 
     def _replayed(self) -> Outputs:
+        assert self._replay is not None, "a replay before the graph was recorded"
         self._replay()
         return self._outputs
 
     def _start_graph(self, count: bool) -> Outputs:
+        assert self._record is not None, "no recorder: the path is eager from the start"
         try:
             self._replay, self._outputs = self._record()
         except Exception as exc:  # an optimisation only: never fail the run for it

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.core.explanation import Explanation, FGVisConfig
+from engine.core.explanation import Explanation, FGVisConfig, Game
 from engine.core.fgvis import explain, gaussian_blur
 from engine.errors import ConfigError
 from engine.models.loading import ClassifierModel, frozen
@@ -77,7 +77,7 @@ def attribute(
     mask = result = None
     if method.startswith("fgvis"):
         config = config or FGVisConfig()
-        game = "preserve" if method == "fgvis_preserve" else "delete"
+        game: Game = "preserve" if method == "fgvis_preserve" else "delete"
         # The ClassifierModel (when given) carries the preprocessing that turns e back into pixels.
         result = explain(model, x, targets, game=game, defense=method != "fgvis_nodefense", config=config)
         mask = result.mask

@@ -33,7 +33,7 @@ from torch import nn
 
 from engine.core import threads
 from engine.core.defense import ActivationFilter
-from engine.core.explanation import FGVisConfig
+from engine.core.explanation import FGVisConfig, Game
 from engine.core.fgvis import Optimisation, explain
 from engine.core.model_pass import CALLS_BEFORE_SETTLED, TRIAL_ROUNDS
 from engine.models.images import load_image
@@ -121,10 +121,11 @@ def run_speed_benchmark(batch_sizes: Sequence[int] = (1, 4, 16), repeats: int = 
         for batch in batch_sizes:
             x = single.repeat(batch, 1, 1, 1).to(device_)
             _reset_peak_memory(device_)
-            steps = {
+            defended = _FGVisStep(model.module, x, defense=True)
+            steps: dict[str, Callable[[int], None]] = {
                 "bare": _bare_step(model.module, x),
                 "off": _FGVisStep(model.module, x, defense=False),
-                "on": _FGVisStep(model.module, x, defense=True),
+                "on": defended,
                 "counted": _FGVisStep(model.module, x, defense=True, monitor_every=1),
             }
             if device_.type == "cuda":  # the FGVis steps replay a CUDA graph; also time them without
@@ -132,7 +133,7 @@ def run_speed_benchmark(batch_sizes: Sequence[int] = (1, 4, 16), repeats: int = 
             times = _interleaved_median_times(steps, repeats, device_)
             # The default step counts the monitor on every `every`-th step: charge that share of its cost.
             times["on"] += max(times["counted"] - times["on"], 0.0) / every
-            rows.append((batch, times, _peak_memory(device_), steps["on"].path))
+            rows.append((batch, times, _peak_memory(device_), defended.path))
     photo = np.asarray(load_image(sample_images()[0]))
     calls = {}
     for batch in batch_sizes:
@@ -159,15 +160,15 @@ def run_speed_benchmark(batch_sizes: Sequence[int] = (1, 4, 16), repeats: int = 
             f"{t['off'] / t['bare']:.2f} | {t['counted']:.4f} | {t['counted'] / t['bare']:.2f} | "
             f"{t['on'] / b:.4f} | {eager} | {peak} | {path} |"
         )
-    short, long = CALL_STEPS
+    short_steps, long_steps = CALL_STEPS
     calls_table = [
         "",
         "What a user waits for. 'Clean bare': the bare pass in a fresh child process (no engine object ever "
         "ran there) and in this process before any FGVis object existed; 'bare after' is the bare pass "
         "interleaved with FGVis steps above. 'explain() per step': a whole engine.explain() call of "
-        f"{long} steps (early stopping off, defaults otherwise: binarisation, 8-bit check) divided by its "
-        f"steps; 'marginal step' and 'fixed cost' come from calls of {short} and {long} steps. Ratios are to "
-        "the child's clean bare pass.",
+        f"{long_steps} steps (early stopping off, defaults otherwise: binarisation, 8-bit check) divided by its "
+        f"steps; 'marginal step' and 'fixed cost' come from calls of {short_steps} and {long_steps} steps. Ratios "
+        "are to the child's clean bare pass.",
         "",
         "| batch | clean bare, child (s) | clean bare, this process (s) | bare after (s) | defended step (s) "
         "| explain() per step (s) | explain() / clean bare | marginal step (s) | step / clean bare "
@@ -324,7 +325,8 @@ def run_defaults_benchmark(config: FGVisConfig | None = None, device: str = "aut
         "| run | photo | target | p(x) | p(e) | p(e)/p(x) | top-1 kept | mask mean | goal met | steps | run time (s) |",
         "|---|---|---|---:|---:|---:|---|---:|---|---:|---:|",
     ]
-    for game, defense in (("preserve", True), ("preserve", False), ("delete", True)):
+    runs: tuple[tuple[Game, bool], ...] = (("preserve", True), ("preserve", False), ("delete", True))
+    for game, defense in runs:
         result = explain(model, [str(p) for p in photos], game=game, defense=defense, config=config)
         run = f"{game}, defense {'on' if defense else 'off'}"
         for index, photo in enumerate(photos):
@@ -421,19 +423,21 @@ def _replay(full, patience: int, tolerance: float) -> tuple[int, bool, float]:
     """Where automatic-lambda early stopping with ``patience`` would have stopped the (single-item) run
     ``full``: ``(steps, same quality as the full run, mask mean)``."""
     sense = 1.0 if full.game == "preserve" else -1.0
-    best_value, best_prob, best_size, last_improved = math.inf, None, None, 0
+    best_value, last_improved = math.inf, 0
+    best: tuple[float, float] | None = None  # (target probability, mask mean) of the best mask so far
     stopped = len(full.history)
     for state in full.history:
         value = sense * float(state.mask_mean[0])
         if bool(state.goal_met[0]) and value < best_value:
             if value < best_value - tolerance:
                 last_improved = state.step
-            best_value, best_prob, best_size = value, float(state.target_prob[0]), float(state.mask_mean[0])
-        if best_prob is not None and state.step >= patience and state.step - last_improved >= patience:
+            best_value, best = value, (float(state.target_prob[0]), float(state.mask_mean[0]))
+        if best is not None and state.step >= patience and state.step - last_improved >= patience:
             stopped = state.step
             break
-    if best_prob is None:
+    if best is None:
         return stopped, False, float(full.mask.mean())
+    best_prob, best_size = best
     return stopped, _same_quality(full.game, float(full.prob_explanation[0]), best_prob), best_size
 
 
@@ -485,6 +489,7 @@ def run_throughput_benchmark(
                     del x, defended
                     torch.cuda.empty_cache()
                     continue
+                assert defended is not None  # made before the times
                 rate = batch / (steps * times["on"])
                 base = base or rate
                 lines.append(
@@ -534,22 +539,23 @@ def run_profile_benchmark(
                 x = single.repeat(batch, 1, 1, 1).to(device_)
                 for benchmark in (False, True) if cuda else (saved_benchmark,):
                     torch.backends.cudnn.benchmark = benchmark
-                    steps = {
+                    steps: dict[str, Callable[[int], None]] = {
                         "bare": _bare_step(model.module, x),
                         "eager": _FGVisStep(model.module, x, defense=True, cuda_graph=False),
                     }
+                    engine = None
                     if cuda:
                         steps["graph"] = _FGVisStep(model.module, x, defense=True, graph_trial_rounds=0)
-                        steps["engine"] = _FGVisStep(model.module, x, defense=True)
+                        steps["engine"] = engine = _FGVisStep(model.module, x, defense=True)
                     t = _interleaved_median_times(steps, repeats, device_)
                     bare = t["bare"]
                     cells = [f"{t['eager']:.4f} | {t['eager'] / bare:.2f}"]
                     for name in ("graph", "engine"):
                         cells.append(f"{t[name]:.4f} | {t[name] / bare:.2f}" if name in t else "- | -")
-                    path = steps["engine"].path if cuda else "eager"
+                    path = engine.path if engine is not None else "eager"
                     setting = ("on" if benchmark else "off") if cuda else "-"
                     lines.append(f"| {batch} | {setting} | {bare:.4f} | {' | '.join(cells)} | {path} |")
-                    del steps
+                    del steps, engine
         finally:
             torch.backends.cudnn.benchmark = saved_benchmark
         x = single.repeat(max(batch_sizes), 1, 1, 1).to(device_)

@@ -92,8 +92,8 @@ def run_cluster_benchmark(
         "|---|---|---|---|---|---|---|",
     ]
     base = rows[0][3]
-    for name, count_workers, seconds, rate, agreement, whole in rows:
-        lines.append(f"| {name} | {count_workers} | {seconds:.1f} | {rate:.3f} | {rate / base:.2f}x | {agreement} "
+    for name, workers_text, seconds, rate, agreement, whole in rows:
+        lines.append(f"| {name} | {workers_text} | {seconds:.1f} | {rate:.3f} | {rate / base:.2f}x | {agreement} "
                      f"| {whole:.1f} |")  # fmt: skip
     lines += ["", _same_threads_agreement(source, folder, work, workers, config, batch_size, log)]
     if scratch is None:

@@ -19,7 +19,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from engine.core.defense import ACTIVATION_FUNCTIONS
-from engine.core.explanation import Explanation, FGVisConfig
+from engine.core.explanation import Explanation, FGVisConfig, Game
 from engine.core.fgvis import gaussian_blur
 from engine.core.fgvis import goal_met as fgvis_goal_met
 from engine.models.loading import ClassifierModel
@@ -130,14 +130,14 @@ def deletion_insertion(
             logits = module(stack[low : low + batch_size])
             values.append(torch.softmax(logits.float(), 1)[:, targets[item]])
         probs[item] = torch.cat(values).cpu().numpy()
-    auc = np.trapezoid(probs, fractions, axis=1)
+    auc = np.asarray(np.trapezoid(probs, fractions, axis=1))  # (N,)
     return Curve(fractions, probs, auc)
 
 
 @torch.no_grad()
 def delete_top(
     module: nn.Module, x: torch.Tensor, evidence: torch.Tensor, targets: torch.Tensor, reference: torch.Tensor,
-    budget: Sequence[int],
+    budget: Sequence[int] | np.ndarray,
 ) -> np.ndarray:  # fmt: skip
     """Target probability ``(N,)`` after replacing each item's ``budget[i]`` highest-evidence pixels
     (:func:`top_pixels`, all channels) by the reference: the paper's equal-budget deletion protocol.
@@ -149,7 +149,7 @@ def delete_top(
     return torch.softmax(module(images).float(), 1).gather(1, targets[:, None].to(x.device))[:, 0].cpu().numpy()
 
 
-def top_pixels(evidence: torch.Tensor, budget: Sequence[int]) -> torch.Tensor:
+def top_pixels(evidence: torch.Tensor, budget: Sequence[int] | np.ndarray) -> torch.Tensor:
     """The binarised map: ``(N, H, W)`` bool, True on each item's ``budget[i]`` highest-evidence pixels of
     ``evidence`` ``(N, H, W)`` (ties in :func:`ranking`'s fixed order)."""
     order = ranking(evidence.cpu())
@@ -166,7 +166,7 @@ def mask_budget(mask: torch.Tensor) -> np.ndarray:
 
 
 def goal_met(
-    game: str, config: FGVisConfig, prob: torch.Tensor, top1: torch.Tensor, targets: torch.Tensor,
+    game: Game, config: FGVisConfig, prob: torch.Tensor, top1: torch.Tensor, targets: torch.Tensor,
     prob_original: torch.Tensor, top1_original: torch.Tensor,
 ) -> np.ndarray:  # fmt: skip
     """``(N,)`` bool numpy: FGVis's goal for ``game`` (:func:`engine.core.fgvis.goal_met`, the rule the
@@ -359,8 +359,10 @@ def _reinitialise(layer: nn.Module, generator: torch.Generator) -> None:
     """PyTorch's default initialisation of convolution and linear layers, ``U(-1/sqrt(fan_in),
     1/sqrt(fan_in))`` for the weight and the bias (``fan_in = weight[0].numel()``), drawn on the CPU from
     ``generator`` (so the values do not depend on the layer's device) and copied in place."""
-    bound = 1.0 / math.sqrt(layer.weight[0].numel())
-    for parameter in (layer.weight, getattr(layer, "bias", None)):
+    weight = layer.weight
+    assert isinstance(weight, torch.Tensor)  # a weight layer (_is_weight_layer)
+    bound = 1.0 / math.sqrt(weight[0].numel())
+    for parameter in (weight, getattr(layer, "bias", None)):
         if isinstance(parameter, torch.Tensor):
             values = torch.empty(parameter.shape, dtype=torch.float64).uniform_(-bound, bound, generator=generator)
             parameter.copy_(values)

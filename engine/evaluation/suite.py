@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.core.explanation import FGVisConfig
+from engine.core.explanation import Explanation, FGVisConfig, Reference
 from engine.core.fgvis import explain
 from engine.errors import ConfigError
 from engine.models.loading import ClassifierModel, frozen, load_model
@@ -126,7 +126,7 @@ def run_quality_benchmark(
     methods: Sequence[str] = METHODS,
     out_dir: Path | None = None,
     count: int = 32,
-    reference: str = "blur",  # what removed pixels become, for the metrics and for FGVis alike
+    reference: Reference = "blur",  # what removed pixels become, for the metrics and for FGVis alike
     randomisation_items: int = 4,
     randomisation_methods: Sequence[str] = RANDOMISATION_METHODS,
     config: FGVisConfig | None = None,
@@ -150,7 +150,8 @@ def run_quality_benchmark(
     for method in methods:
         log(f"{method}: explaining {len(data.names)} items")
         attributions[method] = attribute(method, model, x, targets, config=config, mp_steps=mp_steps)
-    budget = mask_budget(attributions["fgvis"].mask) if "fgvis" in attributions else None
+    fgvis_mask = attributions["fgvis"].mask if "fgvis" in attributions else None
+    budget = mask_budget(fgvis_mask) if fgvis_mask is not None else None
     rows, per_item, curves = [], {}, {}
     with frozen(module):
         for method, result in attributions.items():
@@ -174,7 +175,7 @@ def run_quality_benchmark(
             row = {"method": method, **{k: float(np.mean(v)) for k, v in item.items()}}
             row["seconds_per_item"] = result.seconds / len(data.names)
             rows.append(row)
-    games = {m: _game(model, result) for m, result in attributions.items() if result.explanation is not None}
+    games = {m: _game(model, a.explanation) for m, a in attributions.items() if a.explanation is not None}
     sanity = None
     if data.masks is not None:
         log("sanity check: the ground-truth mask as a map against a random map")
@@ -215,11 +216,10 @@ def run_quality_benchmark(
     return report
 
 
-def _game(model: ClassifierModel, attribution: Attribution) -> dict:
+def _game(model: ClassifierModel, result: Explanation) -> dict:
     """An FGVis method's own result per item: its game's goal, ``p(e)`` of the soft explanation and the
     8-bit round trip (:func:`engine.evaluation.metrics.round_trip_8bit`); ``survival_8bit`` is ``None`` when no
     explanation met its goal."""
-    result = attribution.explanation
     trip = round_trip_8bit(model, result)
     survival = trip.survival_rate
     return {
@@ -234,7 +234,7 @@ def _game(model: ClassifierModel, attribution: Attribution) -> dict:
 
 def sanity_check(
     module: torch.nn.Module, x: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor, reference: torch.Tensor,
-    budget: Sequence[int] | None = None, *, margin: int = DELETION_MARGIN, seed: int = 0,
+    budget: Sequence[int] | np.ndarray | None = None, *, margin: int = DELETION_MARGIN, seed: int = 0,
 ) -> dict:  # fmt: skip
     """Does the protocol rank a perfect map above a random one? The ground-truth masks ``(N, H, W)`` as
     maps against uniform random maps (a local generator seeded with ``seed``), under the deletion and

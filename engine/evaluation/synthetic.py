@@ -198,7 +198,10 @@ def _texture(rng: np.random.Generator, grain: float = 12.0) -> np.ndarray:
     """Smooth coloured noise plus fine grain, 0..255."""
     coarse = rng.uniform(40, 215, size=(6, 6, 3)).astype(np.float32)
     smooth = np.stack(
-        [np.asarray(Image.fromarray(coarse[..., c]).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BICUBIC)) for c in range(3)],
+        [
+            np.asarray(Image.fromarray(coarse[..., c]).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC))
+            for c in range(3)
+        ],
         axis=-1,
     )
     if grain > 0:
@@ -207,7 +210,8 @@ def _texture(rng: np.random.Generator, grain: float = 12.0) -> np.ndarray:
 
 
 def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
-    return tuple(int(v) for v in rng.integers(0, 256, size=3))
+    red, green, blue = (int(v) for v in rng.integers(0, 256, size=3))
+    return red, green, blue
 
 
 def _shape(draw: ImageDraw.ImageDraw, label: int, left: int, top: int, size: int, fill, rng) -> None:
@@ -293,7 +297,7 @@ def _clutter_texture(rng: np.random.Generator) -> np.ndarray:
     else:
         grid = int(rng.integers(3, 8))
         coarse = Image.fromarray(rng.uniform(0, 1, size=(grid, grid)).astype(np.float32))
-        smooth = np.asarray(coarse.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BICUBIC))
+        smooth = np.asarray(coarse.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC))
         weight = np.clip((smooth - 0.5) * 4 + 0.5, 0, 1)
     colours = rng.uniform(30, 225, size=(2, 3)).astype(np.float32)
     pattern = colours[0] + weight[..., None] * (colours[1] - colours[0])
@@ -355,6 +359,7 @@ def _contrasting_colour(under: np.ndarray, rng: np.random.Generator) -> np.ndarr
             best, best_distance = colour, distance
         if distance >= 80:
             break
+    assert best is not None  # the first draw is always farther than -1
     return best.astype(np.uint8)
 
 
@@ -462,6 +467,9 @@ def planted_card(model: nn.Module, data: ShapesData) -> dict:
     """How much a model trained on the planted set relies on the marker, measured on ``data`` (a planted
     set): accuracy on the marked and unmarked images of the planted class, and the share of the other
     classes' images it calls the planted class once the marker is drawn on them (the shortcut)."""
+    if data.marked is None:
+        raise ValueError("planted_card needs a planted set (ShapesData.marked), not the shapes or clutter set")
+    marked = data.marked
     planted = data.labels == PLANTED_CLASS
     others = ~planted
     stamped = np.stack([draw_marker(image, *MARKER_CORNER) for image in data.images[others]])
@@ -471,8 +479,8 @@ def planted_card(model: nn.Module, data: ShapesData) -> dict:
     return {
         "planted_class": CLASSES[PLANTED_CLASS],
         "planted_share": PLANTED_SHARE,
-        "accuracy_marked": _subset_accuracy(model, data, planted & data.marked),
-        "accuracy_unmarked_planted_class": _subset_accuracy(model, data, planted & ~data.marked),
+        "accuracy_marked": _subset_accuracy(model, data, planted & marked),
+        "accuracy_unmarked_planted_class": _subset_accuracy(model, data, planted & ~marked),
         "others_called_planted_with_marker": float((stamped_predictions == PLANTED_CLASS).mean()),
         "others_called_planted_without_marker": 1.0 - _subset_accuracy(model, data, others, PLANTED_CLASS),
     }

@@ -6,6 +6,8 @@ Architectures: ``(N, 3, 64, 64)`` input in [-1, 1] -> ``(N, 4)`` logits over :da
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -81,7 +83,7 @@ def preprocessing():
 
 
 #: Per variant: the architecture and its weights and card resources.
-ARCHITECTURES = {
+ARCHITECTURES: dict[str, tuple[Callable[[], nn.Module], str, str]] = {
     "shapes": (ShapesCNN, WEIGHTS_NAME, CARD_NAME),
     "clutter": (ClutterCNN, CLUTTER_WEIGHTS_NAME, CLUTTER_CARD_NAME),
     "planted": (lambda: ShapesCNN(width=16), PLANTED_WEIGHTS_NAME, PLANTED_CARD_NAME),

@@ -25,7 +25,7 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import nn
@@ -122,8 +122,8 @@ class ClassifierModel:
     def device(self) -> torch.device:
         for tensor in self.module.parameters():
             return tensor.device
-        for tensor in self.module.buffers():
-            return tensor.device
+        for buffer in self.module.buffers():
+            return buffer.device
         return torch.device("cpu")
 
     def label(self, index: int) -> str:
@@ -271,9 +271,10 @@ def load_model(
         num_classes = int(num_classes)
     label_list = _read_labels(labels)
     labels_path = None if labels is None or isinstance(labels, list) else Path(labels)
-    from_labels = num_classes is None and label_list is not None
-    if from_labels:
-        num_classes = len(label_list)
+    # The class count, when the labels are what says it.
+    labels_count = len(label_list) if num_classes is None and label_list is not None else None
+    if labels_count is not None:
+        num_classes = labels_count
     try:
         if torchscript is not None:
             model = _load_torchscript(Path(torchscript), preprocessing)
@@ -288,9 +289,9 @@ def load_model(
         else:
             model = _load_torchvision(name, weights, num_classes, preprocessing, allow_pickle, random_weights)
     except _ClassCountMismatch as exc:
-        if not from_labels:
+        if labels_count is None:
             raise
-        count = len(label_list)
+        count = labels_count
         given = f"{labels_path} has {count} class names" if labels_path else f"{count} labels were given"
         # Name the weights file only when the caller chose it: the built-in one is nothing to fix.
         file_classes = exc.file_classes
@@ -502,6 +503,10 @@ class _ClassCountMismatch(ModelLoadError):
         self.path, self.file_classes = path, file_classes
 
 
+@overload
+def _read_state_dict(path: Path, *, allow_pickle: Literal[False] = False) -> dict[str, torch.Tensor]: ...
+@overload
+def _read_state_dict(path: Path, *, allow_pickle: bool) -> dict[str, torch.Tensor] | nn.Module: ...
 def _read_state_dict(path: Path, *, allow_pickle: bool = False) -> dict[str, torch.Tensor] | nn.Module:
     """Read a weights file safely and return its ``state_dict`` (or a module, with ``allow_pickle``).
 

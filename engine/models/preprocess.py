@@ -52,7 +52,7 @@ class Preprocessing:
         crop_h, crop_w = self.crop
         if self.resize is None:
             scale_x, scale_y = crop_w / width, crop_h / height
-            resized = image.resize((crop_w, crop_h), Image.BILINEAR)
+            resized = image.resize((crop_w, crop_h), Image.Resampling.BILINEAR)
             left = top = 0
         else:
             scale_x = scale_y = self.resize / min(width, height)
@@ -69,7 +69,7 @@ class Preprocessing:
                 min(float(width), (left + crop_w) / scale_x),
                 min(float(height), (top + crop_h) / scale_y),
             )
-            resized = image.resize((crop_w, crop_h), Image.BILINEAR, box=source_box)
+            resized = image.resize((crop_w, crop_h), Image.Resampling.BILINEAR, box=source_box)
         pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32).copy()).permute(2, 0, 1)
         tensor = self.normalize(pixels.unsqueeze(0))
         box = (left / scale_x, top / scale_y, (left + crop_w) / scale_x, (top + crop_h) / scale_y)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.colormaps import DEFAULT_SCALE
-from engine.core.explanation import FGVisConfig, StepState
+from engine.core.explanation import FGVisConfig, Game, StepState
 from engine.core.fgvis import explain
 from engine.errors import ConfigError, FGVisError
 from engine.models.images import load_image
@@ -181,7 +181,7 @@ def parse_targets(spec: str | Sequence) -> int | list:
 
 def run_batch(
     model: ClassifierModel, inputs: Path | Sequence[Path], out_dir: Path, *, targets: str | Sequence = "top1",
-    games: Sequence[str] = ("preserve",), defense: bool = True, config: FGVisConfig | None = None,
+    games: Sequence[Game] = ("preserve",), defense: bool = True, config: FGVisConfig | None = None,
     batch_size: int = 8, overwrite: bool = False, colormap: str = "inferno", scale: str = DEFAULT_SCALE,
     app_version: str = "", on_progress: Callable[[BatchProgress], None] | None = None,
     on_step: Callable[[StepState], None] | None = None, should_stop: Callable[[], bool] | None = None,
@@ -228,7 +228,7 @@ def prepare_run(
 def _run_locally(model, paths, out_dir, summary, wanted, *, games, defense, config, batch_size, overwrite, colormap,
                  scale, app_version, on_progress, on_step, should_stop) -> BatchSummary:  # fmt: skip
     stop = should_stop or (lambda: False)
-    items = []  # (path, stem, target index)
+    items: list[tuple[Path, str, int]] = []  # (path, stem, target index)
     tally = BatchTally(summary, on_progress)
     for path, stem in zip(paths, file_stems(paths), strict=True):
         try:
@@ -263,7 +263,7 @@ def _run_locally(model, paths, out_dir, summary, wanted, *, games, defense, conf
 
 
 def game_work(
-    model: ClassifierModel, planned: Sequence[tuple[Path, str, int]], games: Sequence[str], out_dir: Path, *,
+    model: ClassifierModel, planned: Sequence[tuple[Path, str, int]], games: Sequence[Game], out_dir: Path, *,
     overwrite: bool, batch_size: int,
 ) -> Iterator[tuple[list[ItemOutcome], list[list[BatchItem]]]]:  # fmt: skip
     """Per game, for the ``(image path, file stem, class)`` items planned: the outcomes of the items already
@@ -326,8 +326,11 @@ def _alive(holder: dict) -> bool:
     """Whether the process that wrote a lock may still run (always assumed for another machine)."""
     if holder.get("host") != socket.gethostname():
         return True
+    pid = holder.get("pid")
+    if pid is None:
+        return False
     try:
-        os.kill(int(holder.get("pid")), 0)
+        os.kill(int(pid), 0)
     except (ProcessLookupError, ValueError, TypeError):
         return False
     except PermissionError:
@@ -393,7 +396,7 @@ class BatchItem:
     path: Path
     stem: str
     target: int
-    game: str
+    game: Game
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,10 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.colormaps import DEFAULT_SCALE
-from engine.core.explanation import FGVisConfig
+from engine.core.explanation import FGVisConfig, Game
 from engine.errors import ClusterError, FGVisError
 from engine.models.loading import ClassifierModel, load_model
 
@@ -105,7 +106,7 @@ class _ExplainStage:
     ``image``, ``item`` (``""`` for an image that could not be read), ``target``, ``target_label``, ``game``,
     ``status``, ``reason``."""
 
-    def __init__(self, source: ModelSource, out_dir: str, wanted, games: Sequence[str], *, overwrite: bool,
+    def __init__(self, source: ModelSource, out_dir: str, wanted, games: Sequence[Game], *, overwrite: bool,
                  defense: bool, config: FGVisConfig, colormap: str, scale: str, app_version: str, batch_size: int,
                  threads: int, use_gpu: bool, fault_marker: str | None = None) -> None:  # fmt: skip
         import torch
@@ -115,7 +116,7 @@ class _ExplainStage:
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         self.model.module.to(device)
         self.out_dir, self.wanted, self.games = Path(out_dir), wanted, tuple(games)
-        self.options = {"defense": defense, "config": dataclasses.replace(config, device=device),
+        self.options: dict[str, Any] = {"defense": defense, "config": dataclasses.replace(config, device=device),
                         "colormap": colormap, "scale": scale, "app_version": app_version}  # fmt: skip
         self.overwrite, self.batch_size, self.fault_marker = overwrite, batch_size, fault_marker
 
@@ -150,7 +151,9 @@ class _ExplainStage:
 
 
 def _columns(rows) -> dict:
-    columns = {key: [] for key in ("image", "item", "target", "target_label", "game", "status", "reason")}
+    columns: dict[str, list] = {
+        key: [] for key in ("image", "item", "target", "target_label", "game", "status", "reason")
+    }
     for row in rows:
         if isinstance(row, ItemOutcome):
             values = (row.image, row.item, row.target, row.target_label, row.game, row.status, row.reason)
@@ -164,7 +167,7 @@ def _columns(rows) -> dict:
 def run_batch_on_ray(
     source: ModelSource, inputs: Path | Sequence[Path], out_dir: Path, *, address: str | None = None,
     workers: int | None = None, cpus_per_worker: int = 1, gpus_per_worker: float = 0, targets="top1",
-    games: Sequence[str] = ("preserve",), defense: bool = True, config: FGVisConfig | None = None,
+    games: Sequence[Game] = ("preserve",), defense: bool = True, config: FGVisConfig | None = None,
     batch_size: int = 8, overwrite: bool = False, colormap: str = "inferno", scale: str = DEFAULT_SCALE,
     app_version: str = "", max_retries: int = 3, on_progress: Callable[[BatchProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None, fault_marker: str | None = None,

@@ -4,14 +4,18 @@ and saved sessions store, and what the GUI shows. Built from an :class:`~engine.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import math
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from typing import Any, Literal, Protocol, overload
 
 import numpy as np
 import torch
 
-from engine.core.explanation import GAMES, Explanation, FGVisConfig
+from engine.core.explanation import GAMES, Explanation, FGVisConfig, Game
 from engine.errors import ConfigError
 from engine.models import images as _images
 from engine.models.loading import ClassifierModel
@@ -73,7 +77,7 @@ class ExplanationRecord:
     weights_sha256: str | None = None
     target: int
     target_label: str
-    game: str
+    game: Game
     defense: bool
     config: FGVisConfig
     mask: np.ndarray
@@ -150,7 +154,7 @@ class ExplanationRecord:
             mask=mask, evidence=result.evidence_map(index).copy(),
             explanation_rgb=explanation_rgb, deletion_rgb=deletion, input_rgb=input_rgb,
             prob_rescored=float(probs[2, target]),
-            crop_box=tuple(geometry.crop_box) if geometry is not None else None,
+            crop_box=geometry.crop_box if geometry is not None else None,
             prob_original=float(result.prob_original[index]),
             prob_explanation=float(result.prob_explanation[index]),
             top1_explanation=top1, top1_explanation_label=model.label(top1),
@@ -282,7 +286,7 @@ def stored_config(values: dict, game: str) -> FGVisConfig:
     :class:`FGVisConfig` itself refuses)."""
     if not isinstance(values, dict):
         raise ValueError(f"config must be an object of settings, not {describe(values)}")
-    kinds = {f.name: f.type for f in fields(FGVisConfig)}
+    kinds = config_types()
     for key, value in values.items():
         if key not in kinds:
             raise ValueError(f"config has an unknown setting {quoted(key)}")
@@ -299,12 +303,12 @@ def stored_config(values: dict, game: str) -> FGVisConfig:
 
 
 # ---------------------------------------------------------------- the schema of a stored record
-def check_metadata(meta: object) -> None:
-    """Raise ``ValueError`` naming the field unless ``meta`` is a record's :meth:`~ExplanationRecord.metadata`
-    as :meth:`~ExplanationRecord.from_parts` reads it: every field it reads present (or optional) and of
-    its type, numbers finite and in range, text and lists within :data:`MAX_NAME_CHARS`,
-    :data:`MAX_TEXT_CHARS` and :data:`MAX_LIST_ITEMS`. Fields it does not read are not checked. The stored
-    config is checked by :meth:`~ExplanationRecord.from_parts`."""
+def check_metadata(meta: object) -> dict:
+    """``meta``, checked: raise ``ValueError`` naming the field unless it is a record's
+    :meth:`~ExplanationRecord.metadata` as :meth:`~ExplanationRecord.from_parts` reads it: every field it
+    reads present (or optional) and of its type, numbers finite and in range, text and lists within
+    :data:`MAX_NAME_CHARS`, :data:`MAX_TEXT_CHARS` and :data:`MAX_LIST_ITEMS`. Fields it does not read are
+    not checked. The stored config is checked by :meth:`~ExplanationRecord.from_parts`."""
     if not isinstance(meta, dict):
         raise ValueError(f"its metadata must be an object, not {describe(meta)}")
 
@@ -342,6 +346,7 @@ def check_metadata(meta: object) -> None:
     for i, warning in enumerate(_items(meta.get("warnings", []), "warnings")):
         check_text(warning, f"warning {i + 1}", MAX_TEXT_CHARS)
     need("config")
+    return meta
 
 
 def check_crop_box(box: object) -> tuple[float, float, float, float] | None:
@@ -361,7 +366,17 @@ def check_crop_box(box: object) -> tuple[float, float, float, float] | None:
     return left, top, right, bottom
 
 
-def check_arrays(arrays: Mapping[str, object]) -> tuple[int, int]:
+class ArrayHeader(Protocol):
+    """What :func:`check_arrays` reads of an array: a numpy array, or what an ``.npy`` header declares."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> Any: ...  # np.dtype or anything np.dtype() takes
+
+
+def check_arrays(arrays: Mapping[str, ArrayHeader]) -> tuple[int, int]:
     """``(h, w)`` of a record's arrays; raises ``ValueError`` naming the array unless they are a record's.
 
     ``arrays`` maps names to anything with ``shape`` and ``dtype`` (arrays, or what an ``.npy`` header
@@ -397,32 +412,50 @@ def check_arrays(arrays: Mapping[str, object]) -> tuple[int, int]:
         if not name.endswith("_rgb") and kind.kind != "f":
             raise ValueError(f"{name} has dtype {kind}, expected floating point")
     for key in HISTORY_KEYS:
-        array = arrays.get(f"history_{key}")
-        if array is None:
+        history = arrays.get(f"history_{key}")
+        if history is None:
             continue
-        if len(array.shape) != 1 or array.shape[0] > MAX_HISTORY_STEPS or np.dtype(array.dtype).kind != "f":
-            raise ValueError(f"history_{key} has shape {shape_text(array.shape)} and dtype {array.dtype}, expected "
+        if len(history.shape) != 1 or history.shape[0] > MAX_HISTORY_STEPS or np.dtype(history.dtype).kind != "f":
+            raise ValueError(f"history_{key} has shape {shape_text(history.shape)} and dtype {history.dtype}, expected "
                              f"(steps,) floating point with at most {MAX_HISTORY_STEPS:,} steps")  # fmt: skip
     return height, width
 
 
-def _setting(value: object, what: str, annotation: str) -> None:
-    """Check one stored config value against its :class:`FGVisConfig` annotation (``"float | None"``...)."""
-    kinds = {part.strip() for part in str(annotation).split("|")}
+@functools.cache
+def config_types() -> dict[str, Any]:
+    """The type of each :class:`FGVisConfig` setting, by name: ``int``, ``float | None``, a ``Literal`` of
+    names (:data:`~engine.core.explanation.Optimizer`...). Resolved from the annotations, which are text
+    (``from __future__ import annotations``)."""
+    hints = typing.get_type_hints(FGVisConfig)
+    return {spec.name: hints[spec.name] for spec in fields(FGVisConfig)}
+
+
+def _setting(value: object, what: str, kind: Any) -> None:
+    """Check one stored config value against its :class:`FGVisConfig` type (:func:`config_types`). A named
+    choice (a ``Literal``) must be text here; which names are valid :class:`FGVisConfig` itself says."""
+    union = typing.get_origin(kind) in (typing.Union, types.UnionType)
+    options = typing.get_args(kind) if union else (kind,)
     if value is None:
-        if "None" not in kinds:
+        if type(None) not in options:
             raise ValueError(f"{what} must not be null")
-    elif "bool" in kinds:
+        return
+    if bool in options:
         if not isinstance(value, bool):
             raise ValueError(f"{what} must be true or false, not {describe(value)}")
-    elif "int" in kinds:
+    elif int in options:
         check_integer(value, what, -MAX_INTEGER, MAX_INTEGER)
-    elif "float" in kinds:
+    elif float in options:
         check_number(value, what)
-    elif "str" in kinds:
+    elif str in options or any(typing.get_origin(option) is Literal for option in options):
         check_text(value, what)
+    else:  # a setting of a new type: say how to check it here, or stored values would pass unchecked
+        raise TypeError(f"no check for the config setting {what!r} of type {kind!r}")
 
 
+@overload
+def check_text(value: object, what: str, limit: int = ..., *, optional: Literal[False] = False) -> str: ...
+@overload
+def check_text(value: object, what: str, limit: int = ..., *, optional: bool) -> str | None: ...
 def check_text(value: object, what: str, limit: int = MAX_NAME_CHARS, *, optional: bool = False) -> str | None:
     """``value`` if it is text of at most ``limit`` characters (or ``None`` when ``optional``); else
     ``ValueError`` naming ``what``."""
@@ -444,6 +477,12 @@ def check_integer(value: object, what: str, low: int, high: int) -> int:
     return value
 
 
+@overload
+def check_number(
+    value: object, what: str, low: float = ..., high: float = ..., *, optional: Literal[False] = False
+) -> float: ...
+@overload
+def check_number(value: object, what: str, low: float = ..., high: float = ..., *, optional: bool) -> float | None: ...
 def check_number(
     value: object, what: str, low: float = -math.inf, high: float = math.inf, *, optional: bool = False
 ) -> float | None:

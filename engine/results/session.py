@@ -24,9 +24,11 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, TypedDict, overload
 
 import numpy as np
 
+from engine.core.explanation import GAMES, Game
 from engine.errors import SessionError
 from engine.models import images as _images
 from engine.models.inputs import check_count, regular_file
@@ -96,7 +98,7 @@ class ReviewNotes:
     (:func:`engine.analysis.note_key`)."""
 
     results_dir: str
-    game: str = "preserve"
+    game: Game = "preserve"
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -134,7 +136,8 @@ def session_bytes(session: Session) -> bytes:
                 name = f"arrays/result_{count}.npz"
                 count += 1
                 arrays = io.BytesIO()
-                np.savez(arrays, **record.arrays())
+                # numpy's stub lets **arrays bind to savez's allow_pickle: bool; these are all arrays.
+                np.savez(arrays, **record.arrays())  # type: ignore[arg-type]
                 _within(len(arrays.getvalue()), MAX_MEMBER_BYTES, f"bytes in the arrays of result {count}")
                 total += len(arrays.getvalue())
                 archive.writestr(name, arrays.getvalue())
@@ -188,6 +191,7 @@ def load_session(path: Path) -> Session:
                                        f"more than the limit of {MAX_JSON_BYTES:,}")  # fmt: skip
                 document = _parse_json(_read_member(archive, members["session.json"], name), name)
                 entries, view, app_version = _check_document(document, members, name)
+                assert isinstance(document, dict)  # _check_document refuses anything else
                 reviews = _check_reviews(document.get("reviews", []), name)
                 images = []
                 for entry in entries:
@@ -309,7 +313,18 @@ def _parse_json(raw: bytes, name: str) -> object:
         raise SessionError(f"{name} is damaged: session.json is not valid JSON ({exc})") from None
 
 
-def _check_document(document: object, members: dict, name: str) -> tuple[list[dict], dict, str]:
+class _CheckedImage(TypedDict):
+    """An image of ``session.json`` as :func:`_check_document` checked it; ``results`` are ``(where,
+    metadata, array member)``."""
+
+    name: str
+    path: str | None
+    sha256: str | None
+    notes: str
+    results: list[tuple[str, dict, str]]
+
+
+def _check_document(document: object, members: dict, name: str) -> tuple[list[_CheckedImage], dict, str]:
     """Check the parsed ``session.json`` (everything but the arrays) before any array is read: ``(images,
     view, app version)``, each image a dict with ``name``, ``path``, ``sha256``, ``notes`` and
     ``results`` as ``(where, metadata, array member)``."""
@@ -329,20 +344,24 @@ def _check_document(document: object, members: dict, name: str) -> tuple[list[di
                 isinstance(entry.get("results"), list))  # fmt: skip
     check_count(count, MAX_RESULTS, "the number of results", name, SessionError)
     owners: dict[str, str] = {}
-    checked = []
+    checked: list[_CheckedImage] = []
     for i, entry in enumerate(images, 1):
         where = f"image {i}"
         if not isinstance(entry, dict):
             raise SessionError(f"{name}: {where} must be an object, not {_record.describe(entry)}")
-        image = {"name": _field(entry.get("name"), "name", name, where)}
-        where = f"image {i} ({_record.quoted(image['name'])})"
-        image["path"] = _field(entry.get("path"), "path", name, where, optional=True)
-        image["sha256"] = _field(entry.get("sha256"), "sha256", name, where, optional=True)
-        image["notes"] = _field(entry.get("notes", ""), "notes", name, where, _record.MAX_TEXT_CHARS)
+        image_name = _field(entry.get("name"), "name", name, where)
+        where = f"image {i} ({_record.quoted(image_name)})"
+        image: _CheckedImage = {
+            "name": image_name,
+            "path": _field(entry.get("path"), "path", name, where, optional=True),
+            "sha256": _field(entry.get("sha256"), "sha256", name, where, optional=True),
+            "notes": _field(entry.get("notes", ""), "notes", name, where, _record.MAX_TEXT_CHARS),
+            "results": [],
+        }
         results = entry.get("results", [])
         if not isinstance(results, list):
             raise SessionError(f"{name}: {where}'s results must be a list, not {_record.describe(results)}")
-        image["results"], extent = [], [0.0, 0.0]
+        extent = [0.0, 0.0]
         for j, result in enumerate(results, 1):
             place = f"{where}, result {j}"
             if not isinstance(result, dict):
@@ -356,9 +375,8 @@ def _check_document(document: object, members: dict, name: str) -> tuple[list[di
                 raise SessionError(f"{name}: {owners[member]} and {place} point at the same array member "
                                    f"{_record.quoted(member)}; each result has its own")  # fmt: skip
             owners[member] = place
-            meta = result.get("meta")
             try:
-                _record.check_metadata(meta)
+                meta = _record.check_metadata(result.get("meta"))
                 box = _record.check_crop_box(meta.get("crop_box"))
                 _record.stored_config(meta["config"], meta["game"])
             except ValueError as exc:
@@ -391,7 +409,7 @@ def _check_reviews(reviews: object, name: str) -> list[ReviewNotes]:
         if any(ord(character) < 32 for character in results_dir):
             raise SessionError(f"{name}: {where}'s results_dir has control characters")
         game = entry.get("game", "preserve")
-        if game not in ("preserve", "delete"):
+        if game not in GAMES:
             raise SessionError(f"{name}: {where}'s game must be preserve or delete, not {_record.describe(game)}")
         notes = entry.get("notes", {})
         if not isinstance(notes, dict):
@@ -446,6 +464,12 @@ def _view_value(value: object, what: str, name: str, *, whole: bool = False) -> 
         raise SessionError(f"{name}: {exc}") from None
 
 
+@overload
+def _field(
+    value: object, key: str, name: str, where: str, limit: int = ..., *, optional: Literal[False] = False
+) -> str: ...
+@overload
+def _field(value: object, key: str, name: str, where: str, limit: int = ..., *, optional: bool) -> str | None: ...
 def _field(value: object, key: str, name: str, where: str, limit: int = _record.MAX_NAME_CHARS, *,
            optional: bool = False) -> str | None:  # fmt: skip
     try:

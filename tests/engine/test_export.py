@@ -13,6 +13,7 @@ from PIL import Image
 
 from engine import FGVisConfig, explain
 from engine.colormaps import apply_colormap, display_range
+from engine.core.explanation import GAMES, LOSSES, OPTIMIZERS, REFERENCES, SPARSITY
 from engine.results.export import ExportError, compose_overlay, export_record, planned_paths, rescore_png
 from engine.results.files import FILE_MODE
 from engine.results.record import ExplanationRecord
@@ -138,6 +139,28 @@ def test_session_round_trip(record, photo, tmp_path):
         assert np.array_equal(getattr(again, name), getattr(record, name))
     assert again.metadata() == record.metadata() and again.config == record.config
     assert np.array_equal(again.history["target_prob"], record.history["target_prob"])
+
+
+#: Every value of every named choice (a ``Literal`` type) a record stores: its game and its config's.
+CHOICES = {"game": GAMES, "optimizer": OPTIMIZERS, "reference": REFERENCES, "loss": LOSSES, "sparsity": SPARSITY}
+NAMED_CHOICES = [(setting, value) for setting, values in CHOICES.items() for value in values]
+
+
+@pytest.mark.parametrize(("setting", "value"), NAMED_CHOICES, ids=[f"{s}={v}" for s, v in NAMED_CHOICES])
+def test_every_named_choice_round_trips_through_a_record_and_a_session(record, photo, tmp_path, setting, value):
+    """The stored config is read back through FGVisConfig's annotations (engine.results.record.config_types),
+    which are Literal types for the named choices: each of their values must come back as it went in."""
+    if setting == "game":
+        changed = dataclasses.replace(record, game=value)
+    else:
+        changed = dataclasses.replace(record, config=dataclasses.replace(record.config, **{setting: value}))
+    again = ExplanationRecord.from_parts(json.loads(json.dumps(changed.metadata())), changed.arrays())
+    assert (again.game, again.config) == (changed.game, changed.config)
+    assert getattr(again if setting == "game" else again.config, setting) == value
+    path = tmp_path / "review.fgvis"
+    save_session(path, Session([SessionImage(photo.name, str(photo), None, "", [changed])], {}, "1"))
+    (reopened,) = load_session(path).images[0].results
+    assert (reopened.game, reopened.config) == (changed.game, changed.config)
 
 
 def test_moved_changed_corrupt_and_foreign_sessions(record, photo, tmp_path):

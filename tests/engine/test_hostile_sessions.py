@@ -337,6 +337,8 @@ CASES = [
     ("invalid config", lambda v: config(v, steps=0), r"result 1: invalid config: steps must be at least 1"),
     ("unknown setting", lambda v: config(v, bogus=1), r"config has an unknown setting 'bogus'"),
     ("setting of the wrong type", lambda v: config(v, steps="many"), r"config steps must be a whole number"),
+    ("named choice not text", lambda v: config(v, optimizer=3), r"config optimizer must be text, not the number 3"),
+    ("named choice too long", lambda v: config(v, loss="x" * 5000), r"config loss has 5,000 characters, more than"),
     ("infinite setting", lambda v: config(v, lr=float("inf")), r"config lr is inf"),
     ("config a list", lambda v: edit_meta(v, "config", []), r"config must be an object of settings, not a list"),
     # -- view settings
