@@ -174,7 +174,7 @@ class BatchDialog(QDialog):
         super().closeEvent(event)
 
     def open_results(self) -> bool:
-        from .main_window import open_folder
+        from .controllers.exports import open_folder
 
         folder = self.out_dir.path()
         return folder is not None and folder.is_dir() and open_folder(folder)

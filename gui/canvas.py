@@ -9,7 +9,7 @@ import weakref
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap, QTransform
-from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene, QGraphicsView
+from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene, QGraphicsView, QWidget
 
 from .layers import BlendMode, Layer, LayerStack
 
@@ -29,6 +29,16 @@ def to_qimage(pixels: np.ndarray) -> QImage:
     data = np.ascontiguousarray(pixels)
     kind = QImage.Format.Format_RGB888 if channels == 3 else QImage.Format.Format_RGBA8888
     return QImage(data.data, width, height, channels * width, kind).copy()
+
+
+def follow_layers(view: QWidget, layers: LayerStack, slot) -> None:
+    """Call ``slot(layer, prop)`` on every change of ``layers`` for as long as the ``view`` widget exists.
+
+    The layer models' psygnal signals hold a weak reference to ``slot``'s object, but a PySide wrapper can
+    outlive its C++ widget; unlike a Qt connection, nothing would drop the call to a deleted view. Its
+    ``destroyed`` signal does."""
+    layers.layer_changed.connect(slot)
+    view.destroyed.connect(lambda *_: layers.layer_changed.disconnect(slot))
 
 
 def thumbnail(pixels: np.ndarray, size: int) -> QImage:
@@ -107,7 +117,7 @@ class Canvas(QGraphicsView):
             item.setZValue(z)
             self.scene().addItem(item)
             self.items_by_layer[layer] = item
-        layers.layer_changed.connect(self._on_layer_changed)
+        follow_layers(self, layers, self._on_layer_changed)
         # Where the model's input was cut from: a dashed outline above every layer (not exported).
         self.crop_outline = QGraphicsRectItem()
         pen = QPen(QColor(255, 255, 255, 200), 0, Qt.PenStyle.DashLine)

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 
 from engine.colormaps import COLORMAPS, DisplayRange, display_range, format_value, lookup_table
 
-from .canvas import thumbnail
+from .canvas import follow_layers, thumbnail
 from .layers import BlendMode, Layer, LayerStack
 
 THUMBNAIL = QSize(40, 40)
@@ -112,7 +112,7 @@ class LayerPanel(QWidget):
         self.blend.currentTextChanged.connect(lambda v: self._edit("blend", v))
         self.colormap.currentTextChanged.connect(lambda v: self._edit("colormap", v))
         self.fixed_scale.toggled.connect(lambda v: self._edit("scale", "fixed" if v else "robust"))
-        layers.layer_changed.connect(self._on_layer_changed)
+        follow_layers(self, layers, self._on_layer_changed)
         for layer in layers:
             self._refresh_item(layer)
         self.list.setCurrentRow(0)

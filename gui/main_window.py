@@ -110,7 +110,7 @@ class MainWindow(QMainWindow):
         self.queue = JobQueue(
             workspace, worker, self, self.jobs_panel, self.method, self.predictions.target, lambda: evidence.colormap
         )
-        self.viewer = ResultViewer(workspace, self.layers, self.results, self.pixel_info)
+        self.viewer = ResultViewer(workspace, self.layers, self.results, self.pixel_info, self)
         self.reviews = DatasetReviews(workspace, worker, self, self.method)
         self.sessions = SessionController(workspace, worker, self, self.reviews, self._view_state, self._apply_view)
         self.exports = ExportController(
@@ -341,13 +341,15 @@ class MainWindow(QMainWindow):
         self.jobs_panel.set_waiting_reason("waiting for the batch to finish" if self.workspace.batch_running else "")
         self._update_actions()
 
-    def _on_queue_ended(self) -> None:
+    def _on_queue_ended(self, interrupted: bool) -> None:
         current = self.workspace.current
-        if current is not None and current.results:
-            self.docks["results"].raise_()  # the Jobs tab stays in front only while the queue runs
+        if interrupted and current is not None and current.results:
+            self.docks["results"].raise_()  # the queue ended by cancel or failure: back to the results
 
-    def _on_result_added(self, _result: ResultRecord) -> None:
-        if not self.workspace.jobs:  # the Jobs tab stays in front while more of the queue runs
+    def _on_result_added(self, result: ResultRecord) -> None:
+        image = self.workspace.image(result.job.image_id)
+        shown = image is None or image is self.workspace.current
+        if shown and not self.workspace.jobs:  # the Jobs tab stays in front while more of the queue runs
             self.docks["results"].raise_()
 
     def _on_results_changed(self, image: ImageRecord, select: ResultRecord | None) -> None:

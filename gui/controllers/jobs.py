@@ -30,13 +30,14 @@ class JobQueue(QObject):
         A throttled report of the running job (its ``preview`` is a small evidence map).
     stopped(JobSpec)
         A job ended without a result (failed, or cancelled before its first step): its preview goes.
-    ended()
-        The queue ran empty (after the last result joined the workspace).
+    ended(bool)
+        The queue ran empty (after the last result joined the workspace); ``True`` when its last job
+        ended by cancel or failure.
     """
 
     progress = Signal(object, object)
     stopped = Signal(object)
-    ended = Signal()
+    ended = Signal(bool)
 
     def __init__(
         self,
@@ -126,6 +127,9 @@ class JobQueue(QObject):
         if job is None:
             return
         self.progress.emit(report, job)
+        current = self.workspace.current
+        if current is None or job.image_id != current.id or report.preview is None:
+            return  # the status bar follows the image on screen (a throttled report carries a preview)
         self.host.show_status(
             f"{job.title()}: step {report.step}/{report.total}, p = {report.target_prob:.3f}, "
             f"mask mean {report.mask_mean:.3f}, ETA {report.eta_s:.0f} s"
@@ -138,7 +142,7 @@ class JobQueue(QObject):
         warned = f" (warning: {'; '.join(result.warnings)})" if result.warnings else ""
         self.host.show_status(f"{result.title()}: {result.status}, p(e) = {result.prob_explanation:.3f}{warned}", 8000)
         if empty:
-            self.ended.emit()
+            self.ended.emit(result.cancelled)
 
     def _on_failed(self, job_id: int, message: str) -> None:
         cancelled = message.startswith("cancelled")
@@ -149,7 +153,7 @@ class JobQueue(QObject):
         if not cancelled and not self.closing:
             self.host.show_error("The explanation failed", message)
         if empty:
-            self.ended.emit()
+            self.ended.emit(True)
 
     def _done(self, job_id: int, state: str, steps: int | None = None) -> bool:
         """The job is over: out of the queue and marked in the panel. Returns whether the queue is empty."""

@@ -16,8 +16,10 @@ from ..workspace import Workspace
 class ResultViewer(QObject):
     """Fills the result layers of ``layers`` and the ``pixel_info`` label."""
 
-    def __init__(self, workspace: Workspace, layers: LayerStack, results: ResultsPanel, pixel_info: QLabel) -> None:
-        super().__init__()
+    def __init__(
+        self, workspace: Workspace, layers: LayerStack, results: ResultsPanel, pixel_info: QLabel, parent: QObject
+    ) -> None:
+        super().__init__(parent)
         self.workspace, self.layers, self.results, self.pixel_info = workspace, layers, results, pixel_info
 
     def show_result(self, result: ResultRecord | None) -> None:

@@ -136,3 +136,14 @@ def test_a_prepared_display_copy_renders_the_same_pixels(qtbot):
     assert _pixel(canvas, 7, 5) == (1, 2, 3) and _pixel(canvas, 20, 20) == (10, 200, 30)
     with pytest.raises(ValueError, match="display"):
         photo.set_data(pixels, display=to_argb32(pixels[:10]))
+
+
+def test_a_deleted_view_is_no_longer_called(qtbot):
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    stack = LayerStack([Layer("a", "scalar")])
+    canvas = Canvas(stack)
+    canvas.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    stack["a"].opacity = 0.3  # the canvas's C++ object is gone: its subscription went with it
+    assert stack["a"].opacity == 0.3

@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
+from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QMessageBox
 
 from engine.colormaps import display_range
@@ -160,7 +161,7 @@ def test_autosave_and_recovery_after_a_crash(with_results, make_window, qtbot):
     assert not recovery.exists()  # a clean exit of the window that took it over removes it
 
 
-def test_batch_dialog_runs_through_the_worker(window, qtbot, tmp_path, photo):
+def test_batch_dialog_runs_through_the_worker(window, qtbot, tmp_path, photo, monkeypatch):
     images = tmp_path / "images"
     images.mkdir()
     shutil.copy(photo, images / "a.png")
@@ -178,6 +179,9 @@ def test_batch_dialog_runs_through_the_worker(window, qtbot, tmp_path, photo):
     assert any("could not explain b.jpg" in dialog.log.item(i).text() for i in range(dialog.log.count()))
     assert planned_paths(tmp_path / "out", "a_0_preserve")["summary"].parent.is_dir()
     assert (tmp_path / "out" / "index.html").is_file()
+    opened_urls = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened_urls.append(url.toLocalFile()) or True)
+    assert dialog.open_results() and opened_urls == [str(tmp_path / "out")]
 
 
 def test_a_report_that_cannot_be_written_leaves_nothing(with_results, qtbot, tmp_path):

@@ -97,6 +97,25 @@ def test_the_jobs_tab_stays_in_front_until_the_queue_is_done(opened, qtbot):
     assert fronts == ["Jobs", "Results"]
 
 
+def test_a_job_of_another_image_leaves_the_tabs_and_the_status_bar_alone(opened, qtbot, tmp_path):
+    window = opened
+    first = window.workspace.current
+    job = _start_long_job(window, qtbot)
+    second = tmp_path / "second.png"
+    Image.fromarray(np.full((40, 50, 3), 90, np.uint8)).save(second)
+    with qtbot.waitSignal(window.image_opened, timeout=30_000):
+        window.open_paths([second])
+    window.docks["jobs"].raise_()
+    window.statusBar().showMessage("the user's message")
+    seen = window.workspace.last_progress.step
+    qtbot.waitUntil(lambda: window.workspace.last_progress.step > seen + 2, timeout=30_000)
+    assert window.statusBar().currentMessage() == "the user's message"  # A's progress is not B's business
+    window.queue.cancel()
+    qtbot.waitUntil(lambda: not window.workspace.jobs, timeout=30_000)
+    assert first.results and first.results[-1].job is job  # the partial result joined its own image
+    assert _front_tab(window) == "Jobs"  # B has no results: nothing to bring forward
+
+
 # ---------------------------------------------------------------- 3. the results table
 @pytest.mark.parametrize("size", [(1366, 768), (1400, 900), (1920, 1080)])
 def test_the_results_table_shows_several_rows_and_the_selected_one(opened, qtbot, size):
