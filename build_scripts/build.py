@@ -41,8 +41,9 @@ def main(argv=None) -> int:
     import PyInstaller.__main__
 
     started = time.perf_counter()
-    PyInstaller.__main__.run([str(SPEC), "--noconfirm", "--clean", "--distpath", str(args.dist),
-                              "--workpath", str(args.work)])  # fmt: skip
+    PyInstaller.__main__.run(
+        [str(SPEC), "--noconfirm", "--clean", "--distpath", str(args.dist), "--workpath", str(args.work)]
+    )
     built = time.perf_counter() - started
     bundle = args.dist / NAME
     print(f"bundle: {bundle} ({_size(bundle) / 2**30:.2f} GiB), PyInstaller took {built:.0f} s")

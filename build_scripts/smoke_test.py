@@ -26,16 +26,28 @@ def smoke_test(executable: Path, timeout_s: float = 600.0) -> dict:
     assert executable.is_file(), f"no executable at {executable}: build it first (python build_scripts/build.py)"
     with tempfile.TemporaryDirectory(prefix="fgvis-smoke-") as scratch:
         scratch = Path(scratch)
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(scratch), "LANG": "C.UTF-8", "QT_QPA_PLATFORM": "offscreen",
-               "FGVIS_STUDIO_HOME": str(scratch / "home")}  # fmt: skip
-        version = subprocess.run([str(executable), "--version"], cwd=scratch, env=env, capture_output=True,
-                                 text=True, timeout=120)  # fmt: skip
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(scratch),
+            "LANG": "C.UTF-8",
+            "QT_QPA_PLATFORM": "offscreen",
+            "FGVIS_STUDIO_HOME": str(scratch / "home"),
+        }
+        version = subprocess.run(
+            [str(executable), "--version"], cwd=scratch, env=env, capture_output=True, text=True, timeout=120
+        )
         assert version.returncode == 0, f"--version exited {version.returncode}: {version.stderr[-2000:]}"
         assert version.stdout.startswith("fgvis-studio "), f"--version printed {version.stdout!r}"
         out = scratch / "out"
         launched = time.time()
-        run = subprocess.run([str(executable), "--self-test", str(out)], cwd=scratch, env=env, capture_output=True,
-                             text=True, timeout=timeout_s)  # fmt: skip
+        run = subprocess.run(
+            [str(executable), "--self-test", str(out)],
+            cwd=scratch,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
         total = time.time() - launched
         log_file = scratch / "home" / "logs" / "fgvis-studio.log"
         log = log_file.read_text(encoding="utf-8", errors="replace") if log_file.is_file() else ""

@@ -142,9 +142,12 @@ NON_NEGATIVE = _integer(0)
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fgvis", description="FGVis explanations of CNN image classifiers.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
-    parser.add_argument("--threads", type=POSITIVE, default=None,
-                        help="CPU threads for the model (default: $FGVIS_THREADS, else the cores this "
-                             "process may use)")  # fmt: skip
+    parser.add_argument(
+        "--threads",
+        type=POSITIVE,
+        default=None,
+        help="CPU threads for the model (default: $FGVIS_THREADS, else the cores this process may use)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     predict = commands.add_parser("predict", help="top-k classes of images")
@@ -165,19 +168,31 @@ def _parser() -> argparse.ArgumentParser:
     batch = commands.add_parser("batch", help="explain every image of a folder (resumable), with an index")
     batch.add_argument("input_dir", type=Path, metavar="INPUT_DIR")
     batch.add_argument("--out", type=Path, required=True, help="folder for the results (created if needed)")
-    batch.add_argument("--targets", default="top1",
-                       help='"top1" (default), "top3", "topK", or a comma-separated list of classes')  # fmt: skip
+    batch.add_argument(
+        "--targets", default="top1", help='"top1" (default), "top3", "topK", or a comma-separated list of classes'
+    )
     _add_method_options(batch)
     _add_model_options(batch)
     cluster = batch.add_argument_group("cluster (pip install -e '.[cluster]')")
-    cluster.add_argument("--engine", choices=("local", "ray"), default="local",
-                         help="local: this process (default); ray: a Ray instance or cluster (Ray Data)")  # fmt: skip
-    cluster.add_argument("--address", default=None,
-                         help="with --engine ray: auto (the cluster this machine is in), HOST:PORT or "
-                              "ray://HOST:PORT; none: a local Ray instance sized to this machine")  # fmt: skip
+    cluster.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process (default); ray: a Ray instance or cluster (Ray Data)",
+    )
+    cluster.add_argument(
+        "--address",
+        default=None,
+        help="with --engine ray: auto (the cluster this machine is in), HOST:PORT or "
+        "ray://HOST:PORT; none: a local Ray instance sized to this machine",
+    )
     cluster.add_argument("--workers", type=POSITIVE, default=None, help="workers explaining at once (default: fit)")
-    cluster.add_argument("--gpus-per-worker", type=_number(0, strict=False), default=0.0,
-                         help="GPUs per worker (default 0: CPU); a worker with a GPU explains on it")  # fmt: skip
+    cluster.add_argument(
+        "--gpus-per-worker",
+        type=_number(0, strict=False),
+        default=0.0,
+        help="GPUs per worker (default 0: CPU); a worker with a GPU explains on it",
+    )
     cluster.add_argument("--cpus-per-worker", type=POSITIVE, default=1, help="CPUs (and torch threads) per worker")
     batch.set_defaults(handler=_batch)
 
@@ -187,14 +202,19 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("results_dir", type=Path, metavar="RESULTS_DIR", help="a folder fgvis batch wrote")
     analyze.add_argument("--classes", nargs="+", metavar="CLASS", help="class indices or names (default: all)")
     analyze.add_argument("--game", choices=GAMES, default="preserve", help="whose maps (default preserve)")
-    analyze.add_argument("--clusters", type=_clusters, default="auto",
-                         help="auto (the eigengap, default) or a number of clusters")  # fmt: skip
+    analyze.add_argument(
+        "--clusters", type=_clusters, default="auto", help="auto (the eigengap, default) or a number of clusters"
+    )
     analyze.add_argument("--max-clusters", type=POSITIVE, default=8, help="most clusters auto may choose (8)")
     analyze.add_argument("--neighbours", type=POSITIVE, help="neighbours per map in the graph (default: 2 ln N, 5-20)")
     analyze.add_argument("--size", type=_integer(2, 256), default=16, help="maps are compared at SIZE x SIZE (16)")
     analyze.add_argument("--channels", action="store_true", help="compare the masks per colour channel")
-    analyze.add_argument("--embedding", choices=["tsne", "spectral", "umap"], default="tsne",
-                         help="2-D picture of the maps (default tsne; umap needs umap-learn)")  # fmt: skip
+    analyze.add_argument(
+        "--embedding",
+        choices=["tsne", "spectral", "umap"],
+        default="tsne",
+        help="2-D picture of the maps (default tsne; umap needs umap-learn)",
+    )
     analyze.add_argument("--seed", type=_integer(0, 2**32 - 1), default=0)
     analyze.add_argument("--out", type=Path, help="folder for the analysis and report (default RESULTS_DIR/analysis)")
     analyze.set_defaults(handler=_analyze)
@@ -206,8 +226,9 @@ def _parser() -> argparse.ArgumentParser:
     speed.add_argument("--batch-sizes", type=POSITIVE, nargs="+", default=[1, 4, 16])
     speed.add_argument("--repeats", type=POSITIVE, default=10, help="timed steps per measurement")
     speed.add_argument("--device", type=_device, default="auto")
-    speed.add_argument("--contention", action="store_true",
-                       help="also time an explanation while another process keeps every core busy")  # fmt: skip
+    speed.add_argument(
+        "--contention", action="store_true", help="also time an explanation while another process keeps every core busy"
+    )
     speed.set_defaults(handler=_bench_speed)
     games = bench_commands.add_parser("defaults", help="both games on the bundled photos with the default model")
     games.add_argument("--steps", type=POSITIVE, default=defaults.steps)
@@ -255,10 +276,11 @@ def _parser() -> argparse.ArgumentParser:
         "quality", help="faithfulness, localisation, sanity and sparsity of FGVis and the baseline methods"
     )
     quality.add_argument(
-        "--model", default="synthetic_shapes",
+        "--model",
+        default="synthetic_shapes",
         help="synthetic_shapes (ground-truth evidence; default), synthetic_clutter (the harder ground-truth "
         "set) or a model name such as efficientnet_lite0",
-    )  # fmt: skip
+    )
     quality.add_argument("--images", type=Path, help="folder of images (default: generated shapes / bundled photos)")
     quality.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     quality.add_argument("--out", type=Path, help="folder for quality.md/.csv/.json and the curve plots")
@@ -273,13 +295,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     analysis.add_argument("--out", type=Path, help="folder for the batch, the analyses and analysis.md/.json")
     analysis.add_argument("--per-class", type=_integer(4), default=12, help="held-out images of each other class")
-    analysis.add_argument("--planted", type=_integer(4), default=60,
-                          help="held-out images of the planted class (a third of them marked)")  # fmt: skip
+    analysis.add_argument(
+        "--planted", type=_integer(4), default=60, help="held-out images of the planted class (a third of them marked)"
+    )
     analysis.add_argument("--games", nargs="+", choices=GAMES, default=["preserve", "delete"])
     analysis.add_argument("--seed", type=_integer(0, 2**32 - 1), default=1001, help="of the held-out images (1001)")
     analysis.add_argument("--steps", type=POSITIVE, default=defaults.steps, help="FGVis step budget")
-    analysis.add_argument("--scale", type=POSITIVE, nargs="*", metavar="N",
-                          help="also time the analysis on N synthetic maps (e.g. --scale 1000 10000)")  # fmt: skip
+    analysis.add_argument(
+        "--scale",
+        type=POSITIVE,
+        nargs="*",
+        metavar="N",
+        help="also time the analysis on N synthetic maps (e.g. --scale 1000 10000)",
+    )
     analysis.add_argument("--scale-only", action="store_true", help="only the --scale measurement")
     analysis.add_argument("--device", type=_device, default="auto")
     analysis.set_defaults(handler=_bench_analysis)
@@ -292,8 +320,9 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-defense", action="store_true", help="turn off the adversarial-evidence defense")
     parser.add_argument("--steps", type=POSITIVE, default=defaults.steps, help=f"iteration budget ({defaults.steps})")
     parser.add_argument("--lr", type=_number(0, strict=True), default=None, help="learning rate (default: 0.05)")
-    parser.add_argument("--lambda", dest="lambda_", type=_number(0, strict=False), default=None,
-                        help="fixed lambda (default: auto)")  # fmt: skip
+    parser.add_argument(
+        "--lambda", dest="lambda_", type=_number(0, strict=False), default=None, help="fixed lambda (default: auto)"
+    )
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
     parser.add_argument("--reference", choices=REFERENCES, default=defaults.reference)
     parser.add_argument(
@@ -307,17 +336,28 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=_integer(0, MAX_SEED), default=defaults.seed)
     parser.add_argument("--batch-size", type=POSITIVE, default=8, help="items optimised together (default 8)")
     parser.add_argument("--colormap", choices=COLORMAPS, default="inferno", help="colormap of the evidence PNG")
-    parser.add_argument("--scale", choices=SCALES, default=DEFAULT_SCALE,
-                        help="value range of the evidence PNG and overlay: robust (0 .. 99.5th percentile, the "
-                             "default) or fixed (0 .. 1); the range is written to the JSON")  # fmt: skip
+    parser.add_argument(
+        "--scale",
+        choices=SCALES,
+        default=DEFAULT_SCALE,
+        help="value range of the evidence PNG and overlay: robust (0 .. 99.5th percentile, the "
+        "default) or fixed (0 .. 1); the range is written to the JSON",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing result files")
 
 
 def _config(args) -> FGVisConfig:
     return FGVisConfig(
-        steps=args.steps, lr=args.lr, lambda_=args.lambda_, reference=args.reference, seed=args.seed,
-        device=args.device, optimizer=args.optimizer, binarize=not args.no_binarize, quantize=not args.no_quantize,
-    )  # fmt: skip
+        steps=args.steps,
+        lr=args.lr,
+        lambda_=args.lambda_,
+        reference=args.reference,
+        seed=args.seed,
+        device=args.device,
+        optimizer=args.optimizer,
+        binarize=not args.no_binarize,
+        quantize=not args.no_quantize,
+    )
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -367,8 +407,10 @@ def _explain(args) -> int:
     if not args.overwrite:
         clashes = [p for stem in stems for game in games for p in existing_files(args.out, f"{stem}_{game}")]
         if clashes:
-            raise ExportError(f"{len(clashes)} result file(s) already exist in {args.out} (e.g. {clashes[0].name}): "
-                              "use --overwrite or another --out folder")  # fmt: skip
+            raise ExportError(
+                f"{len(clashes)} result file(s) already exist in {args.out} (e.g. {clashes[0].name}): "
+                "use --overwrite or another --out folder"
+            )
     args.out.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     previous_handler = signal.signal(signal.SIGINT, _interrupt_handler(stop))
@@ -378,9 +420,15 @@ def _explain(args) -> int:
                 batch = args.images[start : start + args.batch_size]
                 progress = _Progress(f"{game} {start + 1}-{start + len(batch)}/{len(args.images)}")
                 result = explain(
-                    model, [str(p) for p in batch], args.target, game=game, defense=not args.no_defense,
-                    config=config, on_step=progress, should_stop=stop.is_set,
-                )  # fmt: skip
+                    model,
+                    [str(p) for p in batch],
+                    args.target,
+                    game=game,
+                    defense=not args.no_defense,
+                    config=config,
+                    on_step=progress,
+                    should_stop=stop.is_set,
+                )
                 progress.close(result)
                 for index, path in enumerate(batch):
                     _write_result(args, model, result, index, path, stems[start + index])
@@ -406,30 +454,55 @@ def _batch(args) -> int:
         elapsed = time.perf_counter() - started
         rate = report.done / elapsed if elapsed > 0 else 0.0
         eta = (report.total - report.done) / rate if rate > 0 else float("nan")
-        print(f"[{report.done}/{report.total}] {rate:.2f} items/s, ETA {eta:.0f} s | {report.item}: {report.state}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"[{report.done}/{report.total}] {rate:.2f} items/s, ETA {eta:.0f} s | {report.item}: {report.state}",
+            file=sys.stderr,
+        )
 
-    options = {"targets": args.targets, "games": games, "defense": not args.no_defense, "config": _config(args),
-               "batch_size": args.batch_size, "overwrite": args.overwrite, "colormap": args.colormap,
-               "scale": args.scale, "app_version": _version(), "on_progress": on_progress,
-               "should_stop": stop.is_set}  # fmt: skip
+    options = {
+        "targets": args.targets,
+        "games": games,
+        "defense": not args.no_defense,
+        "config": _config(args),
+        "batch_size": args.batch_size,
+        "overwrite": args.overwrite,
+        "colormap": args.colormap,
+        "scale": args.scale,
+        "app_version": _version(),
+        "on_progress": on_progress,
+        "should_stop": stop.is_set,
+    }
     try:
         if args.engine == "ray":
             from engine.results.cluster import ModelSource, run_batch_on_ray
 
-            source = ModelSource(args.model, _text(args.weights), _text(args.torchscript), args.num_classes,
-                                 _text(args.labels), args.trust_pickle)  # fmt: skip
+            source = ModelSource(
+                args.model,
+                _text(args.weights),
+                _text(args.torchscript),
+                args.num_classes,
+                _text(args.labels),
+                args.trust_pickle,
+            )
             summary = run_batch_on_ray(
-                source, args.input_dir, args.out, address=args.address, workers=args.workers,
-                cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, **options,
-            )  # fmt: skip
+                source,
+                args.input_dir,
+                args.out,
+                address=args.address,
+                workers=args.workers,
+                cpus_per_worker=args.cpus_per_worker,
+                gpus_per_worker=args.gpus_per_worker,
+                **options,
+            )
         else:
             summary = run_batch(_load(args), args.input_dir, args.out, on_step=_Progress("batch"), **options)
     finally:
         signal.signal(signal.SIGINT, previous_handler)
     listed = " (listed in the index with the reason)" if summary.failures else ""
-    print(f"{len(summary.written)} written, {len(summary.skipped)} already done, {len(summary.failures)} failed"
-          f"{listed}; index: {summary.index_files.get('html')}")  # fmt: skip
+    print(
+        f"{len(summary.written)} written, {len(summary.skipped)} already done, {len(summary.failures)} failed"
+        f"{listed}; index: {summary.index_files.get('html')}"
+    )
     for name, reason in summary.failures:
         print(f"  could not explain {name}: {reason}", file=sys.stderr)
     if summary.ignored:
@@ -466,8 +539,17 @@ def _interrupt_handler(stop: threading.Event):
 
 
 def _write_result(args, model: ClassifierModel, result: Explanation, index: int, path: Path, stem: str) -> None:
-    record, files = export_explained(result, index, model, path, args.out, f"{stem}_{result.game}",
-                                     colormap=args.colormap, scale=args.scale, app_version=_version())  # fmt: skip
+    record, files = export_explained(
+        result,
+        index,
+        model,
+        path,
+        args.out,
+        f"{stem}_{result.game}",
+        colormap=args.colormap,
+        scale=args.scale,
+        app_version=_version(),
+    )
     status = " (cancelled)" if result.cancelled else ""
     print(
         f"{record.image_name}: {result.game} {record.target_label!r} p {record.prob_original:.3f} -> "
@@ -538,9 +620,11 @@ def _bench_early_stop(args) -> int:
 def _bench_throughput(args) -> int:
     from engine.evaluation.bench import run_throughput_benchmark
 
-    print(run_throughput_benchmark(
-        args.models, args.batch_sizes, args.repeats, device=args.device, cuda_graph=not args.no_cuda_graph
-    ))  # fmt: skip
+    print(
+        run_throughput_benchmark(
+            args.models, args.batch_sizes, args.repeats, device=args.device, cuda_graph=not args.no_cuda_graph
+        )
+    )
     return 0
 
 
@@ -562,11 +646,17 @@ def _bench_cluster(args) -> int:
     from engine.evaluation.cluster_bench import run_cluster_benchmark
     from engine.results.cluster import ModelSource
 
-    print(run_cluster_benchmark(
-        args.images, source=ModelSource(args.model), workers=args.workers, count=args.count,
-        config=FGVisConfig(steps=args.steps), batch_size=args.batch_size,
-        log=lambda message: print(message, file=sys.stderr),
-    ))  # fmt: skip
+    print(
+        run_cluster_benchmark(
+            args.images,
+            source=ModelSource(args.model),
+            workers=args.workers,
+            count=args.count,
+            config=FGVisConfig(steps=args.steps),
+            batch_size=args.batch_size,
+            log=lambda message: print(message, file=sys.stderr),
+        )
+    )
     return 0
 
 
@@ -574,11 +664,17 @@ def _bench_quality(args) -> int:
     from engine.evaluation.suite import run_quality_benchmark
 
     report = run_quality_benchmark(
-        args.model, images=args.images, methods=args.methods, out_dir=args.out, count=args.count,
-        reference=args.reference, randomisation_items=args.randomisation_items,
-        config=FGVisConfig(steps=args.steps), mp_steps=args.mp_steps,
+        args.model,
+        images=args.images,
+        methods=args.methods,
+        out_dir=args.out,
+        count=args.count,
+        reference=args.reference,
+        randomisation_items=args.randomisation_items,
+        config=FGVisConfig(steps=args.steps),
+        mp_steps=args.mp_steps,
         log=lambda message: print(message, file=sys.stderr),
-    )  # fmt: skip
+    )
     print(report.markdown)
     if report.files:
         print(f"\nwritten: {', '.join(str(p) for p in report.files.values())}", file=sys.stderr)
@@ -599,10 +695,19 @@ def _analyze(args) -> int:
         print(message, file=sys.stderr)
 
     result = analyze(
-        args.results_dir, game=args.game, classes=args.classes, clusters=args.clusters, channels=args.channels,
-        feature_size=args.size, neighbours=args.neighbours, max_clusters=args.max_clusters,
-        embedding=args.embedding, seed=args.seed, out_dir=args.out, log=log,
-    )  # fmt: skip
+        args.results_dir,
+        game=args.game,
+        classes=args.classes,
+        clusters=args.clusters,
+        channels=args.channels,
+        feature_size=args.size,
+        neighbours=args.neighbours,
+        max_clusters=args.max_clusters,
+        embedding=args.embedding,
+        seed=args.seed,
+        out_dir=args.out,
+        log=log,
+    )
     assert result.folder is not None  # analyze() saved it
     report = write_report(result, result.folder / "report.html", app_version=_version())
     for entry in result.classes:
@@ -625,9 +730,14 @@ def _bench_analysis(args) -> int:
         raise FGVisError("--scale-only needs --scale N [N ...]")
     if not args.scale_only:
         report = run_analysis_benchmark(
-            out_dir=args.out, per_class=args.per_class, planted=args.planted, games=args.games,
-            config=FGVisConfig(steps=args.steps, device=args.device), seed=args.seed, log=log,
-        )  # fmt: skip
+            out_dir=args.out,
+            per_class=args.per_class,
+            planted=args.planted,
+            games=args.games,
+            config=FGVisConfig(steps=args.steps, device=args.device),
+            seed=args.seed,
+            log=log,
+        )
         print(report.markdown)
     if args.scale:
         print(run_scale_benchmark(args.scale, log=log).markdown)

@@ -84,10 +84,16 @@ def heldout_images(planted: int, per_class: int, seed: int = HELDOUT_SEED):
 
 
 def run_analysis_benchmark(
-    out_dir: str | Path | None = None, *, per_class: int = 12, planted: int = 60,
-    games: Sequence[Game] = ("preserve", "delete"), config=None, model=None, seed: int = HELDOUT_SEED,
+    out_dir: str | Path | None = None,
+    *,
+    per_class: int = 12,
+    planted: int = 60,
+    games: Sequence[Game] = ("preserve", "delete"),
+    config=None,
+    model=None,
+    seed: int = HELDOUT_SEED,
     log: Callable[[str], None] | None = None,
-) -> BenchReport:  # fmt: skip
+) -> BenchReport:
     """The planted Clever-Hans benchmark (module docstring). ``out_dir`` keeps the images, the batch
     folder, the analyses with their HTML reports and ``analysis.md``/``analysis.json`` (a temporary folder
     when ``None``). ``model``: default the shipped ``synthetic_planted`` CNN."""
@@ -125,8 +131,15 @@ def run_analysis_benchmark(
     for game in games:
         for label in range(len(CLASSES)):
             say(f"FGVis {game}: explaining the {CLASSES[label]} images")
-            run_batch(model, out / "images" / CLASSES[label], batch_dir, targets=[CLASSES[label]], games=(game,),
-                      config=config, batch_size=16)  # fmt: skip
+            run_batch(
+                model,
+                out / "images" / CLASSES[label],
+                batch_dir,
+                targets=[CLASSES[label]],
+                games=(game,),
+                config=config,
+                batch_size=16,
+            )
         say(f"analysing the {game} maps")
         review = analyze(batch_dir, game=game, out_dir=out / f"analysis_{game}", log=lambda m: say(f"  {m}"))
         assert review.folder is not None  # analyze() saved it
@@ -161,8 +174,14 @@ def run_analysis_benchmark(
     return BenchReport(markdown, rows, files)
 
 
-def _row(method: str, result, is_marked: np.ndarray, results: list[tuple[int, core.MapClusters]],
-         planted_class: int, maps: np.ndarray) -> dict:  # fmt: skip
+def _row(
+    method: str,
+    result,
+    is_marked: np.ndarray,
+    results: list[tuple[int, core.MapClusters]],
+    planted_class: int,
+    maps: np.ndarray,
+) -> dict:
     """One line of the table: the marker cluster of ``result`` (the planted class) and the flags there and
     in the other classes' ``results`` (``(class, MapClusters)`` pairs); and the marker cluster when the
     planted class's ``maps`` are split in two clusters (given, not chosen by the eigengap)."""
@@ -172,16 +191,27 @@ def _row(method: str, result, is_marked: np.ndarray, results: list[tuple[int, co
     others_flagged = [c.index for c in result.clusters if c.flagged and c is not cluster]
     elsewhere = sum(c.flagged for target, other in results if target != planted_class for c in other.clusters)
     return {
-        "method": method, "maps": len(result.labels), "marked": int(is_marked.sum()),
-        "clusters": result.clusters_chosen, "chosen_by": result.chosen_by, "marker_cluster_size": found["size"],
-        "purity": round(float(found["purity"]), 3), "recall": round(float(found["recall"]), 3),
+        "method": method,
+        "maps": len(result.labels),
+        "marked": int(is_marked.sum()),
+        "clusters": result.clusters_chosen,
+        "chosen_by": result.chosen_by,
+        "marker_cluster_size": found["size"],
+        "purity": round(float(found["purity"]), 3),
+        "recall": round(float(found["recall"]), 3),
         "flagged": bool(cluster is not None and cluster.flagged),
         "reasons": list(cluster.reasons) if cluster is not None else [],
-        "other_flagged_in_class": len(others_flagged), "flagged_in_other_classes": elsewhere,
-        "purity_k2": round(float(two["purity"]), 3), "recall_k2": round(float(two["recall"]), 3),
-        "passed": bool(found["purity"] >= PURITY_TARGET and found["recall"] >= RECALL_TARGET
-                       and cluster is not None and cluster.flagged),
-    }  # fmt: skip
+        "other_flagged_in_class": len(others_flagged),
+        "flagged_in_other_classes": elsewhere,
+        "purity_k2": round(float(two["purity"]), 3),
+        "recall_k2": round(float(two["recall"]), 3),
+        "passed": bool(
+            found["purity"] >= PURITY_TARGET
+            and found["recall"] >= RECALL_TARGET
+            and cluster is not None
+            and cluster.flagged
+        ),
+    }
 
 
 def _markdown(rows: list[dict], planted: int, per_class: int, marked: int, seconds: float) -> str:
@@ -232,8 +262,9 @@ def synthetic_class_maps(count: int, marked_share: float = 0.2, *, size: int = 6
     return maps, marked
 
 
-def run_scale_benchmark(counts: Sequence[int] = (1000, 10000), *, embedding: str = "tsne",
-                        log: Callable[[str], None] | None = None) -> BenchReport:  # fmt: skip
+def run_scale_benchmark(
+    counts: Sequence[int] = (1000, 10000), *, embedding: str = "tsne", log: Callable[[str], None] | None = None
+) -> BenchReport:
     """Time and peak memory of the analysis of ``counts`` synthetic maps (64x64, one class, 5 % marked), each
     size in a fresh Python process (its peak resident memory is the analysis's own plus the interpreter, the
     libraries and the maps). Threads as the environment sets them (``OMP_NUM_THREADS``)."""
@@ -264,8 +295,10 @@ def run_scale_benchmark(counts: Sequence[int] = (1000, 10000), *, embedding: str
     if len(rows) >= 2:
         first, last = rows[0], rows[-1]
         growth = math.log(last["seconds"] / first["seconds"]) / math.log(last["maps"] / first["maps"])
-        lines.append(f"\nTime grows as N^{growth:.2f} from {first['maps']} to {last['maps']} maps (t-SNE runs 1,000 "
-                     f"iterations up to {core.TSNE_LARGE} maps, 500 above).")  # fmt: skip
+        lines.append(
+            f"\nTime grows as N^{growth:.2f} from {first['maps']} to {last['maps']} maps (t-SNE runs 1,000 "
+            f"iterations up to {core.TSNE_LARGE} maps, 500 above)."
+        )
     return BenchReport("\n".join(lines), rows)
 
 
@@ -281,8 +314,18 @@ def _scale_child(count: int, embedding: str = "tsne") -> None:
     seconds = time.perf_counter() - started
     found = marker_cluster(result.labels, marked)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({
-        "maps": count, "seconds": seconds, "features": features, "stages": result.seconds,
-        "clusters": result.clusters_chosen, "purity": float(found["purity"]), "recall": float(found["recall"]),
-        "peak_mb": peak_kb / 1024, "maps_mb": maps.nbytes / 2**20,
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "maps": count,
+                "seconds": seconds,
+                "features": features,
+                "stages": result.seconds,
+                "clusters": result.clusters_chosen,
+                "purity": float(found["purity"]),
+                "recall": float(found["recall"]),
+                "peak_mb": peak_kb / 1024,
+                "maps_mb": maps.nbytes / 2**20,
+            }
+        )
+    )

@@ -230,16 +230,24 @@ def embed_2d(features: np.ndarray, method: str, vectors: np.ndarray | None = Non
         try:
             import umap
         except ImportError as exc:
-            raise AnalysisError("the umap embedding needs the optional package umap-learn (pip install umap-learn)"
-                                ) from exc  # fmt: skip
+            raise AnalysisError(
+                "the umap embedding needs the optional package umap-learn (pip install umap-learn)"
+            ) from exc
         coords = umap.UMAP(n_neighbors=min(15, count - 1), random_state=seed).fit_transform(reduced)
         return _standardise(coords)
     from sklearn.manifold import TSNE
 
     perplexity = float(min(30.0, max(2.0, (count - 1) / 3.0)))
     large = count > TSNE_LARGE
-    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, learning_rate="auto",
-                max_iter=500 if large else 1000, angle=0.7 if large else 0.5)  # fmt: skip
+    tsne = TSNE(
+        n_components=2,
+        perplexity=perplexity,
+        init="pca",
+        random_state=seed,
+        learning_rate="auto",
+        max_iter=500 if large else 1000,
+        angle=0.7 if large else 0.5,
+    )
     return _standardise(tsne.fit_transform(reduced))
 
 
@@ -326,8 +334,11 @@ class ReducedMaps:
     @classmethod
     def concatenate(cls, parts: list[ReducedMaps]) -> ReducedMaps:
         if not parts:
-            return cls(np.zeros((0, 0), np.float32), np.zeros((0, DISPLAY_SIZE, DISPLAY_SIZE), np.float32),
-                       np.zeros((0, THUMB_SIZE, THUMB_SIZE), np.uint8))  # fmt: skip
+            return cls(
+                np.zeros((0, 0), np.float32),
+                np.zeros((0, DISPLAY_SIZE, DISPLAY_SIZE), np.float32),
+                np.zeros((0, THUMB_SIZE, THUMB_SIZE), np.uint8),
+            )
         return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("features", "display", "thumbs")))
 
 
@@ -341,8 +352,9 @@ def reduce_maps(maps: np.ndarray, feature_size: int = FEATURE_SIZE, channels: bo
     if maps.size and maps.min() < 0:
         raise AnalysisError("evidence maps must not be negative")
     mean_channels = maps.mean(axis=1) if maps.ndim == 4 else maps
-    return ReducedMaps(map_features(maps, feature_size, channels), resize_maps(mean_channels, DISPLAY_SIZE),
-                       _thumbs(mean_channels))  # fmt: skip
+    return ReducedMaps(
+        map_features(maps, feature_size, channels), resize_maps(mean_channels, DISPLAY_SIZE), _thumbs(mean_channels)
+    )
 
 
 def cluster_maps(
@@ -359,9 +371,15 @@ def cluster_maps(
 
 
 def cluster_reduced(
-    reduced: ReducedMaps, *, clusters: int | str = "auto", neighbours: int | None = None,
-    max_clusters: int = MAX_CLUSTERS, embedding: str = "tsne", seed: int = 0, log: Callable[[str], None] | None = None,
-) -> MapClusters:  # fmt: skip
+    reduced: ReducedMaps,
+    *,
+    clusters: int | str = "auto",
+    neighbours: int | None = None,
+    max_clusters: int = MAX_CLUSTERS,
+    embedding: str = "tsne",
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> MapClusters:
     """Spectral relevance analysis of one class's :class:`ReducedMaps`.
 
     Parameters
@@ -386,8 +404,10 @@ def cluster_reduced(
         raise AnalysisError("no evidence maps to analyse")
     wanted = _wanted_clusters(clusters, max_clusters)
     if wanted is not None and wanted > count:
-        raise AnalysisError(f"{count} map(s), fewer than the {wanted} clusters asked for: ask for {count} or fewer, "
-                            "or let the eigengap choose (auto)")  # fmt: skip
+        raise AnalysisError(
+            f"{count} map(s), fewer than the {wanted} clusters asked for: ask for {count} or fewer, "
+            "or let the eigengap choose (auto)"
+        )
     features = reduced.features
     seconds: dict[str, float] = {}
     neighbours = default_neighbours(count) if neighbours is None else int(min(neighbours, count - 1))
@@ -422,8 +442,9 @@ def cluster_reduced(
     stats, mean_maps = cluster_statistics(reduced.display, features, labels)
     flag_clusters(stats)
     seconds["statistics"] = time.perf_counter() - started
-    return MapClusters(labels, coords, eigenvalues, chosen, chosen_by, neighbours, mean_maps, reduced.thumbs, stats,
-                       seconds)  # fmt: skip
+    return MapClusters(
+        labels, coords, eigenvalues, chosen, chosen_by, neighbours, mean_maps, reduced.thumbs, stats, seconds
+    )
 
 
 def _wanted_clusters(clusters: int | str, max_clusters: int) -> int | None:
@@ -487,12 +508,19 @@ def cluster_statistics(display: np.ndarray, features: np.ndarray, labels: np.nda
         own = features[members]
         spread_own = float(np.linalg.norm(own - own.mean(0), axis=1).mean())
         values = concentration[members]
-        stats.append(ClusterStats(
-            index=index, members=members, share=len(members) / count, centre=(cx, cy), spread=spread,
-            border_share=float(peak[border].sum() / peak_mass) if peak_mass > 0 else 0.0,
-            concentration=float(np.nanmean(values)) if np.isfinite(values).any() else 0.0,
-            overlap=overlap, tightness=spread_own / class_spread if class_spread > 0 else 0.0,
-        ))  # fmt: skip
+        stats.append(
+            ClusterStats(
+                index=index,
+                members=members,
+                share=len(members) / count,
+                centre=(cx, cy),
+                spread=spread,
+                border_share=float(peak[border].sum() / peak_mass) if peak_mass > 0 else 0.0,
+                concentration=float(np.nanmean(values)) if np.isfinite(values).any() else 0.0,
+                overlap=overlap,
+                tightness=spread_own / class_spread if class_spread > 0 else 0.0,
+            )
+        )
     return stats, mean_maps
 
 
@@ -512,9 +540,7 @@ def flag_clusters(stats: list[ClusterStats]) -> None:
     for cluster in stats:
         cluster.reasons, cluster.flagged = [], False
         others = [other for other in stats if other is not cluster]
-        rest_border = (
-            sum(o.border_share * o.size for o in others) / sum(o.size for o in others) if others else None
-        )  # fmt: skip
+        rest_border = sum(o.border_share * o.size for o in others) / sum(o.size for o in others) if others else None
         on_border = cluster.border_share >= BORDER_SHARE and (
             rest_border is None or cluster.border_share >= BORDER_RATIO * rest_border
         )

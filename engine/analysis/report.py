@@ -65,8 +65,10 @@ def _overview(classes: list[ClassAnalysis]) -> str:
     rows = []
     for entry in classes:
         if entry.result is None:
-            rows.append(f"<tr><td>{escape(entry.label)} ({entry.target})</td><td>{len(entry.items)}</td>"
-                        f"<td colspan='3'>not analysed: {escape(entry.message)}</td></tr>")  # fmt: skip
+            rows.append(
+                f"<tr><td>{escape(entry.label)} ({entry.target})</td><td>{len(entry.items)}</td>"
+                f"<td colspan='3'>not analysed: {escape(entry.message)}</td></tr>"
+            )
             continue
         flagged = entry.flagged
         first = flagged[0].reasons[0] if flagged and flagged[0].reasons else ""
@@ -76,8 +78,10 @@ def _overview(classes: list[ClassAnalysis]) -> str:
             f"<td>{entry.result.clusters_chosen} ({escape(entry.result.chosen_by)})</td><td>{mark}</td>"
             f"<td>{escape(first)}</td></tr>"
         )
-    return ("<table border='1' cellspacing='0' cellpadding='3'><tr><th>class</th><th>maps</th><th>clusters</th>"
-            f"<th>flagged</th><th>first reason</th></tr>{''.join(rows)}</table>")  # fmt: skip
+    return (
+        "<table border='1' cellspacing='0' cellpadding='3'><tr><th>class</th><th>maps</th><th>clusters</th>"
+        f"<th>flagged</th><th>first reason</th></tr>{''.join(rows)}</table>"
+    )
 
 
 def _skipped_table(skipped: list[dict], limit: int = 50) -> str:
@@ -87,8 +91,10 @@ def _skipped_table(skipped: list[dict], limit: int = 50) -> str:
         for row in skipped[:limit]
     )
     more = f"<p>... and {len(skipped) - limit} more.</p>" if len(skipped) > limit else ""
-    return (f"<h3>Skipped: {len(skipped)} item(s)</h3><table border='1' cellspacing='0' cellpadding='3'>"
-            f"<tr><th>item</th><th>image</th><th>reason</th></tr>{rows}</table>{more}")  # fmt: skip
+    return (
+        f"<h3>Skipped: {len(skipped)} item(s)</h3><table border='1' cellspacing='0' cellpadding='3'>"
+        f"<tr><th>item</th><th>image</th><th>reason</th></tr>{rows}</table>{more}"
+    )
 
 
 def _class_section(analysis: DatasetAnalysis, entry: ClassAnalysis, thumbnails: int) -> str:
@@ -118,8 +124,10 @@ def _cluster_section(
 ) -> str:
     colour = "#{:02x}{:02x}{:02x}".format(*cluster_colour(cluster.index))
     flag = "<span style='color: #c00000'>&#9888; flagged</span> &middot; " if cluster.flagged else ""
-    heading = (f"<h3><span style='color: {colour}'>&#9632;</span> {flag}Cluster {cluster.index + 1}: {cluster.size} "
-               f"map(s), {cluster.share:.0%} of the class</h3>")  # fmt: skip
+    heading = (
+        f"<h3><span style='color: {colour}'>&#9632;</span> {flag}Cluster {cluster.index + 1}: {cluster.size} "
+        f"map(s), {cluster.share:.0%} of the class</h3>"
+    )
     reasons = "".join(f"<li>{escape(reason)}</li>" for reason in cluster.reasons)
     reasons = f"<ul>{reasons}</ul>" if reasons else ""
     items = [entry.items[i] for i in cluster.members]

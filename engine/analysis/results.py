@@ -70,14 +70,19 @@ class MapItem:
     @classmethod
     def from_json(cls, data: dict) -> MapItem:
         return cls(
-            stem=str(data["stem"]), image=str(data["image"]), target=int(data["target"]), label=str(data["label"]),
-            game=str(data["game"]), summary=str(data["summary"]),
+            stem=str(data["stem"]),
+            image=str(data["image"]),
+            target=int(data["target"]),
+            label=str(data["label"]),
+            game=str(data["game"]),
+            summary=str(data["summary"]),
             files={str(k): str(v) for k, v in dict(data.get("files") or {}).items()},
-            image_path=_optional_text(data.get("image_path")), crop_box=_box(data.get("crop_box")),
+            image_path=_optional_text(data.get("image_path")),
+            crop_box=_box(data.get("crop_box")),
             prob_original=_optional_number(data.get("prob_original")),
             prob_explanation=_optional_number(data.get("prob_explanation")),
             mask_mean=_optional_number(data.get("mask_mean")),
-        )  # fmt: skip
+        )
 
 
 @dataclass
@@ -183,8 +188,9 @@ def read_items(results_dir: Path, game: str = "preserve") -> tuple[list[MapItem]
     except OSError as exc:
         raise DatasetAnalysisError(f"{results_dir} cannot be read: {exc.strerror or exc}") from None
     if not entries:
-        raise DatasetAnalysisError(f"{results_dir} is empty: there are no batch results to analyse "
-                                   "(run fgvis batch IMAGES --out FOLDER first)")  # fmt: skip
+        raise DatasetAnalysisError(
+            f"{results_dir} is empty: there are no batch results to analyse (run fgvis batch IMAGES --out FOLDER first)"
+        )
     index = results_dir / "index.json"
     if index.exists():
         rows = _read_index(index)
@@ -220,8 +226,9 @@ def _read_index(path: Path) -> list[dict]:
         regular_file(path, "the batch index (index.json)", DatasetAnalysisError)
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise DatasetAnalysisError(f"{path} cannot be read ({exc}): run fgvis batch on the folder again to rewrite "
-                                   "the index") from None  # fmt: skip
+        raise DatasetAnalysisError(
+            f"{path} cannot be read ({exc}): run fgvis batch on the folder again to rewrite the index"
+        ) from None
     if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
         raise DatasetAnalysisError(f"{path} is not a batch index (a list of rows): run fgvis batch again to rewrite it")
     if len(data) > MAX_ITEMS:
@@ -255,14 +262,19 @@ def _item(row: dict, game: str) -> MapItem:
     if isinstance(target, bool) or not isinstance(target, int):
         raise TypeError(f"the class index is {target!r}")
     return MapItem(
-        stem=_stem(row) or str(row["summary"]), image=readable_name(str(row.get("image") or "?")), target=target,
-        label=readable_name(str(row.get("target_label") or f"class {target}")), game=game,
-        summary=str(row["summary"]), files={str(k): str(v) for k, v in files.items()},
-        image_path=_optional_text(row.get("image_path")), crop_box=_box(row.get("crop_box")),
+        stem=_stem(row) or str(row["summary"]),
+        image=readable_name(str(row.get("image") or "?")),
+        target=target,
+        label=readable_name(str(row.get("target_label") or f"class {target}")),
+        game=game,
+        summary=str(row["summary"]),
+        files={str(k): str(v) for k, v in files.items()},
+        image_path=_optional_text(row.get("image_path")),
+        crop_box=_box(row.get("crop_box")),
         prob_original=_optional_number(row.get("prob_original")),
         prob_explanation=_optional_number(row.get("prob_explanation")),
         mask_mean=_optional_number(row.get("mask_mean")),
-    )  # fmt: skip
+    )
 
 
 def _stem(row: dict) -> str | None:
@@ -328,12 +340,22 @@ def _plain_name(name: str) -> bool:
 
 # ---------------------------------------------------------------------------------------------- analysis
 def analyze(
-    results_dir: str | Path, *, game: str = "preserve", classes: Sequence[int | str] | None = None,
-    clusters: int | str = "auto", channels: bool = False, feature_size: int = core.FEATURE_SIZE,
-    neighbours: int | None = None, max_clusters: int = core.MAX_CLUSTERS, embedding: str = "tsne", seed: int = 0,
-    out_dir: str | Path | None = None, save: bool = True, log: Callable[[str], None] | None = None,
+    results_dir: str | Path,
+    *,
+    game: str = "preserve",
+    classes: Sequence[int | str] | None = None,
+    clusters: int | str = "auto",
+    channels: bool = False,
+    feature_size: int = core.FEATURE_SIZE,
+    neighbours: int | None = None,
+    max_clusters: int = core.MAX_CLUSTERS,
+    embedding: str = "tsne",
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    save: bool = True,
+    log: Callable[[str], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
-) -> DatasetAnalysis:  # fmt: skip
+) -> DatasetAnalysis:
     """Review the explanations of a batch results folder class by class (SpRAy).
 
     Parameters
@@ -409,9 +431,14 @@ def analyze(
 
             try:
                 entry.result = core.cluster_reduced(
-                    reduced, clusters=clusters, neighbours=neighbours, max_clusters=max_clusters,
-                    embedding=embedding, seed=seed, log=class_log,
-                )  # fmt: skip
+                    reduced,
+                    clusters=clusters,
+                    neighbours=neighbours,
+                    max_clusters=max_clusters,
+                    embedding=embedding,
+                    seed=seed,
+                    log=class_log,
+                )
             except AnalysisError as exc:
                 entry.message = f"class {labels[target]!r} ({target}): {exc}"
         if entry.message:
@@ -421,14 +448,24 @@ def analyze(
         reasons = "; ".join(entry.message for entry in analysed)
         raise DatasetAnalysisError(f"no class could be analysed: {reasons}")
     settings = {
-        "game": game, "clusters": str(clusters), "channels": bool(channels), "feature_size": int(feature_size),
-        "neighbours": neighbours, "max_clusters": int(max_clusters), "embedding": embedding, "seed": int(seed),
-    }  # fmt: skip
+        "game": game,
+        "clusters": str(clusters),
+        "channels": bool(channels),
+        "feature_size": int(feature_size),
+        "neighbours": neighbours,
+        "max_clusters": int(max_clusters),
+        "embedding": embedding,
+        "seed": int(seed),
+    }
     analysis = DatasetAnalysis(
-        results_dir=results_dir, game=game, settings=settings, classes=analysed, skipped=skipped,
+        results_dir=results_dir,
+        game=game,
+        settings=settings,
+        classes=analysed,
+        skipped=skipped,
         created=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         seconds=time.perf_counter() - started,
-    )  # fmt: skip
+    )
     if save:
         folder = Path(out_dir) if out_dir is not None else results_dir / ANALYSIS_FOLDER
         say(f"saving to {folder}")
@@ -477,8 +514,14 @@ def _reduce_class(results_dir: Path, group: list[MapItem], feature_size: int, ch
             shape = evidence.shape
         if evidence.shape != shape:
             if channels or evidence.shape[-2:] != shape[-2:]:
-                lost.append(_skip(item.stem, item.image, f"its map is {'x'.join(map(str, evidence.shape))}, the "
-                                  f"class's first is {'x'.join(map(str, shape))}"))  # fmt: skip
+                lost.append(
+                    _skip(
+                        item.stem,
+                        item.image,
+                        f"its map is {'x'.join(map(str, evidence.shape))}, the "
+                        f"class's first is {'x'.join(map(str, shape))}",
+                    )
+                )
                 continue
             evidence = np.broadcast_to(evidence.mean(0, keepdims=True), shape)
         pending.append(evidence)
@@ -497,29 +540,41 @@ def save_analysis(analysis: DatasetAnalysis, folder: str | Path) -> Path:
     ``analysis.folder``. Raises :class:`DatasetAnalysisError` when the folder cannot be written."""
     folder = Path(folder)
     document = {
-        "format": FORMAT, "version": VERSION, "results_dir": str(analysis.results_dir), "game": analysis.game,
-        "settings": analysis.settings, "created": analysis.created, "seconds": round(analysis.seconds, 3),
-        "skipped": analysis.skipped, "classes": [_class_json(entry) for entry in analysis.classes],
-    }  # fmt: skip
+        "format": FORMAT,
+        "version": VERSION,
+        "results_dir": str(analysis.results_dir),
+        "game": analysis.game,
+        "settings": analysis.settings,
+        "created": analysis.created,
+        "seconds": round(analysis.seconds, 3),
+        "skipped": analysis.skipped,
+        "classes": [_class_json(entry) for entry in analysis.classes],
+    }
     arrays: dict[str, np.ndarray] = {}
     for entry in analysis.classes:
         if entry.result is None:
             continue
         result, key = entry.result, entry.key
-        arrays.update({
-            f"{key}_labels": result.labels.astype(np.int32), f"{key}_embedding": result.embedding.astype(np.float32),
-            f"{key}_eigenvalues": result.eigenvalues.astype(np.float64),
-            f"{key}_mean_maps": result.mean_maps.astype(np.float32), f"{key}_thumbs": result.thumbs.astype(np.uint8),
-        })  # fmt: skip
+        arrays.update(
+            {
+                f"{key}_labels": result.labels.astype(np.int32),
+                f"{key}_embedding": result.embedding.astype(np.float32),
+                f"{key}_eigenvalues": result.eigenvalues.astype(np.float64),
+                f"{key}_mean_maps": result.mean_maps.astype(np.float32),
+                f"{key}_thumbs": result.thumbs.astype(np.uint8),
+            }
+        )
     buffer = io.BytesIO()
     # numpy's stub lets **arrays bind to savez_compressed's allow_pickle: bool; these are all arrays.
     np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
     try:
-        write_all_or_nothing({
-            folder / ARRAYS_FILE: buffer.getvalue(),
-            folder / ANALYSIS_FILE: (json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode("utf-8"),
-            folder / NOTES_FILE: _notes_bytes(analysis.notes),
-        })  # fmt: skip
+        write_all_or_nothing(
+            {
+                folder / ARRAYS_FILE: buffer.getvalue(),
+                folder / ANALYSIS_FILE: (json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode("utf-8"),
+                folder / NOTES_FILE: _notes_bytes(analysis.notes),
+            }
+        )
     except FGVisError as exc:
         raise DatasetAnalysisError(f"the analysis cannot be saved: {exc}") from None
     analysis.folder = folder
@@ -539,33 +594,48 @@ def save_notes(analysis: DatasetAnalysis) -> Path:
 
 
 def _notes_bytes(notes: dict[str, str]) -> bytes:
-    return (json.dumps({"version": VERSION, "notes": dict(sorted(notes.items()))}, indent=1, ensure_ascii=False)
-            + "\n").encode("utf-8")  # fmt: skip
+    return (
+        json.dumps({"version": VERSION, "notes": dict(sorted(notes.items()))}, indent=1, ensure_ascii=False) + "\n"
+    ).encode("utf-8")
 
 
 def _class_json(entry: ClassAnalysis) -> dict:
-    data = {"target": entry.target, "label": entry.label, "message": entry.message,
-            "items": [item.to_json() for item in entry.items]}  # fmt: skip
+    data = {
+        "target": entry.target,
+        "label": entry.label,
+        "message": entry.message,
+        "items": [item.to_json() for item in entry.items],
+    }
     result = entry.result
     if result is not None:
-        data.update({
-            "clusters_chosen": result.clusters_chosen, "chosen_by": result.chosen_by, "neighbours": result.neighbours,
-            "eigenvalues": [round(float(v), 6) for v in result.eigenvalues],
-            "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
-            "clusters": [_cluster_json(cluster) for cluster in result.clusters],
-        })  # fmt: skip
+        data.update(
+            {
+                "clusters_chosen": result.clusters_chosen,
+                "chosen_by": result.chosen_by,
+                "neighbours": result.neighbours,
+                "eigenvalues": [round(float(v), 6) for v in result.eigenvalues],
+                "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
+                "clusters": [_cluster_json(cluster) for cluster in result.clusters],
+            }
+        )
     return data
 
 
 def _cluster_json(cluster: ClusterStats) -> dict:
     return {
-        "index": cluster.index, "size": cluster.size, "share": round(cluster.share, 6),
-        "members": [int(m) for m in cluster.members], "centre": [round(v, 4) for v in cluster.centre],
-        "spread": round(cluster.spread, 4), "border_share": round(cluster.border_share, 4),
+        "index": cluster.index,
+        "size": cluster.size,
+        "share": round(cluster.share, 6),
+        "members": [int(m) for m in cluster.members],
+        "centre": [round(v, 4) for v in cluster.centre],
+        "spread": round(cluster.spread, 4),
+        "border_share": round(cluster.border_share, 4),
         "concentration": round(cluster.concentration, 4),
         "overlap": None if cluster.overlap is None else round(cluster.overlap, 4),
-        "tightness": round(cluster.tightness, 4), "flagged": cluster.flagged, "reasons": list(cluster.reasons),
-    }  # fmt: skip
+        "tightness": round(cluster.tightness, 4),
+        "flagged": cluster.flagged,
+        "reasons": list(cluster.reasons),
+    }
 
 
 def find_analysis(folder: str | Path) -> Path | None:
@@ -599,8 +669,9 @@ def load_analysis(folder: str | Path) -> DatasetAnalysis:
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise DatasetAnalysisError(f"{path} is not a dataset analysis of FGVis Studio")
     if document.get("version") != VERSION:
-        raise DatasetAnalysisError(f"{path} is of version {document.get('version')}, this reads {VERSION}: "
-                                   "run fgvis analyze again")  # fmt: skip
+        raise DatasetAnalysisError(
+            f"{path} is of version {document.get('version')}, this reads {VERSION}: run fgvis analyze again"
+        )
     try:
         regular_file(found / ARRAYS_FILE, "the analysis arrays", DatasetAnalysisError)
         with np.load(found / ARRAYS_FILE, allow_pickle=False) as stored:
@@ -615,13 +686,19 @@ def load_analysis(folder: str | Path) -> DatasetAnalysis:
         if not results_dir.is_absolute():
             results_dir = found / results_dir
         analysis = DatasetAnalysis(
-            results_dir=results_dir, game=str(document["game"]), settings=dict(document.get("settings") or {}),
-            classes=classes, skipped=[dict(row) for row in document.get("skipped") or []],
-            created=str(document.get("created", "")), folder=found, seconds=float(document.get("seconds") or 0.0),
-        )  # fmt: skip
+            results_dir=results_dir,
+            game=str(document["game"]),
+            settings=dict(document.get("settings") or {}),
+            classes=classes,
+            skipped=[dict(row) for row in document.get("skipped") or []],
+            created=str(document.get("created", "")),
+            folder=found,
+            seconds=float(document.get("seconds") or 0.0),
+        )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise DatasetAnalysisError(f"{path} and {ARRAYS_FILE} do not belong together or are damaged ({exc}): "
-                                   "run fgvis analyze again") from None  # fmt: skip
+        raise DatasetAnalysisError(
+            f"{path} and {ARRAYS_FILE} do not belong together or are damaged ({exc}): run fgvis analyze again"
+        ) from None
     if not (found / ANALYSIS_FOLDER).is_dir() and found.name == ANALYSIS_FOLDER and not analysis.results_dir.is_dir():
         analysis.results_dir = found.parent  # moved with its results folder
     analysis.notes = _read_notes(found / NOTES_FILE)
@@ -629,8 +706,12 @@ def load_analysis(folder: str | Path) -> DatasetAnalysis:
 
 
 def _class_from_json(data: dict, arrays: dict) -> ClassAnalysis:
-    entry = ClassAnalysis(int(data["target"]), str(data["label"]), [MapItem.from_json(i) for i in data["items"]],
-                          message=str(data.get("message") or ""))  # fmt: skip
+    entry = ClassAnalysis(
+        int(data["target"]),
+        str(data["label"]),
+        [MapItem.from_json(i) for i in data["items"]],
+        message=str(data.get("message") or ""),
+    )
     if "clusters" not in data:
         return entry
     key, count = entry.key, len(entry.items)
@@ -651,22 +732,34 @@ def _class_from_json(data: dict, arrays: dict) -> ClassAnalysis:
         ):
             raise ValueError(f"class {entry.label!r}: cluster {cluster.index}'s members do not match the labels")
     entry.result = MapClusters(
-        labels=labels, embedding=embedding, eigenvalues=arrays[f"{key}_eigenvalues"].astype(np.float64),
-        clusters_chosen=int(data["clusters_chosen"]), chosen_by=str(data["chosen_by"]),
-        neighbours=int(data["neighbours"]), mean_maps=mean_maps.astype(np.float32), thumbs=thumbs.astype(np.uint8),
-        clusters=clusters, seconds={str(k): float(v) for k, v in dict(data.get("seconds") or {}).items()},
-    )  # fmt: skip
+        labels=labels,
+        embedding=embedding,
+        eigenvalues=arrays[f"{key}_eigenvalues"].astype(np.float64),
+        clusters_chosen=int(data["clusters_chosen"]),
+        chosen_by=str(data["chosen_by"]),
+        neighbours=int(data["neighbours"]),
+        mean_maps=mean_maps.astype(np.float32),
+        thumbs=thumbs.astype(np.uint8),
+        clusters=clusters,
+        seconds={str(k): float(v) for k, v in dict(data.get("seconds") or {}).items()},
+    )
     return entry
 
 
 def _cluster_from_json(data: dict) -> ClusterStats:
     return ClusterStats(
-        index=int(data["index"]), members=np.asarray(data["members"], np.int64), share=float(data["share"]),
-        centre=(float(data["centre"][0]), float(data["centre"][1])), spread=float(data["spread"]),
-        border_share=float(data["border_share"]), concentration=float(data["concentration"]),
-        overlap=_optional_number(data.get("overlap")), tightness=float(data["tightness"]),
-        flagged=bool(data["flagged"]), reasons=[str(r) for r in data.get("reasons") or []],
-    )  # fmt: skip
+        index=int(data["index"]),
+        members=np.asarray(data["members"], np.int64),
+        share=float(data["share"]),
+        centre=(float(data["centre"][0]), float(data["centre"][1])),
+        spread=float(data["spread"]),
+        border_share=float(data["border_share"]),
+        concentration=float(data["concentration"]),
+        overlap=_optional_number(data.get("overlap")),
+        tightness=float(data["tightness"]),
+        flagged=bool(data["flagged"]),
+        reasons=[str(r) for r in data.get("reasons") or []],
+    )
 
 
 def _read_notes(path: Path) -> dict[str, str]:
@@ -687,8 +780,10 @@ def class_summary(entry: ClassAnalysis) -> str:
     result = entry.result
     flagged = len(entry.flagged)
     flags = f", {flagged} flagged" if flagged else ""
-    return (f"{entry.label} ({entry.target}): {len(entry.items)} maps, {result.clusters_chosen} cluster(s) "
-            f"({result.chosen_by}){flags}")  # fmt: skip
+    return (
+        f"{entry.label} ({entry.target}): {len(entry.items)} maps, {result.clusters_chosen} cluster(s) "
+        f"({result.chosen_by}){flags}"
+    )
 
 
 def skipped_summary(skipped: list[dict]) -> str:

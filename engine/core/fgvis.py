@@ -203,8 +203,9 @@ class _Run:
             # Leaving the except block drops the traceback and with it the failed attempt's tensors.
         torch.cuda.empty_cache()
         half = count // 2
-        log.warning("%s ran out of memory on a batch of %d: splitting it into %d + %d", self.device, count, half,
-                    count - half)  # fmt: skip
+        log.warning(
+            "%s ran out of memory on a batch of %d: splitting it into %d + %d", self.device, count, half, count - half
+        )
         parts = []
         for low, high in ((0, half), (half, count)):
             if inputs.shape[0] == count:
@@ -268,8 +269,16 @@ class _Run:
                 # On 8-bit values, so that a 0/1 mask's explanation is exactly the picture the app saves
                 # (EfficientNet-Lite0 scored binarised blur explanations 0.23 in float and 0.40 as PNG).
                 reference = quantize(reference)
-            loop = Optimisation(game, config, x, reference, targets, prob_original, top1_original,
-                                 quantize=classifier.preprocessing.quantizer(x) if score_8bit else None)  # fmt: skip
+            loop = Optimisation(
+                game,
+                config,
+                x,
+                reference,
+                targets,
+                prob_original,
+                top1_original,
+                quantize=classifier.preprocessing.quantizer(x) if score_8bit else None,
+            )
             history: list[StepState] = []
             cancelled = False
             next_preview = 0.0
@@ -329,9 +338,15 @@ class _Run:
         )
         log.info(
             "%s (%s, defense %s): %d steps in %.1f s, p %s -> %s, mask mean %s",
-            game, classifier.name, "on" if defense else "off", result.steps, result.wall_time_s,
-            _fmt(result.prob_original), _fmt(result.prob_explanation), _fmt(result.mask.flatten(1).mean(1)),
-        )  # fmt: skip
+            game,
+            classifier.name,
+            "on" if defense else "off",
+            result.steps,
+            result.wall_time_s,
+            _fmt(result.prob_original),
+            _fmt(result.prob_explanation),
+            _fmt(result.mask.flatten(1).mean(1)),
+        )
         return result
 
 
@@ -501,9 +516,18 @@ class Optimisation:
     """
 
     def __init__(
-        self, game, config: FGVisConfig, x, reference, targets, prob_original, top1_original,
-        *, graph_trial_rounds: int = TRIAL_ROUNDS, quantize: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ):  # fmt: skip
+        self,
+        game,
+        config: FGVisConfig,
+        x,
+        reference,
+        targets,
+        prob_original,
+        top1_original,
+        *,
+        graph_trial_rounds: int = TRIAL_ROUNDS,
+        quantize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
         self.game = game
         self.quantize = quantize
         self.config = config
@@ -689,9 +713,14 @@ BISECT_ROUNDS = 4
 
 
 def goal_met(
-    game: Game, config: FGVisConfig, prob: torch.Tensor, top1: torch.Tensor, targets: torch.Tensor,
-    prob_original: torch.Tensor, top1_original: torch.Tensor,
-) -> torch.Tensor:  # fmt: skip
+    game: Game,
+    config: FGVisConfig,
+    prob: torch.Tensor,
+    top1: torch.Tensor,
+    targets: torch.Tensor,
+    prob_original: torch.Tensor,
+    top1_original: torch.Tensor,
+) -> torch.Tensor:
     """``(N,)`` bool: the game's goal holds for an explanation scoring ``prob`` (0..1) with top-1 class
     ``top1`` (all ``(N,)``, on one device). Preservation keeps ``p >= preserve_ratio * p(x)`` and the
     target top-1 where it was top-1 on the image; deletion reaches ``p <= delete_ratio * p(x)``."""
@@ -703,10 +732,15 @@ def goal_met(
 
 @torch.no_grad()
 def binarize(
-    module: nn.Module, x: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor, game: Game,
-    targets: torch.Tensor, goal: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    module: nn.Module,
+    x: torch.Tensor,
+    reference: torch.Tensor,
+    mask: torch.Tensor,
+    game: Game,
+    targets: torch.Tensor,
+    goal: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     quantize: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """Sharpen an optimised mask into a 0/1 mask where one plays the game (docs/METHOD.md §2; measured in
     docs/DEFAULTS.md).
 
@@ -853,8 +887,14 @@ class ReferenceCache:
         computed or reused."""
         if image is None:
             return _reference(classifier, x, config)
-        key = ("reference", x.device, image, config.reference, config.blur_sigma,
-               classifier.preprocessing if config.reference == "black" else None)  # fmt: skip
+        key = (
+            "reference",
+            x.device,
+            image,
+            config.reference,
+            config.blur_sigma,
+            classifier.preprocessing if config.reference == "black" else None,
+        )
         cached = self._get(key)
         if cached is None:
             cached = _reference(classifier, x, config)

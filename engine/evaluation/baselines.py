@@ -111,9 +111,14 @@ def _captum(method: str, module: nn.Module, x: torch.Tensor, targets: torch.Tens
         spread = float(x.max() - x.min())
         tunnel = attr.NoiseTunnel(attr.Saliency(module))
         result = tunnel.attribute(
-            inputs, nt_type="smoothgrad", nt_samples=16, nt_samples_batch_size=16, stdevs=0.15 * spread,
-            target=targets, abs=True,
-        )  # fmt: skip
+            inputs,
+            nt_type="smoothgrad",
+            nt_samples=16,
+            nt_samples_batch_size=16,
+            stdevs=0.15 * spread,
+            target=targets,
+            abs=True,
+        )
         return result.amax(1)
     if method == "guided_backprop":
         with warnings.catch_warnings():  # Captum announces the (temporary) ReLU hooks it sets

@@ -89,8 +89,13 @@ def clean_bare_seconds(model_name: str, batch_size: int, repeats: int, device: s
     ``OMP_WAIT_POLICY``) of this one."""
     request = json.dumps({"model": model_name, "batch": batch_size, "repeats": repeats, "device": device})
     env = {**os.environ, threads.ENV: str(torch.get_num_threads())}
-    done = subprocess.run([sys.executable, "-m", "engine.evaluation.bench", "bare", request], capture_output=True,
-                          text=True, env=env, timeout=1800)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.evaluation.bench", "bare", request],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"the bare-pass child failed: {done.stderr[-2000:]}")
     return float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
@@ -207,8 +212,11 @@ def run_contention_benchmark(steps: int = 50, device: str = "auto") -> str:
     photo = np.asarray(load_image(sample_images()[0]))
     explain_seconds(model, [photo], 5, device_)  # warm up
     alone, _ = explain_seconds(model, [photo], steps, device_)
-    competitor = subprocess.Popen([sys.executable, "-c", _COMPETITOR], stdout=subprocess.DEVNULL,
-                                  env={k: v for k, v in os.environ.items() if k != threads.ENV})  # fmt: skip
+    competitor = subprocess.Popen(
+        [sys.executable, "-c", _COMPETITOR],
+        stdout=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if k != threads.ENV},
+    )
     try:
         time.sleep(2.0)  # not synchronisation: let the competitor reach its loop before timing
         shared, _ = explain_seconds(model, [photo], steps, device_)
@@ -218,14 +226,16 @@ def run_contention_benchmark(steps: int = 50, device: str = "auto") -> str:
     policy = f"GOMP_SPINCOUNT {os.environ.get('GOMP_SPINCOUNT', '(unset)')}, OMP_WAIT_POLICY " + os.environ.get(
         "OMP_WAIT_POLICY", "(unset)"
     )
-    return "\n".join([
-        f"One explanation of {steps} steps ({model.name}, batch 1, {torch.get_num_threads()} threads, "
-        f"{policy}) alone and while another process keeps all {os.cpu_count()} cores busy.",
-        "",
-        "| alone (s) | with a CPU-heavy neighbour (s) | slowdown |",
-        "|---:|---:|---:|",
-        f"| {alone:.2f} | {shared:.2f} | {shared / alone:.2f}x |",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"One explanation of {steps} steps ({model.name}, batch 1, {torch.get_num_threads()} threads, "
+            f"{policy}) alone and while another process keeps all {os.cpu_count()} cores busy.",
+            "",
+            "| alone (s) | with a CPU-heavy neighbour (s) | slowdown |",
+            "|---:|---:|---:|",
+            f"| {alone:.2f} | {shared:.2f} | {shared / alone:.2f}x |",
+        ]
+    )
 
 
 def _bare_step(module: torch.nn.Module, x: torch.Tensor) -> Callable[[int], None]:

@@ -35,10 +35,16 @@ def measure_startup(address: str | None = None) -> float:
 
 
 def run_cluster_benchmark(
-    images: Path, *, source: ModelSource | None = None, workers: Sequence[int] = (1, 2), count: int = 32,
-    config: FGVisConfig | None = None, batch_size: int = 4, scratch: Path | None = None,
+    images: Path,
+    *,
+    source: ModelSource | None = None,
+    workers: Sequence[int] = (1, 2),
+    count: int = 32,
+    config: FGVisConfig | None = None,
+    batch_size: int = 4,
+    scratch: Path | None = None,
     log: Callable[[str], None] = lambda message: None,
-) -> str:  # fmt: skip
+) -> str:
     """Explanations per second of the local batch and of Ray with each number of ``workers`` on the same
     ``count`` images of ``images`` (copied to a scratch folder), Ray's fixed start-up cost, and whether the
     two paths agree. Returns a Markdown table.
@@ -75,14 +81,21 @@ def run_cluster_benchmark(
         start_ray(ray, None)
         try:
             started = time.perf_counter()
-            summary = run_batch_on_ray(source, folder, out, workers=count_workers, config=config,
-                                       batch_size=batch_size)  # fmt: skip
+            summary = run_batch_on_ray(source, folder, out, workers=count_workers, config=config, batch_size=batch_size)
             seconds = time.perf_counter() - started
         finally:
             ray.shutdown()
         agreement = mask_agreement(work / "local", out, local.written)
-        rows.append((f"Ray, {count_workers} worker(s)", str(count_workers), seconds, len(summary.written) / seconds,
-                     agreement, seconds + startup))  # fmt: skip
+        rows.append(
+            (
+                f"Ray, {count_workers} worker(s)",
+                str(count_workers),
+                seconds,
+                len(summary.written) / seconds,
+                agreement,
+                seconds + startup,
+            )
+        )
         log(f"Ray {count_workers}: {len(summary.written)} items in {seconds:.1f} s; masks: {agreement}")
     lines = [
         f"{items} explanations ({len(paths)} images, {config.steps} steps max, batch size {batch_size}); "
@@ -93,8 +106,9 @@ def run_cluster_benchmark(
     ]
     base = rows[0][3]
     for name, workers_text, seconds, rate, agreement, whole in rows:
-        lines.append(f"| {name} | {workers_text} | {seconds:.1f} | {rate:.3f} | {rate / base:.2f}x | {agreement} "
-                     f"| {whole:.1f} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {workers_text} | {seconds:.1f} | {rate:.3f} | {rate / base:.2f}x | {agreement} | {whole:.1f} |"
+        )
     lines += ["", _same_threads_agreement(source, folder, work, workers, config, batch_size, log)]
     if scratch is None:
         shutil.rmtree(work, ignore_errors=True)
@@ -115,10 +129,14 @@ def _same_threads_agreement(source, folder, work, workers, config, batch_size, l
         again = run_batch(source.load(), subset, work / "local-1-thread", config=config, batch_size=batch_size)
     finally:
         torch.set_num_threads(before)
-    parts = [f"{count} worker(s): {mask_agreement(work / 'local-1-thread', work / f'ray{count}', again.written)}"
-             for count in workers]  # fmt: skip
-    text = (f"Masks of the first {len(again.written)} items computed again in this process with one thread (as a "
-            f"worker): against Ray with {'; '.join(parts)}.")  # fmt: skip
+    parts = [
+        f"{count} worker(s): {mask_agreement(work / 'local-1-thread', work / f'ray{count}', again.written)}"
+        for count in workers
+    ]
+    text = (
+        f"Masks of the first {len(again.written)} items computed again in this process with one thread (as a "
+        f"worker): against Ray with {'; '.join(parts)}."
+    )
     log(text)
     return text
 

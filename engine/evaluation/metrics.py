@@ -136,9 +136,13 @@ def deletion_insertion(
 
 @torch.no_grad()
 def delete_top(
-    module: nn.Module, x: torch.Tensor, evidence: torch.Tensor, targets: torch.Tensor, reference: torch.Tensor,
+    module: nn.Module,
+    x: torch.Tensor,
+    evidence: torch.Tensor,
+    targets: torch.Tensor,
+    reference: torch.Tensor,
     budget: Sequence[int] | np.ndarray,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """Target probability ``(N,)`` after replacing each item's ``budget[i]`` highest-evidence pixels
     (:func:`top_pixels`, all channels) by the reference: the paper's equal-budget deletion protocol.
     For an FGVis deletion map with ``budget = mask_budget(mask)`` this is FGVis binarised at its own
@@ -166,9 +170,14 @@ def mask_budget(mask: torch.Tensor) -> np.ndarray:
 
 
 def goal_met(
-    game: Game, config: FGVisConfig, prob: torch.Tensor, top1: torch.Tensor, targets: torch.Tensor,
-    prob_original: torch.Tensor, top1_original: torch.Tensor,
-) -> np.ndarray:  # fmt: skip
+    game: Game,
+    config: FGVisConfig,
+    prob: torch.Tensor,
+    top1: torch.Tensor,
+    targets: torch.Tensor,
+    prob_original: torch.Tensor,
+    top1_original: torch.Tensor,
+) -> np.ndarray:
     """``(N,)`` bool numpy: FGVis's goal for ``game`` (:func:`engine.core.fgvis.goal_met`, the rule the
     optimisation itself uses) on CPU copies of the arguments."""
     tensors = (prob, top1, targets, prob_original, top1_original)

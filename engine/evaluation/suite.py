@@ -54,7 +54,7 @@ from .metrics import (
     randomisation_check,
     round_trip_8bit,
     sparsity,
-)  # fmt: skip
+)
 
 SYNTHETIC = "synthetic_shapes"
 #: Methods the randomisation check runs by default (each one is re-run once per randomised layer).
@@ -99,9 +99,12 @@ def load_quality_data(model: ClassifierModel, images: Path | None, count: int) -
         x = to_tensor(data.images)
         names = [f"{variant.removesuffix('s')}{i:03d}" for i in range(count)]
         return QualityData(
-            x, torch.from_numpy(data.labels), names, torch.from_numpy(data.masks),
+            x,
+            torch.from_numpy(data.labels),
+            names,
+            torch.from_numpy(data.masks),
             note=f"{count} generated {variant} images (seed {TEST_SEED + 1}), true class as target",
-        )  # fmt: skip
+        )
     from engine.models.images import load_image
     from engine.results.batch import images_in
 
@@ -162,10 +165,13 @@ def run_quality_benchmark(
             )
             shape = sparsity(result.evidence)
             item = {
-                "deletion_auc": curves[method][0].auc, "insertion_auc": curves[method][1].auc,
+                "deletion_auc": curves[method][0].auc,
+                "insertion_auc": curves[method][1].auc,
                 "concentration": concentration(result.evidence),
-                "l1": shape["l1"], "active": shape["active"], "high_frequency": shape["high_frequency"],
-            }  # fmt: skip
+                "l1": shape["l1"],
+                "active": shape["active"],
+                "high_frequency": shape["high_frequency"],
+            }
             if budget is not None:
                 item["p_after_equal_budget"] = delete_top(module, x, result.evidence, targets, removed, budget)
             if data.masks is not None:
@@ -185,8 +191,9 @@ def run_quality_benchmark(
     monitor = _monitor(model, x, targets, replace(config, reference="zero"))
     log("randomisation check")
     chosen = [m for m in randomisation_methods if m in methods]
-    randomisation = _randomisation(model, x[:randomisation_items], targets[:randomisation_items], chosen, config,
-                                   mp_steps)  # fmt: skip
+    randomisation = _randomisation(
+        model, x[:randomisation_items], targets[:randomisation_items], chosen, config, mp_steps
+    )
     details = {
         "model": model.name,
         "data": data.note,
@@ -233,9 +240,16 @@ def _game(model: ClassifierModel, result: Explanation) -> dict:
 
 
 def sanity_check(
-    module: torch.nn.Module, x: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor, reference: torch.Tensor,
-    budget: Sequence[int] | np.ndarray | None = None, *, margin: int = DELETION_MARGIN, seed: int = 0,
-) -> dict:  # fmt: skip
+    module: torch.nn.Module,
+    x: torch.Tensor,
+    masks: torch.Tensor,
+    targets: torch.Tensor,
+    reference: torch.Tensor,
+    budget: Sequence[int] | np.ndarray | None = None,
+    *,
+    margin: int = DELETION_MARGIN,
+    seed: int = 0,
+) -> dict:
     """Does the protocol rank a perfect map above a random one? The ground-truth masks ``(N, H, W)`` as
     maps against uniform random maps (a local generator seeded with ``seed``), under the deletion and
     insertion curves (with ``margin``) and, with ``budget``, the equal-budget deletion.
@@ -261,10 +275,12 @@ def sanity_check(
 def _verdict(scores: dict[str, np.ndarray], better) -> dict:
     perfect, random = scores["perfect"], scores["random"]
     return {
-        "perfect": float(np.mean(perfect)), "random": float(np.mean(random)),
-        "items_better": int(better(perfect, random).sum()), "items": len(perfect),
+        "perfect": float(np.mean(perfect)),
+        "random": float(np.mean(random)),
+        "items_better": int(better(perfect, random).sum()),
+        "items": len(perfect),
         "passed": bool(better(np.mean(perfect), np.mean(random))),
-    }  # fmt: skip
+    }
 
 
 def _measured(details: dict, data: QualityData) -> dict:
@@ -328,8 +344,12 @@ def check_targets(measured: dict) -> list[dict]:
                 add(target, f"{value:.3f} vs 2 x {best[1]:.3f} ({best[0]})", value >= 2 * best[1])
     else:
         for method, game in (("fgvis_preserve", "preservation"), ("fgvis", "deletion")):
-            at_least(f"photos: median concentration of FGVis {game} >= 0.5",
-                     measured.get("concentration_median", {}), method, 0.5)  # fmt: skip
+            at_least(
+                f"photos: median concentration of FGVis {game} >= 0.5",
+                measured.get("concentration_median", {}),
+                method,
+                0.5,
+            )
             at_least(f"photos: FGVis {game} goal met on >= 90 % of images", measured.get("goal_rate", {}), method, 0.9)
         budget = measured.get("equal_budget", {})
         target = "photos: equal-budget deletion, binarised FGVis below every baseline"
@@ -339,8 +359,12 @@ def check_targets(measured: dict) -> list[dict]:
         else:
             best = min(others.items(), key=lambda item: item[1])
             add(target, f"{budget['fgvis']:.3f} vs {best[1]:.3f} ({best[0]})", budget["fgvis"] < best[1])
-    at_least(">= 95 % of FGVis deletion explanations survive the 8-bit round trip",
-             measured.get("survival_8bit", {}), "fgvis", 0.95)  # fmt: skip
+    at_least(
+        ">= 95 % of FGVis deletion explanations survive the 8-bit round trip",
+        measured.get("survival_8bit", {}),
+        "fgvis",
+        0.95,
+    )
     inflation = measured.get("inflation", {})
     target = "score inflation without the defense >= 3x with it (zero reference)"
     if "on" not in inflation or "off" not in inflation:
@@ -405,12 +429,20 @@ def _markdown(details: dict, data: QualityData) -> str:
         cells = [row["method"], f"{row['deletion_auc']:.3f}", f"{row['insertion_auc']:.3f}"]
         if has_truth:
             cells += [f"{row['pointing']:.2f}", f"{row['energy_inside']:.3f}"]
-        cells += [f"{row['concentration']:.3f}", f"{row['l1']:.3f}", f"{row['active']:.3f}",
-                  f"{row['high_frequency']:.3f}", f"{row['seconds_per_item']:.2f}"]  # fmt: skip
+        cells += [
+            f"{row['concentration']:.3f}",
+            f"{row['l1']:.3f}",
+            f"{row['active']:.3f}",
+            f"{row['high_frequency']:.3f}",
+            f"{row['seconds_per_item']:.2f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     if has_truth:
-        lines += ["", f"Pointing game chance level (a uniformly random point, same tolerance): "
-                      f"{_mean(details['pointing_chance']):.3f}."]  # fmt: skip
+        lines += [
+            "",
+            f"Pointing game chance level (a uniformly random point, same tolerance): "
+            f"{_mean(details['pointing_chance']):.3f}.",
+        ]
     lines += _sanity_lines(details["sanity"])
     if has_budget:
         lines += _budget_lines(details, data)
@@ -456,10 +488,16 @@ def _markdown(details: dict, data: QualityData) -> str:
 
 def _sanity_lines(sanity: dict | None) -> list[str]:
     if sanity is None:
-        return ["", "No ground truth on this data: the perfect-map-vs-random sanity check cannot run here; the "
-                    "protocol's check is the one on the ground-truth sets."]  # fmt: skip
-    names = {"deletion_auc": "deletion AUC (lower better)", "insertion_auc": "insertion AUC (higher better)",
-             "p_after_equal_budget": "p after equal-budget deletion (lower better)"}  # fmt: skip
+        return [
+            "",
+            "No ground truth on this data: the perfect-map-vs-random sanity check cannot run here; the "
+            "protocol's check is the one on the ground-truth sets.",
+        ]
+    names = {
+        "deletion_auc": "deletion AUC (lower better)",
+        "insertion_auc": "insertion AUC (higher better)",
+        "p_after_equal_budget": "p after equal-budget deletion (lower better)",
+    }
     lines = [
         "",
         "Sanity check: the ground-truth mask used as a map (perfect) against a uniform random map; a column "
@@ -471,13 +509,17 @@ def _sanity_lines(sanity: dict | None) -> list[str]:
     failed = []
     for column, entry in sanity.items():
         verdict = "pass" if entry["passed"] else "FAIL: not meaningful on this data"
-        lines.append(f"| {names[column]} | {entry['perfect']:.3f} | {entry['random']:.3f} | "
-                     f"{entry['items_better']} of {entry['items']} | {verdict} |")  # fmt: skip
+        lines.append(
+            f"| {names[column]} | {entry['perfect']:.3f} | {entry['random']:.3f} | "
+            f"{entry['items_better']} of {entry['items']} | {verdict} |"
+        )
         if not entry["passed"]:
             failed.append(names[column])
     if failed:
-        lines += ["", f"Not meaningful on this data set (the protocol does not prefer a perfect map): "
-                      f"{', '.join(failed)}."]  # fmt: skip
+        lines += [
+            "",
+            f"Not meaningful on this data set (the protocol does not prefer a perfect map): {', '.join(failed)}.",
+        ]
     return lines
 
 
@@ -519,8 +561,10 @@ def _game_lines(games: dict) -> list[str]:
     ]
     for method, game in games.items():
         survival = "n/a (no goal met)" if game["survival_8bit"] is None else f"{game['survival_8bit']:.0%}"
-        lines.append(f"| {method} | {game['game']} | {_mean(game['goal_met']):.0%} | {_mean(game['p_soft']):.3f} | "
-                     f"{_mean(game['p_8bit']):.3f} | {survival} |")  # fmt: skip
+        lines.append(
+            f"| {method} | {game['game']} | {_mean(game['goal_met']):.0%} | {_mean(game['p_soft']):.3f} | "
+            f"{_mean(game['p_8bit']):.3f} | {survival} |"
+        )
     return lines
 
 

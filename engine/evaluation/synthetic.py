@@ -513,9 +513,10 @@ def main(argv: list[str] | None = None) -> int:
         "--epochs", type=int, help=f"default: 6 (shapes), {EPOCHS_CLUTTER} (clutter), {EPOCHS_PLANTED} (planted)"
     )
     parser.add_argument(
-        "--train-count", type=int,
+        "--train-count",
+        type=int,
         help=f"default: 6000 (shapes), {TRAIN_COUNT_CLUTTER} (clutter), {TRAIN_COUNT_PLANTED} (planted)",
-    )  # fmt: skip
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     card = train(args.out, variant=args.variant, train_count=args.train_count, epochs=args.epochs)

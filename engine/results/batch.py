@@ -180,12 +180,23 @@ def parse_targets(spec: str | Sequence) -> int | list:
 
 
 def run_batch(
-    model: ClassifierModel, inputs: Path | Sequence[Path], out_dir: Path, *, targets: str | Sequence = "top1",
-    games: Sequence[Game] = ("preserve",), defense: bool = True, config: FGVisConfig | None = None,
-    batch_size: int = 8, overwrite: bool = False, colormap: str = "inferno", scale: str = DEFAULT_SCALE,
-    app_version: str = "", on_progress: Callable[[BatchProgress], None] | None = None,
-    on_step: Callable[[StepState], None] | None = None, should_stop: Callable[[], bool] | None = None,
-) -> BatchSummary:  # fmt: skip
+    model: ClassifierModel,
+    inputs: Path | Sequence[Path],
+    out_dir: Path,
+    *,
+    targets: str | Sequence = "top1",
+    games: Sequence[Game] = ("preserve",),
+    defense: bool = True,
+    config: FGVisConfig | None = None,
+    batch_size: int = 8,
+    overwrite: bool = False,
+    colormap: str = "inferno",
+    scale: str = DEFAULT_SCALE,
+    app_version: str = "",
+    on_progress: Callable[[BatchProgress], None] | None = None,
+    on_step: Callable[[StepState], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> BatchSummary:
     """Explain each image for each target and game, ``batch_size`` items per optimisation.
 
     An item whose summary JSON already exists (and was not cancelled) is skipped, so an interrupted run
@@ -201,10 +212,24 @@ def run_batch(
     for stale in remove_stale_temporaries(out_dir) if out_dir.is_dir() else []:
         log.warning("removed %s, left behind by a batch that was killed", stale)
     with batch_lock(out_dir):
-        return _run_locally(model, paths, out_dir, summary, wanted, games=games, defense=defense, config=config,
-                            batch_size=batch_size, overwrite=overwrite, colormap=colormap, scale=scale,
-                            app_version=app_version, on_progress=on_progress, on_step=on_step,
-                            should_stop=should_stop)  # fmt: skip
+        return _run_locally(
+            model,
+            paths,
+            out_dir,
+            summary,
+            wanted,
+            games=games,
+            defense=defense,
+            config=config,
+            batch_size=batch_size,
+            overwrite=overwrite,
+            colormap=colormap,
+            scale=scale,
+            app_version=app_version,
+            on_progress=on_progress,
+            on_step=on_step,
+            should_stop=should_stop,
+        )
 
 
 def prepare_run(
@@ -225,8 +250,25 @@ def prepare_run(
     return wanted, paths, summary
 
 
-def _run_locally(model, paths, out_dir, summary, wanted, *, games, defense, config, batch_size, overwrite, colormap,
-                 scale, app_version, on_progress, on_step, should_stop) -> BatchSummary:  # fmt: skip
+def _run_locally(
+    model,
+    paths,
+    out_dir,
+    summary,
+    wanted,
+    *,
+    games,
+    defense,
+    config,
+    batch_size,
+    overwrite,
+    colormap,
+    scale,
+    app_version,
+    on_progress,
+    on_step,
+    should_stop,
+) -> BatchSummary:
     stop = should_stop or (lambda: False)
     items: list[tuple[Path, str, int]] = []  # (path, stem, target index)
     tally = BatchTally(summary, on_progress)
@@ -247,9 +289,17 @@ def _run_locally(model, paths, out_dir, summary, wanted, *, games, defense, conf
                 summary.cancelled = True
                 break
             outcomes, warnings = explain_chunk(
-                model, chunk, out_dir, defense=defense, config=config, colormap=colormap, scale=scale,
-                app_version=app_version, on_step=on_step, should_stop=stop,
-            )  # fmt: skip
+                model,
+                chunk,
+                out_dir,
+                defense=defense,
+                config=config,
+                colormap=colormap,
+                scale=scale,
+                app_version=app_version,
+                on_step=on_step,
+                should_stop=stop,
+            )
             summary.warnings.extend(warnings)
             for outcome in outcomes:
                 tally.settle(outcome)
@@ -263,9 +313,14 @@ def _run_locally(model, paths, out_dir, summary, wanted, *, games, defense, conf
 
 
 def game_work(
-    model: ClassifierModel, planned: Sequence[tuple[Path, str, int]], games: Sequence[Game], out_dir: Path, *,
-    overwrite: bool, batch_size: int,
-) -> Iterator[tuple[list[ItemOutcome], list[list[BatchItem]]]]:  # fmt: skip
+    model: ClassifierModel,
+    planned: Sequence[tuple[Path, str, int]],
+    games: Sequence[Game],
+    out_dir: Path,
+    *,
+    overwrite: bool,
+    batch_size: int,
+) -> Iterator[tuple[list[ItemOutcome], list[list[BatchItem]]]]:
     """Per game, for the ``(image path, file stem, class)`` items planned: the outcomes of the items already
     done in ``out_dir`` (``"skipped"``, unless ``overwrite``) and the others in chunks of ``batch_size``
     to explain together (the local batch and the Ray workers both work through this)."""
@@ -346,8 +401,9 @@ class BatchTally:
     fails again, with this run's reason), its item is written or found done (or fails again). Ignored files
     are listed as this run found them."""
 
-    def __init__(self, summary: BatchSummary, on_progress: Callable[[BatchProgress], None] | None = None,
-                 total: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self, summary: BatchSummary, on_progress: Callable[[BatchProgress], None] | None = None, total: int = 0
+    ) -> None:
         self.summary, self.on_progress, self.total = summary, on_progress, total
         self.done = 0
         self.failed: list[dict] = []  # this run's failure records (see _failure)
@@ -380,12 +436,18 @@ class BatchTally:
         kept = [
             record
             for record in read_failures(out_dir)
-            if record["status"] == "failed" and record["image"] not in unreadable
-            and (record["item"] not in self.settled if record["item"] is not None
-                 else record["image"] not in self.readable)
-        ]  # fmt: skip
-        ignored = [_failure(name, "not an image file (by its suffix): not looked at", status="ignored")
-                   for name in self.summary.ignored]  # fmt: skip
+            if record["status"] == "failed"
+            and record["image"] not in unreadable
+            and (
+                record["item"] not in self.settled
+                if record["item"] is not None
+                else record["image"] not in self.readable
+            )
+        ]
+        ignored = [
+            _failure(name, "not an image file (by its suffix): not looked at", status="ignored")
+            for name in self.summary.ignored
+        ]
         self.summary.index_files = write_index(out_dir, failures=kept + self.failed + ignored)
 
 
@@ -414,8 +476,15 @@ class ItemOutcome:
 
     @classmethod
     def of(cls, item: BatchItem, model: ClassifierModel, status: str, reason: str = "") -> ItemOutcome:
-        return cls(readable_name(item.path.name), item.stem, item.target, model.label(item.target), item.game,
-                   status, readable_name(reason))  # fmt: skip
+        return cls(
+            readable_name(item.path.name),
+            item.stem,
+            item.target,
+            model.label(item.target),
+            item.game,
+            status,
+            readable_name(reason),
+        )
 
     def state(self) -> str:
         """The progress line's words for this outcome."""
@@ -436,10 +505,18 @@ def plan_image(model: ClassifierModel, path: Path, wanted: int | list) -> list[i
 
 
 def explain_chunk(
-    model: ClassifierModel, chunk: Sequence[BatchItem], out_dir: Path, *, defense: bool = True,
-    config: FGVisConfig | None = None, colormap: str = "inferno", scale: str = DEFAULT_SCALE, app_version: str = "",
-    on_step: Callable[[StepState], None] | None = None, should_stop: Callable[[], bool] | None = None,
-) -> tuple[list[ItemOutcome], list[str]]:  # fmt: skip
+    model: ClassifierModel,
+    chunk: Sequence[BatchItem],
+    out_dir: Path,
+    *,
+    defense: bool = True,
+    config: FGVisConfig | None = None,
+    colormap: str = "inferno",
+    scale: str = DEFAULT_SCALE,
+    app_version: str = "",
+    on_step: Callable[[StepState], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[list[ItemOutcome], list[str]]:
     """Explain the items of one game together (one batched optimisation) and export each one; returns an
     outcome per item and the run's warnings. The images are read here, so a batch holds the pixels of one
     chunk at a time. An item whose image or export fails is a ``"failed"`` outcome, never an exception."""
@@ -456,9 +533,16 @@ def explain_chunk(
         if len(games) != 1:
             raise ConfigError(f"one chunk explains one game, not {sorted(games)}")
         try:
-            result = explain(model, [pixels for _, pixels in loaded], [chunk[p].target for p, _ in loaded],
-                             game=games.pop(), defense=defense, config=config or FGVisConfig(), on_step=on_step,
-                             should_stop=should_stop)  # fmt: skip
+            result = explain(
+                model,
+                [pixels for _, pixels in loaded],
+                [chunk[p].target for p, _ in loaded],
+                game=games.pop(),
+                defense=defense,
+                config=config or FGVisConfig(),
+                on_step=on_step,
+                should_stop=should_stop,
+            )
         except FGVisError as exc:
             result = None
             for position, _ in loaded:
@@ -469,8 +553,17 @@ def explain_chunk(
             for index, (position, _) in enumerate(loaded):
                 item = chunk[position]
                 try:
-                    export_explained(result, index, model, item.path, out_dir, item.stem, colormap=colormap,
-                                     scale=scale, app_version=app_version)  # fmt: skip
+                    export_explained(
+                        result,
+                        index,
+                        model,
+                        item.path,
+                        out_dir,
+                        item.stem,
+                        colormap=colormap,
+                        scale=scale,
+                        app_version=app_version,
+                    )
                 except (FGVisError, OSError) as exc:  # one item's files, never the other items
                     outcomes[position] = ItemOutcome.of(item, model, "failed", str(exc))
                     continue
@@ -486,13 +579,27 @@ def _named(warning: str, names: Sequence[str]) -> str:
     return warning
 
 
-def _failure(image: str, reason: str, item: str | None = None, target: int | None = None,
-             target_label: str | None = None, game: str | None = None, status: str = "failed") -> dict:  # fmt: skip
+def _failure(
+    image: str,
+    reason: str,
+    item: str | None = None,
+    target: int | None = None,
+    target_label: str | None = None,
+    game: str | None = None,
+    status: str = "failed",
+) -> dict:
     """One record of ``failures.json``: an image that could not be read (``item`` ``None``), one item
     (image, class, game) that could not be explained, or (``status`` ``"ignored"``) a file of the folder
     that is not an image."""
-    return {"image": image, "item": item, "target": target, "target_label": target_label, "game": game,
-            "reason": reason, "status": status}  # fmt: skip
+    return {
+        "image": image,
+        "item": item,
+        "target": target,
+        "target_label": target_label,
+        "game": game,
+        "reason": reason,
+        "status": status,
+    }
 
 
 def read_failures(out_dir: Path) -> list[dict]:
@@ -534,10 +641,14 @@ def write_index(out_dir: Path, failures: Sequence[dict] | None = None) -> dict[s
         rows.append(data)
     records = read_failures(out_dir) if failures is None else list(failures)
     failed_rows = [
-        {**dict.fromkeys(INDEX_COLUMNS), **{key: record.get(key) for key in _FAILURE_COLUMNS},
-         "status": record.get("status", "failed"), "reason": record.get("reason", "")}
+        {
+            **dict.fromkeys(INDEX_COLUMNS),
+            **{key: record.get(key) for key in _FAILURE_COLUMNS},
+            "status": record.get("status", "failed"),
+            "reason": record.get("reason", ""),
+        }
         for record in sorted(records, key=lambda r: (r["image"], r.get("item") or ""))
-    ]  # fmt: skip
+    ]
     csv_buffer = io.StringIO()
     writer = csv.DictWriter(csv_buffer, fieldnames=INDEX_COLUMNS, extrasaction="ignore")
     writer.writeheader()

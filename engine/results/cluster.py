@@ -64,8 +64,14 @@ class ModelSource:
     allow_pickle: bool = False
 
     def load(self) -> ClassifierModel:
-        return load_model(self.name, weights=self.weights, torchscript=self.torchscript,
-                          num_classes=self.num_classes, labels=self.labels, allow_pickle=self.allow_pickle)  # fmt: skip
+        return load_model(
+            self.name,
+            weights=self.weights,
+            torchscript=self.torchscript,
+            num_classes=self.num_classes,
+            labels=self.labels,
+            allow_pickle=self.allow_pickle,
+        )
 
 
 def require_ray():
@@ -95,8 +101,10 @@ def check_address(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> 
             pass
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
-        raise ClusterError(f"cannot reach the Ray cluster at {address} within {timeout_s:g} s: {reason}. "
-                           "Is the head running (ray start --head) and the port open?") from None  # fmt: skip
+        raise ClusterError(
+            f"cannot reach the Ray cluster at {address} within {timeout_s:g} s: {reason}. "
+            "Is the head running (ray start --head) and the port open?"
+        ) from None
 
 
 class _ExplainStage:
@@ -106,9 +114,24 @@ class _ExplainStage:
     ``image``, ``item`` (``""`` for an image that could not be read), ``target``, ``target_label``, ``game``,
     ``status``, ``reason``."""
 
-    def __init__(self, source: ModelSource, out_dir: str, wanted, games: Sequence[Game], *, overwrite: bool,
-                 defense: bool, config: FGVisConfig, colormap: str, scale: str, app_version: str, batch_size: int,
-                 threads: int, use_gpu: bool, fault_marker: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        source: ModelSource,
+        out_dir: str,
+        wanted,
+        games: Sequence[Game],
+        *,
+        overwrite: bool,
+        defense: bool,
+        config: FGVisConfig,
+        colormap: str,
+        scale: str,
+        app_version: str,
+        batch_size: int,
+        threads: int,
+        use_gpu: bool,
+        fault_marker: str | None = None,
+    ) -> None:
         import torch
 
         torch.set_num_threads(max(1, threads))
@@ -116,8 +139,13 @@ class _ExplainStage:
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         self.model.module.to(device)
         self.out_dir, self.wanted, self.games = Path(out_dir), wanted, tuple(games)
-        self.options: dict[str, Any] = {"defense": defense, "config": dataclasses.replace(config, device=device),
-                        "colormap": colormap, "scale": scale, "app_version": app_version}  # fmt: skip
+        self.options: dict[str, Any] = {
+            "defense": defense,
+            "config": dataclasses.replace(config, device=device),
+            "colormap": colormap,
+            "scale": scale,
+            "app_version": app_version,
+        }
         self.overwrite, self.batch_size, self.fault_marker = overwrite, batch_size, fault_marker
 
     def __call__(self, batch: dict) -> dict:
@@ -129,8 +157,9 @@ class _ExplainStage:
                 planned.extend((path, str(stem), target) for target in plan_image(self.model, path, self.wanted))
             except FGVisError as exc:
                 rows.append((readable_name(path.name), readable_name(str(exc))))
-        work = game_work(self.model, planned, self.games, self.out_dir, overwrite=self.overwrite,
-                         batch_size=self.batch_size)  # fmt: skip
+        work = game_work(
+            self.model, planned, self.games, self.out_dir, overwrite=self.overwrite, batch_size=self.batch_size
+        )
         for skipped, chunks in work:
             rows.extend(skipped)
             for chunk in chunks:
@@ -165,13 +194,28 @@ def _columns(rows) -> dict:
 
 
 def run_batch_on_ray(
-    source: ModelSource, inputs: Path | Sequence[Path], out_dir: Path, *, address: str | None = None,
-    workers: int | None = None, cpus_per_worker: int = 1, gpus_per_worker: float = 0, targets="top1",
-    games: Sequence[Game] = ("preserve",), defense: bool = True, config: FGVisConfig | None = None,
-    batch_size: int = 8, overwrite: bool = False, colormap: str = "inferno", scale: str = DEFAULT_SCALE,
-    app_version: str = "", max_retries: int = 3, on_progress: Callable[[BatchProgress], None] | None = None,
-    should_stop: Callable[[], bool] | None = None, fault_marker: str | None = None,
-) -> BatchSummary:  # fmt: skip
+    source: ModelSource,
+    inputs: Path | Sequence[Path],
+    out_dir: Path,
+    *,
+    address: str | None = None,
+    workers: int | None = None,
+    cpus_per_worker: int = 1,
+    gpus_per_worker: float = 0,
+    targets="top1",
+    games: Sequence[Game] = ("preserve",),
+    defense: bool = True,
+    config: FGVisConfig | None = None,
+    batch_size: int = 8,
+    overwrite: bool = False,
+    colormap: str = "inferno",
+    scale: str = DEFAULT_SCALE,
+    app_version: str = "",
+    max_retries: int = 3,
+    on_progress: Callable[[BatchProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    fault_marker: str | None = None,
+) -> BatchSummary:
     """:func:`engine.results.batch.run_batch` on Ray: same arguments and results (files, index, summary).
 
     Parameters
@@ -210,9 +254,26 @@ def run_batch_on_ray(
             started_here = True
         feed = None
         try:
-            rows = _stream(ray, source, paths, out_dir, wanted, games, workers, cpus_per_worker, gpus_per_worker,
-                           max_retries, batch_size, overwrite, defense, config, colormap, scale, app_version,
-                           fault_marker)  # fmt: skip
+            rows = _stream(
+                ray,
+                source,
+                paths,
+                out_dir,
+                wanted,
+                games,
+                workers,
+                cpus_per_worker,
+                gpus_per_worker,
+                max_retries,
+                batch_size,
+                overwrite,
+                defense,
+                config,
+                colormap,
+                scale,
+                app_version,
+                fault_marker,
+            )
             feed = _RowFeed(rows)
             for row in feed.rows(stop):
                 _settle(tally, row, per_image * len(games))
@@ -311,8 +372,26 @@ def start_ray(ray, address: str | None) -> None:
         raise ClusterError(f"cannot start or join Ray at {address or 'this machine'}: {exc}"[:2000]) from None
 
 
-def _stream(ray, source, paths, out_dir, wanted, games, workers, cpus_per_worker, gpus_per_worker, max_retries,
-            batch_size, overwrite, defense, config, colormap, scale, app_version, fault_marker):  # fmt: skip
+def _stream(
+    ray,
+    source,
+    paths,
+    out_dir,
+    wanted,
+    games,
+    workers,
+    cpus_per_worker,
+    gpus_per_worker,
+    max_retries,
+    batch_size,
+    overwrite,
+    defense,
+    config,
+    colormap,
+    scale,
+    app_version,
+    fault_marker,
+):
     """The run's Ray Data pipeline, planned here (in the caller's thread), and a generator of its outcome
     rows, one at a time as the actors finish their batches (empty when there are no images)."""
     if not paths:
@@ -327,24 +406,41 @@ def _stream(ray, source, paths, out_dir, wanted, games, workers, cpus_per_worker
     context.print_on_execution_start = False
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
     stems = file_stems(paths)
-    dataset = ray.data.from_items([{"path": str(p), "stem": s} for p, s in zip(paths, stems, strict=True)],
-                                  override_num_blocks=max(1, min(len(paths), 4 * workers)))  # fmt: skip
+    dataset = ray.data.from_items(
+        [{"path": str(p), "stem": s} for p, s in zip(paths, stems, strict=True)],
+        override_num_blocks=max(1, min(len(paths), 4 * workers)),
+    )
     kwargs = {
-        "source": source, "out_dir": str(out_dir), "wanted": wanted, "games": tuple(games), "overwrite": overwrite,
-        "defense": defense, "config": config, "colormap": colormap, "scale": scale, "app_version": app_version,
-        "batch_size": batch_size, "threads": max(1, int(cpus_per_worker)), "use_gpu": gpus_per_worker > 0,
+        "source": source,
+        "out_dir": str(out_dir),
+        "wanted": wanted,
+        "games": tuple(games),
+        "overwrite": overwrite,
+        "defense": defense,
+        "config": config,
+        "colormap": colormap,
+        "scale": scale,
+        "app_version": app_version,
+        "batch_size": batch_size,
+        "threads": max(1, int(cpus_per_worker)),
+        "use_gpu": gpus_per_worker > 0,
         "fault_marker": fault_marker,
-    }  # fmt: skip
+    }
     with warnings.catch_warnings():
         # Bounding restarts and retries is only possible through ray_remote_args in Ray 2.60 (deprecated there,
         # without a named replacement yet; pyproject pins Ray below its removal).
         warnings.simplefilter("ignore", DeprecationWarning)
         results = dataset.map_batches(
-            _ExplainStage, fn_constructor_kwargs=kwargs, batch_size=batch_size,
-            compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker,
-            num_gpus=gpus_per_worker or None, batch_format="numpy",
-            max_restarts=max_retries, max_task_retries=max_retries,
-        )  # fmt: skip
+            _ExplainStage,
+            fn_constructor_kwargs=kwargs,
+            batch_size=batch_size,
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=cpus_per_worker,
+            num_gpus=gpus_per_worker or None,
+            batch_format="numpy",
+            max_restarts=max_retries,
+            max_task_retries=max_retries,
+        )
     return _rows(results)
 
 
@@ -363,7 +459,8 @@ def _settle(tally: BatchTally, row: dict, items_per_image: int) -> None:
         tally.image_failed(row["image"], row["reason"])
         tally.total -= items_per_image  # counted in the total before anything was read
         return
-    outcome = ItemOutcome(row["image"], row["item"], int(row["target"]), row["target_label"], row["game"],
-                          row["status"], row["reason"])  # fmt: skip
+    outcome = ItemOutcome(
+        row["image"], row["item"], int(row["target"]), row["target_label"], row["game"], row["status"], row["reason"]
+    )
     tally.image_read(Path(outcome.image))  # an item row: its image was read when the worker planned it
     tally.settle(outcome)

@@ -46,10 +46,17 @@ def existing_files(out_dir: Path, stem: str) -> list[Path]:
 
 
 def export_record(
-    record: ExplanationRecord, out_dir: Path, stem: str, *, model: ClassifierModel | None = None,
-    colormap: str = "inferno", scale: str = DEFAULT_SCALE, overlay: np.ndarray | None = None,
-    extra: dict | None = None, overwrite: bool = False,
-) -> dict[str, Path]:  # fmt: skip
+    record: ExplanationRecord,
+    out_dir: Path,
+    stem: str,
+    *,
+    model: ClassifierModel | None = None,
+    colormap: str = "inferno",
+    scale: str = DEFAULT_SCALE,
+    overlay: np.ndarray | None = None,
+    extra: dict | None = None,
+    overwrite: bool = False,
+) -> dict[str, Path]:
     """Write every file of one record; returns them by kind.
 
     Parameters
@@ -77,8 +84,9 @@ def export_record(
     clashes = [p for p in paths.values() if p.exists()]
     if clashes and not overwrite:
         names = ", ".join(p.name for p in clashes[:4]) + (" ..." if len(clashes) > 4 else "")
-        raise ExportError(f"{len(clashes)} file(s) already exist in {out_dir}: {names}; choose another folder "
-                          "or allow overwriting")  # fmt: skip
+        raise ExportError(
+            f"{len(clashes)} file(s) already exist in {out_dir}: {names}; choose another folder or allow overwriting"
+        )
     shown = display_range(record.evidence, scale)
     heat = apply_colormap(record.evidence, colormap, shown.low, shown.high)
     if overlay is None:
@@ -95,10 +103,16 @@ def export_record(
     }
     if model is not None:
         record.prob_rescored = rescore_png(model, contents["explanation"], record.target)
-    summary = {**record.metadata(), "colormap": colormap, "value_range": [shown.low, shown.high],
-               "scale": shown.scale, "scale_text": shown.text(), **(extra or {}),
-               "files": {kind: path.name for kind, path in paths.items() if kind != "summary"},
-               "files_sha256": {kind: hashlib.sha256(data).hexdigest() for kind, data in contents.items()}}  # fmt: skip
+    summary = {
+        **record.metadata(),
+        "colormap": colormap,
+        "value_range": [shown.low, shown.high],
+        "scale": shown.scale,
+        "scale_text": shown.text(),
+        **(extra or {}),
+        "files": {kind: path.name for kind, path in paths.items() if kind != "summary"},
+        "files_sha256": {kind: hashlib.sha256(data).hexdigest() for kind, data in contents.items()},
+    }
     contents["summary"] = (json.dumps(summary, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
     # The summary is the item's completion mark: an old one goes first and the new one lands last, so a
     # process killed in between leaves an item without a summary (redone on resume), never an old summary
@@ -140,9 +154,12 @@ def complete_export(out_dir: Path, stem: str) -> dict | None:
 
 
 def compose_overlay(
-    pixels: np.ndarray, evidence: np.ndarray, colormap: str = "inferno", shown: DisplayRange | None = None,
+    pixels: np.ndarray,
+    evidence: np.ndarray,
+    colormap: str = "inferno",
+    shown: DisplayRange | None = None,
     opacity: float = OVERLAY_OPACITY,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """The heat map of ``evidence`` ``(h, w)`` (0..1) over ``pixels`` ``(h, w, 3)`` uint8 like the viewer's
     normal blend: coloured on ``shown`` (``None``: the default scale of
     :func:`engine.colormaps.display_range`), transparent at the bottom of the range, full ``opacity`` from
@@ -162,8 +179,10 @@ def rescore_png(model: ClassifierModel, png: bytes | Path, target: int) -> float
     with Image.open(source) as image:
         pixels = np.asarray(image.convert("RGB"))
     if pixels.shape[:2] != tuple(model.input_size):
-        raise ExportError(f"the explanation PNG is {pixels.shape[1]}x{pixels.shape[0]}, the model takes "
-                          f"{model.input_size[1]}x{model.input_size[0]}")  # fmt: skip
+        raise ExportError(
+            f"the explanation PNG is {pixels.shape[1]}x{pixels.shape[0]}, the model takes "
+            f"{model.input_size[1]}x{model.input_size[0]}"
+        )
     return score_pixels(model, pixels, target)
 
 
@@ -177,16 +196,36 @@ def write_all_or_nothing(files: dict[Path, bytes]) -> None:
 
 
 def export_explained(
-    result: Explanation, index: int, model: ClassifierModel, image: Path, out_dir: Path, stem: str, *,
-    colormap: str = "inferno", scale: str = DEFAULT_SCALE, app_version: str = "",
-) -> tuple[ExplanationRecord, dict[str, Path]]:  # fmt: skip
+    result: Explanation,
+    index: int,
+    model: ClassifierModel,
+    image: Path,
+    out_dir: Path,
+    stem: str,
+    *,
+    colormap: str = "inferno",
+    scale: str = DEFAULT_SCALE,
+    app_version: str = "",
+) -> tuple[ExplanationRecord, dict[str, Path]]:
     """Item ``index`` of ``result``, explained from the photo file ``image``: its record (with the file's
     name, path and SHA-256) and its files in ``out_dir`` named ``stem`` (:func:`export_record`, replacing
     earlier ones). The one write path of ``fgvis explain`` and of batches."""
     record = ExplanationRecord.from_explanation(
-        result, index, model, image_name=readable_name(image.name), image_path=readable_name(str(image.resolve())),
+        result,
+        index,
+        model,
+        image_name=readable_name(image.name),
+        image_path=readable_name(str(image.resolve())),
         image_sha256=sha256_of(image),
-    )  # fmt: skip
-    files = export_record(record, out_dir, stem, model=model, colormap=colormap, scale=scale, overwrite=True,
-                          extra={"app_version": app_version})  # fmt: skip
+    )
+    files = export_record(
+        record,
+        out_dir,
+        stem,
+        model=model,
+        colormap=colormap,
+        scale=scale,
+        overwrite=True,
+        extra={"app_version": app_version},
+    )
     return record, files

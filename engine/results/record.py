@@ -130,9 +130,16 @@ class ExplanationRecord:
 
     @classmethod
     def from_explanation(
-        cls, result: Explanation, index: int, model: ClassifierModel, *, image_name: str,
-        image_path: str | None = None, image_sha256: str | None = None, **extra,
-    ) -> ExplanationRecord:  # fmt: skip
+        cls,
+        result: Explanation,
+        index: int,
+        model: ClassifierModel,
+        *,
+        image_name: str,
+        image_path: str | None = None,
+        image_sha256: str | None = None,
+        **extra,
+    ) -> ExplanationRecord:
         """Copy item ``index`` of ``result``; ranks the classes on ``x`` and ``e`` with ``model``."""
         mask = result.mask[index].numpy().astype(np.float32, copy=True)
         pixels = result.preprocessing.denormalize(result.input[index : index + 1])[0].permute(1, 2, 0).numpy()
@@ -142,33 +149,55 @@ class ExplanationRecord:
         top1 = int(result.top1_explanation[index])
         explanation_rgb = result.explanation_image(index).copy()
         # One forward pass ranks the classes on x and e and re-scores e as an 8-bit picture.
-        probs = model.probabilities(torch.cat([
-            result.input[index : index + 1], result.explanation[index : index + 1], _as_input(model, explanation_rgb),
-        ]))  # fmt: skip
+        probs = model.probabilities(
+            torch.cat(
+                [
+                    result.input[index : index + 1],
+                    result.explanation[index : index + 1],
+                    _as_input(model, explanation_rgb),
+                ]
+            )
+        )
         target = int(result.target[index])
         return cls(
-            image_name=image_name, image_path=image_path, image_sha256=image_sha256,
-            model_name=model.name, weights_sha256=model.weights_sha256,
-            target=target, target_label=result.target_labels[index],
-            game=result.game, defense=result.defense, config=result.config,
-            mask=mask, evidence=result.evidence_map(index).copy(),
-            explanation_rgb=explanation_rgb, deletion_rgb=deletion, input_rgb=input_rgb,
+            image_name=image_name,
+            image_path=image_path,
+            image_sha256=image_sha256,
+            model_name=model.name,
+            weights_sha256=model.weights_sha256,
+            target=target,
+            target_label=result.target_labels[index],
+            game=result.game,
+            defense=result.defense,
+            config=result.config,
+            mask=mask,
+            evidence=result.evidence_map(index).copy(),
+            explanation_rgb=explanation_rgb,
+            deletion_rgb=deletion,
+            input_rgb=input_rgb,
             prob_rescored=float(probs[2, target]),
             crop_box=geometry.crop_box if geometry is not None else None,
             prob_original=float(result.prob_original[index]),
             prob_explanation=float(result.prob_explanation[index]),
-            top1_explanation=top1, top1_explanation_label=model.label(top1),
-            top5_original=_top5(probs[0], model), top5_explanation=_top5(probs[1], model),
-            goal_met=bool(result.goal_met[index]), lambda_=float(result.lambda_[index]), steps=result.steps,
-            cancelled=result.cancelled, wall_time_s=result.wall_time_s, device=result.device,
+            top1_explanation=top1,
+            top1_explanation_label=model.label(top1),
+            top5_original=_top5(probs[0], model),
+            top5_explanation=_top5(probs[1], model),
+            goal_met=bool(result.goal_met[index]),
+            lambda_=float(result.lambda_[index]),
+            steps=result.steps,
+            cancelled=result.cancelled,
+            wall_time_s=result.wall_time_s,
+            device=result.device,
             history={
                 key: np.array([float(getattr(s, attr)[index]) for s in result.history], dtype=np.float32)
-                for key, attr in zip(HISTORY_KEYS, ("target_prob", "mask_mean", "blocked_fraction", "lambda_"),
-                                     strict=True)
+                for key, attr in zip(
+                    HISTORY_KEYS, ("target_prob", "mask_mean", "blocked_fraction", "lambda_"), strict=True
+                )
             },
             warnings=list(result.warnings),
             **extra,
-        )  # fmt: skip
+        )
 
     def metadata(self) -> dict:
         """JSON-ready facts (everything except the arrays)."""
@@ -234,23 +263,41 @@ class ExplanationRecord:
             values[name] = values[name].astype(np.float32, copy=False)
             if not np.isfinite(values[name]).all():
                 raise ValueError(f"{name} has values that are not finite numbers")
-        history = {key: np.asarray(arrays[f"history_{key}"], np.float32) for key in HISTORY_KEYS
-                   if f"history_{key}" in arrays}  # fmt: skip
+        history = {
+            key: np.asarray(arrays[f"history_{key}"], np.float32) for key in HISTORY_KEYS if f"history_{key}" in arrays
+        }
         return cls(
-            image_name=meta["image"], image_path=meta.get("image_path"), image_sha256=meta.get("image_sha256"),
-            model_name=meta["model"], weights_sha256=meta.get("weights_sha256"),
-            target=int(meta["target"]), target_label=meta["target_label"], game=meta["game"],
-            defense=bool(meta["defense"]), config=config, **values,
+            image_name=meta["image"],
+            image_path=meta.get("image_path"),
+            image_sha256=meta.get("image_sha256"),
+            model_name=meta["model"],
+            weights_sha256=meta.get("weights_sha256"),
+            target=int(meta["target"]),
+            target_label=meta["target_label"],
+            game=meta["game"],
+            defense=bool(meta["defense"]),
+            config=config,
+            **values,
             crop_box=check_crop_box(meta.get("crop_box")),
-            prob_original=float(meta["prob_original"]), prob_explanation=float(meta["prob_explanation"]),
-            top1_explanation=int(meta["top1_explanation"]), top1_explanation_label=meta["top1_explanation_label"],
+            prob_original=float(meta["prob_original"]),
+            prob_explanation=float(meta["prob_explanation"]),
+            top1_explanation=int(meta["top1_explanation"]),
+            top1_explanation_label=meta["top1_explanation_label"],
             top5_original=[tuple(row) for row in meta.get("top5_original", [])],
             top5_explanation=[tuple(row) for row in meta.get("top5_explanation", [])],
-            goal_met=bool(meta["goal_met"]), lambda_=float(meta["lambda"]), steps=int(meta["steps"]),
-            cancelled=bool(meta["cancelled"]), wall_time_s=float(meta["wall_time_s"]), device=meta["device"],
-            history=history, created=meta.get("created", ""), prob_rescored=meta.get("prob_rescored"),
-            notes=meta.get("notes", ""), warnings=[str(w) for w in meta.get("warnings", [])], **extra,
-        )  # fmt: skip
+            goal_met=bool(meta["goal_met"]),
+            lambda_=float(meta["lambda"]),
+            steps=int(meta["steps"]),
+            cancelled=bool(meta["cancelled"]),
+            wall_time_s=float(meta["wall_time_s"]),
+            device=meta["device"],
+            history=history,
+            created=meta.get("created", ""),
+            prob_rescored=meta.get("prob_rescored"),
+            notes=meta.get("notes", ""),
+            warnings=[str(w) for w in meta.get("warnings", [])],
+            **extra,
+        )
 
 
 def score_pixels(model: ClassifierModel, pixels: np.ndarray, target: int) -> float:
@@ -361,8 +408,10 @@ def check_crop_box(box: object) -> tuple[float, float, float, float] | None:
     if not (left < right and top < bottom):
         raise ValueError(f"crop_box ({left:g}, {top:g}, {right:g}, {bottom:g}) is empty or inverted")
     if right * bottom > _images.MAX_PIXELS * (1 + 1e-6):
-        raise ValueError(f"crop_box ({left:g}, {top:g}, {right:g}, {bottom:g}) reaches beyond the largest photo "
-                         f"({_images.MAX_PIXELS:,} pixels)")  # fmt: skip
+        raise ValueError(
+            f"crop_box ({left:g}, {top:g}, {right:g}, {bottom:g}) reaches beyond the largest photo "
+            f"({_images.MAX_PIXELS:,} pixels)"
+        )
     return left, top, right, bottom
 
 
@@ -398,8 +447,13 @@ def check_arrays(arrays: Mapping[str, ArrayHeader]) -> tuple[int, int]:
     height, width = shape[1:]
     if not (1 <= height <= MAX_ARRAY_SIDE and 1 <= width <= MAX_ARRAY_SIDE):
         raise ValueError(f"mask has shape {shape}: H and W must be 1 to {MAX_ARRAY_SIDE}")
-    expected = {"mask": (3, height, width), "evidence": (height, width), "explanation_rgb": (height, width, 3),
-                "deletion_rgb": (height, width, 3), "input_rgb": (height, width, 3)}  # fmt: skip
+    expected = {
+        "mask": (3, height, width),
+        "evidence": (height, width),
+        "explanation_rgb": (height, width, 3),
+        "deletion_rgb": (height, width, 3),
+        "input_rgb": (height, width, 3),
+    }
     for name, want in expected.items():
         array = arrays[name]
         if tuple(array.shape) != want:
@@ -416,8 +470,10 @@ def check_arrays(arrays: Mapping[str, ArrayHeader]) -> tuple[int, int]:
         if history is None:
             continue
         if len(history.shape) != 1 or history.shape[0] > MAX_HISTORY_STEPS or np.dtype(history.dtype).kind != "f":
-            raise ValueError(f"history_{key} has shape {shape_text(history.shape)} and dtype {history.dtype}, expected "
-                             f"(steps,) floating point with at most {MAX_HISTORY_STEPS:,} steps")  # fmt: skip
+            raise ValueError(
+                f"history_{key} has shape {shape_text(history.shape)} and dtype {history.dtype}, expected "
+                f"(steps,) floating point with at most {MAX_HISTORY_STEPS:,} steps"
+            )
     return height, width
 
 

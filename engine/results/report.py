@@ -23,9 +23,15 @@ PICTURE_SIZE = 224
 
 
 def image_report(
-    image_name: str, records: Sequence[ExplanationRecord], *, photo: np.ndarray | None = None,
-    image_notes: str = "", app_version: str = "", colormap: str = "inferno", scale: str = DEFAULT_SCALE,
-) -> str:  # fmt: skip
+    image_name: str,
+    records: Sequence[ExplanationRecord],
+    *,
+    photo: np.ndarray | None = None,
+    image_notes: str = "",
+    app_version: str = "",
+    colormap: str = "inferno",
+    scale: str = DEFAULT_SCALE,
+) -> str:
     """One report for one image and all its results: a complete HTML document. Each result's overlay and
     colour bar use ``colormap`` on the display ``scale`` of :func:`engine.colormaps.display_range` (robust
     by default), computed from that result's evidence; the range is printed under the bar."""
@@ -50,8 +56,10 @@ def index_report(rows: Sequence[dict], title: str = "FGVis batch results") -> st
     ``thumbnail`` (uint8 RGB array) each, and rows with ``"status": "failed"`` or ``"ignored"`` (``image``,
     ``reason``, and ``target``/``target_label``/``game`` when known) for what could not be explained or was
     not an image, listed as such and not counted as results."""
-    head = ("<tr><th>image</th><th>class</th><th>game</th><th>p(x)</th><th>p(e)</th><th>re-scored</th>"
-            "<th>mask mean</th><th>steps</th><th>status</th><th>evidence</th></tr>")  # fmt: skip
+    head = (
+        "<tr><th>image</th><th>class</th><th>game</th><th>p(x)</th><th>p(e)</th><th>re-scored</th>"
+        "<th>mask mean</th><th>steps</th><th>status</th><th>evidence</th></tr>"
+    )
     body = []
     failed = [row for row in rows if row.get("status") == "failed"]
     ignored = [row for row in rows if row.get("status") == "ignored"]
@@ -77,9 +85,15 @@ def index_report(rows: Sequence[dict], title: str = "FGVis batch results") -> st
         )
     count = f"{len(rows) - len(failed) - len(ignored)} result(s)" + (f", {len(failed)} failed" if failed else "")
     count += f", {len(ignored)} file(s) not images" if ignored else ""
-    return "\n".join([page_head(title), f"<h1>{escape(title)}</h1>", f"<p>{count}</p>",
-                      f"<table border='1' cellspacing='0' cellpadding='3'>{head}{''.join(body)}</table>",
-                      "</body></html>"])  # fmt: skip
+    return "\n".join(
+        [
+            page_head(title),
+            f"<h1>{escape(title)}</h1>",
+            f"<p>{count}</p>",
+            f"<table border='1' cellspacing='0' cellpadding='3'>{head}{''.join(body)}</table>",
+            "</body></html>",
+        ]
+    )
 
 
 def _result_section(number: int, record: ExplanationRecord, colormap: str, scale: str) -> str:
@@ -152,8 +166,10 @@ def _top5_table(record: ExplanationRecord) -> str:
             else:
                 cells.append("<td></td><td></td>")
         rows.append(f"<tr>{''.join(cells)}</tr>")
-    return ("<table border='1' cellspacing='0' cellpadding='3'><tr><th colspan='2'>top-5 on x</th>"
-            f"<th colspan='2'>top-5 on e</th></tr>{''.join(rows)}</table>")  # fmt: skip
+    return (
+        "<table border='1' cellspacing='0' cellpadding='3'><tr><th colspan='2'>top-5 on x</th>"
+        f"<th colspan='2'>top-5 on e</th></tr>{''.join(rows)}</table>"
+    )
 
 
 def curve_plot(history: dict, size: tuple[int, int] = (360, 160)) -> np.ndarray:
@@ -212,8 +228,10 @@ def _fit(pixels: np.ndarray, longest: int) -> np.ndarray:
 
 
 def page_head(title: str) -> str:
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title></head>"
-            "<body style='font-family: sans-serif; font-size: 10pt'>")  # fmt: skip
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title></head>"
+        "<body style='font-family: sans-serif; font-size: 10pt'>"
+    )
 
 
 def _num(value, digits: int = 3) -> str:

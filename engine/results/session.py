@@ -121,8 +121,9 @@ def session_bytes(session: Session) -> bytes:
     """
     _within(len(session.images), MAX_IMAGES, "images")
     _within(sum(len(image.results) for image in session.images), MAX_RESULTS, "results")
-    reviews = [{"results_dir": review.results_dir, "game": review.game, "notes": review.notes}
-               for review in session.reviews]  # fmt: skip
+    reviews = [
+        {"results_dir": review.results_dir, "game": review.game, "notes": review.notes} for review in session.reviews
+    ]
     # The loader's own checks, so that a session that saves also opens (notes can come from a notes.json).
     _check_reviews(reviews, "The session cannot be saved")
     buffer = io.BytesIO()
@@ -142,10 +143,23 @@ def session_bytes(session: Session) -> bytes:
                 total += len(arrays.getvalue())
                 archive.writestr(name, arrays.getvalue())
                 results.append({"meta": record.metadata(), "arrays": name})
-            images.append({"name": image.name, "path": image.path, "sha256": image.sha256, "notes": image.notes,
-                           "results": results})  # fmt: skip
-        document = {"format": FORMAT, "version": VERSION, "app_version": session.app_version,
-                    "images": images, "view": session.view, "reviews": reviews}  # fmt: skip
+            images.append(
+                {
+                    "name": image.name,
+                    "path": image.path,
+                    "sha256": image.sha256,
+                    "notes": image.notes,
+                    "results": results,
+                }
+            )
+        document = {
+            "format": FORMAT,
+            "version": VERSION,
+            "app_version": session.app_version,
+            "images": images,
+            "view": session.view,
+            "reviews": reviews,
+        }
         text = json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8")
         _within(len(text), MAX_JSON_BYTES, "bytes in session.json")
         _within(total + len(text), MAX_TOTAL_BYTES, "bytes in all")
@@ -155,8 +169,10 @@ def session_bytes(session: Session) -> bytes:
 
 def _within(count: int, limit: int, what: str) -> None:
     if count > limit:
-        raise SessionError(f"The session cannot be saved: it has {count:,} {what}, more than the {limit:,} a "
-                           f"session file may hold (engine.results.session's limits)")  # fmt: skip
+        raise SessionError(
+            f"The session cannot be saved: it has {count:,} {what}, more than the {limit:,} a "
+            f"session file may hold (engine.results.session's limits)"
+        )
 
 
 def save_session(path: Path, session: Session) -> None:
@@ -187,16 +203,20 @@ def load_session(path: Path) -> Session:
                 if "session.json" not in members:
                     raise SessionError(f"{name} is not an FGVis Studio session (no session.json)")
                 if members["session.json"].file_size > MAX_JSON_BYTES:
-                    raise SessionError(f"{name}: session.json inflates to {members['session.json'].file_size:,} bytes, "
-                                       f"more than the limit of {MAX_JSON_BYTES:,}")  # fmt: skip
+                    raise SessionError(
+                        f"{name}: session.json inflates to {members['session.json'].file_size:,} bytes, "
+                        f"more than the limit of {MAX_JSON_BYTES:,}"
+                    )
                 document = _parse_json(_read_member(archive, members["session.json"], name), name)
                 entries, view, app_version = _check_document(document, members, name)
                 assert isinstance(document, dict)  # _check_document refuses anything else
                 reviews = _check_reviews(document.get("reviews", []), name)
                 images = []
                 for entry in entries:
-                    results = [_read_result(archive, members[member], meta, name, where)
-                               for where, meta, member in entry["results"]]  # fmt: skip
+                    results = [
+                        _read_result(archive, members[member], meta, name, where)
+                        for where, meta, member in entry["results"]
+                    ]
                     images.append(SessionImage(entry["name"], entry["path"], entry["sha256"], entry["notes"], results))
     except SessionError:
         raise
@@ -243,8 +263,9 @@ def _check_directory(file, name: str, max_members: int, not_zip: str) -> None:
     check_count(directory, MAX_DIRECTORY_BYTES, "the zip directory's size in bytes", name, SessionError)
 
 
-def _check_members(archive: zipfile.ZipFile, name: str, max_members: int, max_member: int,
-                   max_total: int) -> dict[str, zipfile.ZipInfo]:  # fmt: skip
+def _check_members(
+    archive: zipfile.ZipFile, name: str, max_members: int, max_member: int, max_total: int
+) -> dict[str, zipfile.ZipInfo]:
     """The members by name, after checking their count, methods and declared uncompressed sizes."""
     infos = archive.infolist()
     check_count(len(infos), max_members, "the number of zip members", name, SessionError)
@@ -255,11 +276,14 @@ def _check_members(archive: zipfile.ZipFile, name: str, max_members: int, max_me
             raise SessionError(f"{name}: member {member} is encrypted; sessions are never encrypted")
         if info.compress_type not in COMPRESSION_METHODS:
             method = _METHOD_NAMES.get(info.compress_type, "unknown")
-            raise SessionError(f"{name}: member {member} uses compression method {info.compress_type} ({method}); "
-                               f"only stored and deflated members are read")  # fmt: skip
+            raise SessionError(
+                f"{name}: member {member} uses compression method {info.compress_type} ({method}); "
+                f"only stored and deflated members are read"
+            )
         if info.file_size > max_member:
-            raise SessionError(f"{name}: member {member} inflates to {info.file_size:,} bytes, more than the "
-                               f"limit of {max_member:,}")  # fmt: skip
+            raise SessionError(
+                f"{name}: member {member} inflates to {info.file_size:,} bytes, more than the limit of {max_member:,}"
+            )
         total += info.file_size
     if total > max_total:
         raise SessionError(f"{name}: its members inflate to {total:,} bytes, more than the limit of {max_total:,}")
@@ -271,8 +295,10 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> 
     with archive.open(info) as stream:
         data = stream.read(info.file_size + 1)
     if len(data) != info.file_size:
-        raise SessionError(f"{name} is damaged: member {_record.quoted(info.filename)} holds {len(data):,} bytes, "
-                           f"its directory says {info.file_size:,}")  # fmt: skip
+        raise SessionError(
+            f"{name} is damaged: member {_record.quoted(info.filename)} holds {len(data):,} bytes, "
+            f"its directory says {info.file_size:,}"
+        )
     return data
 
 
@@ -292,8 +318,9 @@ def _parse_json(raw: bytes, name: str) -> object:
         raise SessionError(f"{name}: session.json is {len(raw):,} bytes, more than the limit of {MAX_JSON_BYTES:,}")
     items = sum(raw.count(char) for char in (b",", b"[", b"]", b"{", b"}")) + raw.count(b'"') // 2
     if items > MAX_JSON_ITEMS:
-        raise SessionError(f"{name}: session.json holds about {items:,} values, more than the limit of "
-                           f"{MAX_JSON_ITEMS:,}")  # fmt: skip
+        raise SessionError(
+            f"{name}: session.json holds about {items:,} values, more than the limit of {MAX_JSON_ITEMS:,}"
+        )
     brackets = np.frombuffer(_STRINGS.sub(b"", raw).translate(None, _NOT_BRACKETS), np.uint8)
     depth = int(np.cumsum(_NESTING[brackets]).max()) if brackets.size else 0
     if depth > MAX_JSON_DEPTH:
@@ -301,8 +328,10 @@ def _parse_json(raw: bytes, name: str) -> object:
 
     def integer(text: str) -> int:
         if len(text.lstrip("-")) > MAX_JSON_DIGITS:
-            raise SessionError(f"{name}: session.json holds an integer of {len(text.lstrip('-')):,} digits, more "
-                               f"than the limit of {MAX_JSON_DIGITS}")  # fmt: skip
+            raise SessionError(
+                f"{name}: session.json holds an integer of {len(text.lstrip('-')):,} digits, more "
+                f"than the limit of {MAX_JSON_DIGITS}"
+            )
         return int(text)
 
     try:
@@ -340,8 +369,9 @@ def _check_document(document: object, members: dict, name: str) -> tuple[list[_C
     if not isinstance(images, list):
         raise SessionError(f"{name}: images must be a list, not {_record.describe(images)}")
     check_count(len(images), MAX_IMAGES, "the number of images", name, SessionError)
-    count = sum(len(entry["results"]) for entry in images if isinstance(entry, dict) and
-                isinstance(entry.get("results"), list))  # fmt: skip
+    count = sum(
+        len(entry["results"]) for entry in images if isinstance(entry, dict) and isinstance(entry.get("results"), list)
+    )
     check_count(count, MAX_RESULTS, "the number of results", name, SessionError)
     owners: dict[str, str] = {}
     checked: list[_CheckedImage] = []
@@ -372,8 +402,10 @@ def _check_document(document: object, members: dict, name: str) -> tuple[list[_C
             if member not in members:
                 raise SessionError(f"{name} is damaged: {place}'s array member {_record.quoted(member)} is missing")
             if member in owners:
-                raise SessionError(f"{name}: {owners[member]} and {place} point at the same array member "
-                                   f"{_record.quoted(member)}; each result has its own")  # fmt: skip
+                raise SessionError(
+                    f"{name}: {owners[member]} and {place} point at the same array member "
+                    f"{_record.quoted(member)}; each result has its own"
+                )
             owners[member] = place
             try:
                 meta = _record.check_metadata(result.get("meta"))
@@ -385,8 +417,10 @@ def _check_document(document: object, members: dict, name: str) -> tuple[list[_C
                 extent = [max(extent[0], box[2]), max(extent[1], box[3])]
             image["results"].append((place, meta, member))
         if extent[0] * extent[1] > _images.MAX_PIXELS * (1 + 1e-6):
-            raise SessionError(f"{name}: {where}'s crop boxes span {extent[0]:g}x{extent[1]:g} pixels, beyond the "
-                               f"largest photo ({_images.MAX_PIXELS:,} pixels)")  # fmt: skip
+            raise SessionError(
+                f"{name}: {where}'s crop boxes span {extent[0]:g}x{extent[1]:g} pixels, beyond the "
+                f"largest photo ({_images.MAX_PIXELS:,} pixels)"
+            )
         checked.append(image)
     return checked, _check_view(document.get("view", {}), name), app_version
 
@@ -417,8 +451,9 @@ def _check_reviews(reviews: object, name: str) -> list[ReviewNotes]:
         check_count(len(notes), MAX_REVIEW_NOTES, f"the number of notes of {where}", name, SessionError)
         for key, text in notes.items():
             if not _NOTE_KEY.fullmatch(key):
-                raise SessionError(f"{name}: {where}: a note's key must be <class>:<cluster>, not "
-                                   f"{_record.quoted(key[:40])}")  # fmt: skip
+                raise SessionError(
+                    f"{name}: {where}: a note's key must be <class>:<cluster>, not {_record.quoted(key[:40])}"
+                )
             _field(text, f"note {key}", name, where, _record.MAX_TEXT_CHARS)
         checked.append(ReviewNotes(results_dir, game, dict(notes)))
     return checked
@@ -470,8 +505,9 @@ def _field(
 ) -> str: ...
 @overload
 def _field(value: object, key: str, name: str, where: str, limit: int = ..., *, optional: bool) -> str | None: ...
-def _field(value: object, key: str, name: str, where: str, limit: int = _record.MAX_NAME_CHARS, *,
-           optional: bool = False) -> str | None:  # fmt: skip
+def _field(
+    value: object, key: str, name: str, where: str, limit: int = _record.MAX_NAME_CHARS, *, optional: bool = False
+) -> str | None:
     try:
         return _record.check_text(value, key, limit, optional=optional)
     except ValueError as exc:
@@ -488,8 +524,9 @@ class _Header:
     offset: int  # where the data starts in the member
 
 
-def _read_result(archive: zipfile.ZipFile, info: zipfile.ZipInfo, meta: dict, name: str,
-                 where: str) -> ExplanationRecord:  # fmt: skip
+def _read_result(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, meta: dict, name: str, where: str
+) -> ExplanationRecord:
     """One result: its ``.npz`` member read once, every array's header checked before the array is loaded."""
     data = io.BytesIO(_read_member(archive, info, name))
     place = f"{where}'s arrays ({_record.quoted(info.filename)})"
@@ -503,8 +540,11 @@ def _read_result(archive: zipfile.ZipFile, info: zipfile.ZipInfo, meta: dict, na
     with inner:
         members = _check_members(inner, f"{name}: {place}", MAX_ARRAYS_PER_RESULT, MAX_MEMBER_BYTES, MAX_MEMBER_BYTES)
         wanted = {*_record.ARRAY_FIELDS, *(f"history_{key}" for key in _record.HISTORY_KEYS)}
-        infos = {member.removesuffix(".npy"): info for member, info in members.items()
-                 if member.removesuffix(".npy") in wanted}  # fmt: skip
+        infos = {
+            member.removesuffix(".npy"): info
+            for member, info in members.items()
+            if member.removesuffix(".npy") in wanted
+        }
         headers = {key: _npy_header(inner, info, name, where, key) for key, info in infos.items()}
         try:
             _record.check_arrays(headers)
@@ -543,8 +583,10 @@ def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, wher
     for side in shape:
         size *= side
     if offset + size > info.file_size:
-        raise SessionError(f"{name}: {where}'s {key} declares shape {_record.shape_text(shape)} of {dtype} "
-                           f"({size:,} bytes) but its member holds {info.file_size - offset:,}")  # fmt: skip
+        raise SessionError(
+            f"{name}: {where}'s {key} declares shape {_record.shape_text(shape)} of {dtype} "
+            f"({size:,} bytes) but its member holds {info.file_size - offset:,}"
+        )
     return _Header(tuple(shape), dtype, offset)
 
 

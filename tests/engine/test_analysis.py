@@ -46,13 +46,27 @@ def fake_batch(folder, classes: dict[str, tuple[np.ndarray, np.ndarray]], game: 
             overlay = np.stack([np.round(evidence / max(evidence.max(), 1e-6) * 255)] * 3, -1).astype(np.uint8)
             Image.fromarray(overlay).save(folder / f"{stem}_overlay.png")
             summary = {
-                "image": f"{label}_{index:04d}.png", "image_path": None, "target": target, "target_label": label,
-                "game": game, "prob_original": 0.9, "prob_explanation": 0.85, "prob_rescored": 0.85,
-                "top1_explanation_label": label, "mask_mean": float(mask.mean()), "steps": 10, "goal_met": True,
-                "survives_8bit": True, "cancelled": False, "crop_box": [0, 0, 64, 64],
-                "files": {"mask": f"{stem}_mask.npy", "mask_mean": f"{stem}_mask_mean.npy",
-                          "overlay": f"{stem}_overlay.png"},
-            }  # fmt: skip
+                "image": f"{label}_{index:04d}.png",
+                "image_path": None,
+                "target": target,
+                "target_label": label,
+                "game": game,
+                "prob_original": 0.9,
+                "prob_explanation": 0.85,
+                "prob_rescored": 0.85,
+                "top1_explanation_label": label,
+                "mask_mean": float(mask.mean()),
+                "steps": 10,
+                "goal_met": True,
+                "survives_8bit": True,
+                "cancelled": False,
+                "crop_box": [0, 0, 64, 64],
+                "files": {
+                    "mask": f"{stem}_mask.npy",
+                    "mask_mean": f"{stem}_mask_mean.npy",
+                    "overlay": f"{stem}_overlay.png",
+                },
+            }
             (folder / f"{stem}.json").write_text(json.dumps(summary))
             truth[stem] = bool(flag)
     write_index(folder, failures=[])
@@ -63,10 +77,13 @@ def fake_batch(folder, classes: dict[str, tuple[np.ndarray, np.ndarray]], game: 
 def planted_batch(tmp_path_factory):
     """A batch folder with a planted class (20 % of its maps on a corner tag) and a clean class."""
     folder = tmp_path_factory.mktemp("batch")
-    truth = fake_batch(folder, {
-        "ring": synthetic_class_maps(60, 0.2, seed=1),
-        "plus": synthetic_class_maps(40, 0.0, seed=2),
-    })  # fmt: skip
+    truth = fake_batch(
+        folder,
+        {
+            "ring": synthetic_class_maps(60, 0.2, seed=1),
+            "plus": synthetic_class_maps(40, 0.0, seed=2),
+        },
+    )
     return folder, truth
 
 
@@ -300,8 +317,15 @@ def test_failed_and_cancelled_batch_items_are_listed(tmp_path):
     data = json.loads(summary.read_text())
     data["cancelled"] = True
     summary.write_text(json.dumps(data))
-    failure = {"image": "broken.png", "item": None, "target": None, "target_label": None, "game": None,
-               "reason": "not an image", "status": "failed"}  # fmt: skip
+    failure = {
+        "image": "broken.png",
+        "item": None,
+        "target": None,
+        "target_label": None,
+        "game": None,
+        "reason": "not an image",
+        "status": "failed",
+    }
     write_index(folder, failures=[failure])
     review = analyze(folder, embedding="spectral", save=False)
     reasons = [row["reason"] for row in review.skipped]

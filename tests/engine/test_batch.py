@@ -26,8 +26,16 @@ def folder(tmp_path, photo):
 def test_a_bad_file_in_the_middle_is_listed_and_the_rest_is_done(toy_model, folder, tmp_path):
     out = tmp_path / "out"
     reports = []
-    summary = run_batch(toy_model, folder, out, targets="top2", games=("preserve", "delete"),
-                        config=FGVisConfig(steps=3), batch_size=3, on_progress=reports.append)  # fmt: skip
+    summary = run_batch(
+        toy_model,
+        folder,
+        out,
+        targets="top2",
+        games=("preserve", "delete"),
+        config=FGVisConfig(steps=3),
+        batch_size=3,
+        on_progress=reports.append,
+    )
     assert [name for name, _ in summary.failures] == ["b_broken.jpg"]
     assert "cannot be read" in summary.failures[0][1] or "not an image" in summary.failures[0][1]
     assert len(summary.written) == 2 * 2 * 2 and not summary.skipped and not summary.cancelled
@@ -59,8 +67,15 @@ def test_a_second_run_resumes_and_skips_finished_items(toy_model, folder, tmp_pa
 def test_a_cancelled_batch_keeps_finished_items_and_resumes(toy_model, folder, tmp_path):
     out = tmp_path / "out"
     done = []
-    summary = run_batch(toy_model, folder, out, config=FGVisConfig(steps=3), batch_size=1,
-                        on_progress=done.append, should_stop=lambda: len(done) >= 1)  # fmt: skip
+    summary = run_batch(
+        toy_model,
+        folder,
+        out,
+        config=FGVisConfig(steps=3),
+        batch_size=1,
+        on_progress=done.append,
+        should_stop=lambda: len(done) >= 1,
+    )
     assert summary.cancelled and len(summary.written) == 1
     again = run_batch(toy_model, folder, out, config=FGVisConfig(steps=3), batch_size=1)
     assert len(again.skipped) == 1 and len(again.written) == 1
@@ -84,8 +99,9 @@ def _index(out):
     return rows, records, (out / "index.html").read_text()
 
 
-def test_a_file_that_failed_is_listed_in_every_index_with_the_reason_until_it_is_fixed(toy_model, folder, tmp_path,
-                                                                                         photo):  # fmt: skip
+def test_a_file_that_failed_is_listed_in_every_index_with_the_reason_until_it_is_fixed(
+    toy_model, folder, tmp_path, photo
+):
     out = tmp_path / "out"
     summary = run_batch(toy_model, folder, out, config=FGVisConfig(steps=2))
     reason = summary.failures[0][1]
@@ -129,14 +145,21 @@ def fixed_target(out):
     return json.loads(path.read_text())["target"]
 
 
-def test_failures_of_other_images_stay_listed_and_folders_without_a_failure_record_still_index(toy_model, folder,
-                                                                                               tmp_path):  # fmt: skip
+def test_failures_of_other_images_stay_listed_and_folders_without_a_failure_record_still_index(
+    toy_model, folder, tmp_path
+):
     out = tmp_path / "out"
     run_batch(toy_model, folder, out, config=FGVisConfig(steps=2))
     run_batch(toy_model, [folder / "a.png"], out, config=FGVisConfig(steps=2))  # b_broken.jpg not retried
     assert [r["image"] for r in _index(out)[0] if r["status"] == "failed"] == ["b_broken.jpg"]
-    item = {"image": "c.png", "item": "c_3_delete", "target": 3, "target_label": "date", "game": "delete",
-            "reason": "CUDA ran out of memory"}  # fmt: skip
+    item = {
+        "image": "c.png",
+        "item": "c_3_delete",
+        "target": 3,
+        "target_label": "date",
+        "game": "delete",
+        "reason": "CUDA ran out of memory",
+    }
     write_index(out, failures=[item])
     rows = _index(out)[0]
     assert [(r["image"], r["target"], r["target_label"], r["game"], r["status"], r["reason"]) for r in rows[2:]] == [

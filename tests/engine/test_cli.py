@@ -30,8 +30,9 @@ def test_predict_json(samples, capsys):
 
 def test_explain_writes_mask_images_and_summary(samples, tmp_path, capsys):
     out = tmp_path / "results"
-    code = main(["explain", str(samples["coffee"]), "--steps", "3", "--game", "both", "--out", str(out),
-                 "--target", "espresso"])  # fmt: skip
+    code = main(
+        ["explain", str(samples["coffee"]), "--steps", "3", "--game", "both", "--out", str(out), "--target", "espresso"]
+    )
     assert code == 0
     for game in ("preserve", "delete"):
         mask = np.load(out / f"coffee_{game}_mask.npy")

@@ -56,8 +56,16 @@ def test_a_ray_run_resumes_and_writes_what_the_local_batch_writes(local_ray, fol
     def stop_after_first() -> bool:
         return len(seen) >= 1
 
-    first = run_batch_on_ray(SOURCE, folder, out, workers=2, config=CONFIG, batch_size=1,
-                             on_progress=seen.append, should_stop=stop_after_first)  # fmt: skip
+    first = run_batch_on_ray(
+        SOURCE,
+        folder,
+        out,
+        workers=2,
+        config=CONFIG,
+        batch_size=1,
+        on_progress=seen.append,
+        should_stop=stop_after_first,
+    )
     assert first.cancelled and 1 <= len(first.written) < 4
     second = run_batch_on_ray(SOURCE, folder, out, workers=2, config=CONFIG, batch_size=2)
     assert not second.cancelled
@@ -79,8 +87,7 @@ def test_a_ray_run_resumes_and_writes_what_the_local_batch_writes(local_ray, fol
 def test_a_worker_killed_mid_run_loses_nothing(local_ray, folder, tmp_path):
     out = tmp_path / "out"
     marker = tmp_path / "killed-once"
-    summary = run_batch_on_ray(SOURCE, folder, out, workers=2, config=CONFIG, batch_size=1,
-                               fault_marker=str(marker))  # fmt: skip
+    summary = run_batch_on_ray(SOURCE, folder, out, workers=2, config=CONFIG, batch_size=1, fault_marker=str(marker))
     assert marker.exists()  # a worker did die
     done = [row["image"] for row in _index(out) if row["status"] == "done"]
     assert sorted(done) == [f"shape{i}.png" for i in range(4)]  # every item once, none twice
@@ -101,8 +108,10 @@ def test_an_unreachable_address_is_refused_quickly(tmp_path, folder, capsys):
         port = probe.getsockname()[1]
     with pytest.raises(ClusterError, match="cannot reach the Ray cluster"):
         check_address(f"127.0.0.1:{port}", timeout_s=5)
-    code = main(["batch", str(folder), "--out", str(tmp_path / "out"), "--engine", "ray", "--address",
-                 f"ray://127.0.0.1:{port}", "--steps", "2"])  # fmt: skip
+    address = f"ray://127.0.0.1:{port}"
+    code = main(
+        ["batch", str(folder), "--out", str(tmp_path / "out"), "--engine", "ray", "--address", address, "--steps", "2"]
+    )
     assert code == 2 and "cannot reach the Ray cluster" in capsys.readouterr().err
     with pytest.raises(ClusterError, match="not a Ray address"):
         check_address("nonsense")
@@ -140,8 +149,13 @@ def test_a_cancel_ends_a_ray_run_it_started_at_once(folder, tmp_path):
     import subprocess
 
     out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-c", CANCEL_SCRIPT, str(folder), str(out)], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", CANCEL_SCRIPT, str(folder), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"cancelled": True, "written": []}

@@ -17,8 +17,8 @@ from engine.evaluation.suite import check_targets, run_quality_benchmark, sanity
 
 def test_quality_smoke_run_from_the_command_line(tmp_path, capsys):
     out = tmp_path / "quality"
-    code = main(["bench", "quality", "--count", "2", "--randomisation-items", "1", "--steps", "60",
-                 "--mp-steps", "30", "--out", str(out)])  # fmt: skip
+    arguments = ["bench", "quality", "--count", "2", "--randomisation-items", "1", "--steps", "60", "--mp-steps", "30"]
+    code = main([*arguments, "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "| method | deletion AUC" in printed and "Cascading randomisation" in printed
@@ -105,13 +105,15 @@ def test_targets_on_ground_truth():
     assert verdicts["ground truth: FGVis deletion pointing >= 0.9"] == ("0.700", False)
     # Best baseline energy is Grad-CAM's 0.24: 0.5 >= 0.48 passes, 0.3 does not.
     assert verdicts["ground truth: FGVis preservation energy inside >= 2x the best baseline's"] == (
-        "0.500 vs 2 x 0.240 (gradcam)", True,
-    )  # fmt: skip
+        "0.500 vs 2 x 0.240 (gradcam)",
+        True,
+    )
     assert verdicts["ground truth: FGVis deletion energy inside >= 2x the best baseline's"][1] is False
     assert verdicts[">= 95 % of FGVis deletion explanations survive the 8-bit round trip"] == ("0.960", True)
     assert verdicts["score inflation without the defense >= 3x with it (zero reference)"] == (
-        "0.0500 vs 3 x 0.0100", True,
-    )  # fmt: skip
+        "0.0500 vs 3 x 0.0100",
+        True,
+    )
     assert not any(name.startswith("photos") for name in verdicts)  # photo targets only on photos
 
 
@@ -123,8 +125,9 @@ def test_targets_on_photos_and_what_cannot_be_measured():
     assert verdicts["photos: FGVis deletion goal met on >= 90 % of images"][1] is False
     # Below every baseline: 0.2 < 0.25 (Meaningful Perturbation, the best baseline).
     assert verdicts["photos: equal-budget deletion, binarised FGVis below every baseline"] == (
-        "0.200 vs 0.250 (meaningful_perturbation)", True,
-    )  # fmt: skip
+        "0.200 vs 0.250 (meaningful_perturbation)",
+        True,
+    )
     assert verdicts[">= 95 % of FGVis deletion explanations survive the 8-bit round trip"] == ("not measured", None)
     assert verdicts["score inflation without the defense >= 3x with it (zero reference)"][1] is False  # 0 >= 0
     assert not any(name.startswith("ground truth") for name in verdicts)

@@ -38,18 +38,23 @@ def test_export_round_trip(record, toy_model, tmp_path):
     assert mask8.dtype == np.uint8 and np.abs(mask8 / 255 - record.mask.mean(0)).max() <= 0.5 / 255 + 1e-6
     assert mask16.dtype == np.uint16 and np.abs(mask16 / 65535 - record.mask.mean(0)).max() <= 0.5 / 65535 + 1e-6
     assert np.array_equal(np.asarray(Image.open(paths["explanation"])), record.explanation_rgb)
-    assert np.array_equal(np.asarray(Image.open(paths["overlay"])), compose_overlay(record.input_rgb, record.evidence,
-                                                                                   "viridis"))  # fmt: skip
+    assert np.array_equal(
+        np.asarray(Image.open(paths["overlay"])), compose_overlay(record.input_rgb, record.evidence, "viridis")
+    )
     summary = json.loads(paths["summary"].read_text())
     assert summary["target_label"] == record.target_label and summary["colormap"] == "viridis"
     assert summary["files"]["mask"] == "item_mask.npy" and summary["image_path"] == record.image_path
     # The heat map is coloured on the robust scale written to the JSON; the mask files above are unscaled.
     shown = display_range(record.evidence)
     assert (summary["scale"], summary["value_range"], summary["scale_text"]) == (
-        "robust", [0.0, shown.high], shown.text())  # fmt: skip
+        "robust",
+        [0.0, shown.high],
+        shown.text(),
+    )
     assert summary["scale_text"].startswith("0 - ") and summary["scale_text"].endswith("(robust: 99.5th percentile)")
-    assert np.array_equal(np.asarray(Image.open(paths["evidence"])),
-                          apply_colormap(record.evidence, "viridis", 0.0, shown.high))  # fmt: skip
+    assert np.array_equal(
+        np.asarray(Image.open(paths["evidence"])), apply_colormap(record.evidence, "viridis", 0.0, shown.high)
+    )
     # The round trip: the 8-bit PNG, read back, scores what e scored up to quantisation.
     assert summary["prob_rescored"] == record.prob_rescored
     assert abs(record.prob_rescored - record.prob_explanation) < 0.01
@@ -102,11 +107,21 @@ def test_an_unwritable_folder_is_a_clear_error(record, tmp_path):
 
 def test_html_report_embeds_every_picture_and_fact(record):
     record.notes = "looks at the <square>"
-    html = image_report("photo.png", [record, record], photo=record.input_rgb, image_notes="image note",
-                        app_version="9.9")  # fmt: skip
+    html = image_report(
+        "photo.png", [record, record], photo=record.input_rgb, image_notes="image note", app_version="9.9"
+    )
     assert html.count("data:image/png;base64,") == 1 + 2 * 5  # photo + per result: x, e, overlay, bar, curve
-    for text in ("photo.png", record.target_label, "weights SHA-256", "top-5 on e", "9.9", "image note",
-                 "looks at the &lt;square&gt;", "adversarial-evidence monitor", "score inflation"):  # fmt: skip
+    for text in (
+        "photo.png",
+        record.target_label,
+        "weights SHA-256",
+        "top-5 on e",
+        "9.9",
+        "image note",
+        "looks at the &lt;square&gt;",
+        "adversarial-evidence monitor",
+        "score inflation",
+    ):
         assert text in html
     shown = display_range(record.evidence)
     assert html.count(f"colour scale {shown.text()}") == 2 and html.count("evidence colour scale") == 2

@@ -60,8 +60,18 @@ def _capture(result, error, function, *args, **kwargs):
 
 # ---------------------------------------------------------------- 3. file names
 def test_output_stems_are_unique_valid_and_stable():
-    names = ["a.jpg", "a.png", "a_2.png", "A.PNG", "x" * 240 + ".png", "caf\udce9.png", "caf_.png", "b.png",
-             "con:tro\x01l.png", "..png"]  # fmt: skip
+    names = [
+        "a.jpg",
+        "a.png",
+        "a_2.png",
+        "A.PNG",
+        "x" * 240 + ".png",
+        "caf\udce9.png",
+        "caf_.png",
+        "b.png",
+        "con:tro\x01l.png",
+        "..png",
+    ]
     stems = file_stems([Path("in") / name for name in names])
     assert len({stem.casefold() for stem in stems}) == len(names)
     assert stems[names.index("a_2.png")] == "a_2" and stems[names.index("b.png")] == "b"  # no clash: plain
@@ -116,8 +126,11 @@ def test_special_entries_in_a_batch_folder_are_listed_with_their_reason(toy_mode
     assert "cannot be read" in reasons["loop.png"]
     rows = _index_rows(out)
     assert {row["image"]: row["status"] for row in rows if row["status"] != "done"} == {
-        "pipe.png": "failed", "dangling.jpg": "failed", "loop.png": "failed", "notes.txt": "ignored",
-    }  # fmt: skip
+        "pipe.png": "failed",
+        "dangling.jpg": "failed",
+        "loop.png": "failed",
+        "notes.txt": "ignored",
+    }
 
 
 @pytest.mark.parametrize(

@@ -197,8 +197,9 @@ print((after - before) // 1024, tuple(tensor.shape))
 """
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     root = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root,
-                          timeout=120, check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root, timeout=120, check=True
+    )
     grown_mb, shape = done.stdout.split(maxsplit=1)
     assert shape.strip() == "(1, 3, 224, 224)"
     assert int(grown_mb) < 64, f"preprocessing a 1x3000 strip raised the peak memory by {grown_mb} MB"

@@ -77,11 +77,16 @@ def valid(tmp_path_factory) -> Valid:
     records = []
     for game in ("preserve", "delete"):
         result = explain(model, photo, game=game, config=FGVisConfig(steps=3))
-        records.append(ExplanationRecord.from_explanation(result, 0, model, image_name=photo.name,
-                                                          image_path=str(photo)))  # fmt: skip
+        records.append(
+            ExplanationRecord.from_explanation(result, 0, model, image_name=photo.name, image_path=str(photo))
+        )
     path = folder / NAME
-    session_module.save_session(path, Session([SessionImage(photo.name, str(photo), None, "note", records)],
-                                              {"current": 0, "method": {"steps": 3}}, "1.0"))  # fmt: skip
+    session_module.save_session(
+        path,
+        Session(
+            [SessionImage(photo.name, str(photo), None, "note", records)], {"current": 0, "method": {"steps": 3}}, "1.0"
+        ),
+    )
     with zipfile.ZipFile(path) as archive:
         document = json.loads(archive.read("session.json"))
         arrays = {}
@@ -108,8 +113,9 @@ def member(name: str, content: bytes, *, method: int = zipfile.ZIP_DEFLATED, **f
     if method == zipfile.ZIP_DEFLATED:
         packer = zlib.compressobj(6, zlib.DEFLATED, -15)
         data = packer.compress(content) + packer.flush()
-    return Member(**{"name": name, "data": data, "size": len(content), "crc": zlib.crc32(content),
-                     "method": method, **forged})  # fmt: skip
+    return Member(
+        **{"name": name, "data": data, "size": len(content), "crc": zlib.crc32(content), "method": method, **forged}
+    )
 
 
 _ZERO_CHUNK = 16 * MB
@@ -139,13 +145,14 @@ def zip_bytes(members: list[Member]) -> bytes:
     out, directory = bytearray(), bytearray()
     for m in members:
         name, offset = m.name.encode(), len(out)
-        out += struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, m.flags, m.method, 0, 33, m.crc, len(m.data), m.size,
-                           len(name), 0) + name + m.data  # fmt: skip
-        directory += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, m.flags, m.method, 0, 33, m.crc, len(m.data),
-                                 m.size, len(name), 0, 0, 0, 0, 0, offset) + name  # fmt: skip
+        # Fields both headers share: flags, method, time, date, CRC-32, compressed and real size, name length.
+        shared = (m.flags, m.method, 0, 33, m.crc, len(m.data), m.size, len(name))
+        out += struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, *shared, 0) + name + m.data
+        directory += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, *shared, 0, 0, 0, 0, 0, offset) + name
     start = len(out)
-    out += directory + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(members), len(members), len(directory),
-                                   start, 0)  # fmt: skip
+    out += directory + struct.pack(
+        "<4s4H2LH", b"PK\x05\x06", 0, 0, len(members), len(members), len(directory), start, 0
+    )
     return bytes(out)
 
 
@@ -164,8 +171,12 @@ def npy_header(shape: tuple, descr: str = "<f4", data: bytes = b"") -> bytes:
 
 def npz(arrays: dict[str, np.ndarray | bytes], method: int = zipfile.ZIP_STORED) -> bytes:
     """An ``.npz`` (``numpy.savez`` stores its members) of arrays or ready ``.npy`` bytes."""
-    return zip_bytes([member(f"{key}.npy", value if isinstance(value, bytes) else npy(value), method=method)
-                      for key, value in arrays.items()])  # fmt: skip
+    return zip_bytes(
+        [
+            member(f"{key}.npy", value if isinstance(value, bytes) else npy(value), method=method)
+            for key, value in arrays.items()
+        ]
+    )
 
 
 def build(valid: Valid, *, document=None, text=None, arrays=None, members=None, extra=()) -> bytes:
@@ -237,8 +248,10 @@ def with_member(valid: Valid, forged: Member) -> bytes:
 
 
 def shapes(mask_side: int, other_side: int) -> dict[str, np.ndarray]:
-    return {"mask": np.zeros((3, mask_side, mask_side), np.float32),
-            "evidence": np.zeros((other_side, other_side), np.float32)}  # fmt: skip
+    return {
+        "mask": np.zeros((3, mask_side, mask_side), np.float32),
+        "evidence": np.zeros((other_side, other_side), np.float32),
+    }
 
 
 # ---------------------------------------------------------------- the corpus
@@ -451,8 +464,9 @@ def test_the_valid_session_loads_through_the_forging_writer(valid, tmp_path):
 
 
 @pytest.mark.parametrize(("case", "make", "message"), CASES, ids=[case[0] for case in CASES])
-def test_a_hostile_session_is_refused_with_a_message_naming_the_file_and_the_problem(valid, tmp_path, case, make,
-                                                                                     message):  # fmt: skip
+def test_a_hostile_session_is_refused_with_a_message_naming_the_file_and_the_problem(
+    valid, tmp_path, case, make, message
+):
     path = tmp_path / NAME
     path.write_bytes(make(valid))
     tracemalloc.start()
@@ -499,8 +513,13 @@ def test_every_bomb_is_refused_with_little_memory_in_a_fresh_process(valid, tmp_
         "grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before\n"
         "print(grown * 1024, time.perf_counter() - started)\n"
     )
-    done = subprocess.run([sys.executable, "-c", script, *map(str, paths)], capture_output=True, text=True,
-                          timeout=300, cwd=Path(__file__).parents[2])  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", script, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parents[2],
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     grown, elapsed = done.stdout.split()
     assert int(grown) < MEMORY_LIMIT, f"peak RSS grew by {int(grown) / MB:.0f} MB"

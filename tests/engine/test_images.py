@@ -12,8 +12,10 @@ from engine import ImageLoadError, load_image
 def _gradient(width=40, height=30):
     x = np.linspace(0, 255, width, dtype=np.float64)
     y = np.linspace(0, 255, height, dtype=np.float64)[:, None]
-    return np.stack([np.broadcast_to(x, (height, width)), np.broadcast_to(y, (height, width)),
-                     np.full((height, width), 128.0)], axis=2).astype(np.uint8)  # fmt: skip
+    return np.stack(
+        [np.broadcast_to(x, (height, width)), np.broadcast_to(y, (height, width)), np.full((height, width), 128.0)],
+        axis=2,
+    ).astype(np.uint8)
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".tiff", ".webp"])

@@ -111,8 +111,12 @@ def _in_patch() -> torch.Tensor:
 def clutter():
     """Eight images of the harder ground-truth set (seed 3: neither training nor test data)."""
     data = synthetic.generate(8, 3, variant="clutter")
-    return load_model("synthetic_clutter"), synthetic.to_tensor(data.images), torch.from_numpy(data.labels), \
-        torch.from_numpy(data.masks)  # fmt: skip
+    return (
+        load_model("synthetic_clutter"),
+        synthetic.to_tensor(data.images),
+        torch.from_numpy(data.labels),
+        torch.from_numpy(data.masks),
+    )
 
 
 @pytest.mark.parametrize("game", ["preserve", "delete"])

@@ -29,7 +29,7 @@ from engine.evaluation.metrics import (
     sparsity,
     spearman,
     top_pixels,
-)  # fmt: skip
+)
 from engine.models.loading import ClassifierModel
 from engine.models.preprocess import Preprocessing
 
@@ -286,9 +286,12 @@ def test_goal_met_is_the_optimisations_rule():
     top1_original = torch.tensor([0, 0, 0, 0, 0])
     for game in ("preserve", "delete"):
         expected = Optimisation.goal(
-            SimpleNamespace(game=game, config=config, targets=targets, top1_original=top1_original,
-                            prob_original=prob_original), prob, top1,
-        )  # fmt: skip
+            SimpleNamespace(
+                game=game, config=config, targets=targets, top1_original=top1_original, prob_original=prob_original
+            ),
+            prob,
+            top1,
+        )
         assert goal_met(game, config, prob, top1, targets, prob_original, top1_original).tolist() == expected.tolist()
     assert goal_met("preserve", config, prob, top1, targets, prob_original, top1_original).tolist() == [
         True, False, False, False, False,  # kept; too low; lost top-1; too low; too low
@@ -304,9 +307,11 @@ def test_8bit_round_trip_of_hand_made_explanations():
     deleted = torch.full((3, 4, 4), 5 / 255)  # a real deletion: p 0.0196 <= 0.1 p(x), survives
     faint = x[1] - 0.4 / 255  # less than half an 8-bit level: rounds back to x
     result = dataclasses.replace(
-        result, explanation=torch.stack([deleted, faint]), prob_explanation=torch.tensor([5 / 255, 0.01]),
+        result,
+        explanation=torch.stack([deleted, faint]),
+        prob_explanation=torch.tensor([5 / 255, 0.01]),
         top1_explanation=torch.tensor([1, 1]),
-    )  # fmt: skip
+    )
     trip = round_trip_8bit(classifier, result)
     assert trip.prob == pytest.approx([5 / 255, 128 / 255], abs=1e-6)
     assert trip.goal_met_float.tolist() == [True, True] and trip.goal_met.tolist() == [True, False]

@@ -75,8 +75,16 @@ def test_without_defense_the_score_inflates_with_it_it_stays_lower(real_model, s
     Run on the loop this comparison was calibrated on (the defaults before 2026-12: proximal sparsity,
     zero reference), which stays available."""
     images = [samples[name] for name in ("astronaut", "chelsea", "rocket")]
-    config = FGVisConfig(steps=60, lambda_=0.5, patience=0, sparsity="proximal", lr=0.01, reference="zero",
-                         binarize=False, quantize=False)  # fmt: skip
+    config = FGVisConfig(
+        steps=60,
+        lambda_=0.5,
+        patience=0,
+        sparsity="proximal",
+        lr=0.01,
+        reference="zero",
+        binarize=False,
+        quantize=False,
+    )
     on = explain(real_model, images, config=config)
     off = explain(real_model, images, defense=False, config=config)
     assert off.prob_explanation.mean() > on.prob_explanation.mean() + 0.1, (off.prob_explanation, on.prob_explanation)

@@ -22,11 +22,9 @@ def _load(name: str):
 
 def test_build_and_smoke_test_the_bundle(tmp_path):
     dist = tmp_path / "dist"
-    build = subprocess.run(
-        [sys.executable, str(ROOT / "build_scripts" / "build.py"), "--dist", str(dist), "--work",
-         str(tmp_path / "work"), "--no-archive"],
-        capture_output=True, text=True, timeout=3600,
-    )  # fmt: skip
+    build_py = ROOT / "build_scripts" / "build.py"
+    command = [sys.executable, str(build_py), "--dist", str(dist), "--work", str(tmp_path / "work"), "--no-archive"]
+    build = subprocess.run(command, capture_output=True, text=True, timeout=3600)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     executable = dist / "fgvis-studio" / ("fgvis-studio.exe" if sys.platform == "win32" else "fgvis-studio")
     figures = _load("smoke_test").smoke_test(executable)
