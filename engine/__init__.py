@@ -29,7 +29,7 @@ _EXPORTS = {
     "ModelLoadError": ".errors",
     "TargetError": ".errors",
     "explain": ".core.fgvis",
-    "ReferenceCache": ".core.fgvis",
+    "ReferenceCache": ".core.reference",
     "load_image": ".models.images",
     "DEFAULT_MODEL": ".models.loading",
     "ClassifierModel": ".models.loading",

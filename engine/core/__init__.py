@@ -1,4 +1,6 @@
-"""The method: :func:`explain` (the FGVis optimisation, :mod:`.fgvis`), the per-call defense against
+"""The method: :func:`explain` (one call, :mod:`.fgvis`), the mask optimisation of a batch
+(:mod:`.optimisation`), the 0/1 sharpening (:mod:`.binarize`), the reference image and pass
+(:mod:`.reference`), the per-call defense against
 adversarial evidence (:mod:`.defense`), the model's forward/backward pass of a step (:mod:`.model_pass`),
 the configuration and result types (:mod:`.explanation`) and the thread count of a run (:mod:`.threads`).
 

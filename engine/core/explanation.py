@@ -115,7 +115,7 @@ class FGVisConfig:
     binarize
         After the optimisation, replace each mask by the smallest 0/1 mask, made of its strongest values,
         whose explanation -- as the 8-bit picture the app saves -- still meets the game's goal
-        (:func:`engine.core.fgvis.binarize`: a binary search over shares, then bisection; 9 forward passes,
+        (:func:`engine.core.binarize.binarize`: a binary search over shares, then bisection; 9 forward passes,
         more only where the soft mask misses the goal); where none does the soft mask stays. Not on
         cancelled runs.
     quantize

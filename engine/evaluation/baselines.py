@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.core.explanation import Explanation, FGVisConfig, Game
-from engine.core.fgvis import explain, gaussian_blur
+from engine.core.fgvis import explain
+from engine.core.reference import gaussian_blur
 from engine.errors import ConfigError
 from engine.models.loading import ClassifierModel, frozen
 

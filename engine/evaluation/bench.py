@@ -34,8 +34,9 @@ from torch import nn
 from engine.core import threads
 from engine.core.defense import ActivationFilter
 from engine.core.explanation import FGVisConfig, Game
-from engine.core.fgvis import Optimisation, explain
+from engine.core.fgvis import explain
 from engine.core.model_pass import CALLS_BEFORE_SETTLED, TRIAL_ROUNDS
+from engine.core.optimisation import Optimisation
 from engine.models.images import load_image
 from engine.models.loading import frozen, load_model, resolve_device
 from engine.models.resources import sample_images

@@ -20,8 +20,8 @@ from torch.overrides import TorchFunctionMode
 
 from engine.core.defense import ACTIVATION_FUNCTIONS
 from engine.core.explanation import Explanation, FGVisConfig, Game
-from engine.core.fgvis import gaussian_blur
-from engine.core.fgvis import goal_met as fgvis_goal_met
+from engine.core.optimisation import goal_met as fgvis_goal_met
+from engine.core.reference import gaussian_blur
 from engine.models.loading import ClassifierModel
 
 
@@ -178,7 +178,7 @@ def goal_met(
     prob_original: torch.Tensor,
     top1_original: torch.Tensor,
 ) -> np.ndarray:
-    """``(N,)`` bool numpy: FGVis's goal for ``game`` (:func:`engine.core.fgvis.goal_met`, the rule the
+    """``(N,)`` bool numpy: FGVis's goal for ``game`` (:func:`engine.core.optimisation.goal_met`, the rule the
     optimisation itself uses) on CPU copies of the arguments."""
     tensors = (prob, top1, targets, prob_original, top1_original)
     return fgvis_goal_met(game, config, *(t.cpu() for t in tensors)).numpy()

@@ -11,7 +11,7 @@ from torch import nn
 
 import engine
 from engine import ConfigError, DefenseError, Explanation, FGVisConfig, TargetError, explain
-from engine.core.fgvis import gaussian_blur
+from engine.core.reference import gaussian_blur
 
 from .toy_models import FunctionalNet, ReusedReLUNet, SignedNet, TinyCNN
 

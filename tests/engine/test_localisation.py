@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from engine import FGVisConfig, explain
-from engine.core.fgvis import BINARY_SHARES, binarize, goal_met
+from engine.core.binarize import BINARY_SHARES, binarize
+from engine.core.optimisation import goal_met
 from engine.evaluation import synthetic
 from engine.evaluation.metrics import energy_inside, pointing_game
 from engine.models.loading import load_model

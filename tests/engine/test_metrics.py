@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from engine.core.explanation import FGVisConfig
-from engine.core.fgvis import Optimisation, explain
+from engine.core.fgvis import explain
+from engine.core.optimisation import Optimisation
 from engine.evaluation.metrics import (
     concentration,
     delete_top,
