@@ -32,6 +32,7 @@ from engine.core.explanation import GAMES, OPTIMIZERS, REFERENCES, Explanation, 
 from engine.errors import FGVisError, ModelLoadError
 from engine.evaluation.baselines import METHODS
 from engine.models.loading import DEFAULT_MODEL, ClassifierModel, load_model
+from engine.models.resources import sample_images
 from engine.results.batch import images_in, unique_stems
 from engine.results.export import ExportError, existing_files, export_explained
 
@@ -243,6 +244,12 @@ def _parser() -> argparse.ArgumentParser:
     early.add_argument("--device", type=_device, default="auto")
     early.add_argument("--images", type=Path, help="folder of photos to use instead of the bundled ones")
     early.set_defaults(handler=_bench_early_stop)
+    seconds = bench_commands.add_parser(
+        "seconds", help="seconds to a finished explanation per photo, both games, defaults (median over a folder)"
+    )
+    seconds.add_argument("--images", type=Path, help="folder of photos (default: the bundled ones)")
+    seconds.add_argument("--device", type=_device, default="auto")
+    seconds.set_defaults(handler=_bench_seconds)
     throughput = bench_commands.add_parser("throughput", help="explanations per second per model and batch size")
     throughput.add_argument("--models", nargs="+", default=["efficientnet_lite0", "resnet50", "vgg16"])
     throughput.add_argument("--batch-sizes", type=POSITIVE, nargs="+", default=[1, 4, 16, 64])
@@ -614,6 +621,14 @@ def _bench_early_stop(args) -> int:
     images = images_in(args.images) if args.images is not None else None
     config = FGVisConfig(steps=args.steps, patience=args.patience)
     print(run_early_stopping_benchmark(config, device=args.device, images=images))
+    return 0
+
+
+def _bench_seconds(args) -> int:
+    from engine.evaluation.bench import run_seconds_benchmark
+
+    images = images_in(args.images) if args.images is not None else sample_images()
+    print(run_seconds_benchmark(images, device=args.device))
     return 0
 
 

@@ -5,6 +5,8 @@
 * ``fgvis bench defaults``: both games on the bundled photos with the default model -- the runs that
   chose the defaults in docs/DEFAULTS.md; settings can be overridden to compare.
 * ``fgvis bench early-stop``: early stopping against the fixed step budget, per photo.
+* ``fgvis bench seconds``: seconds to a finished explanation per photo, both games, defaults (what a user
+  waits for after pressing Run), with the medians.
 * ``fgvis bench throughput``: explanations per second per model and batch size, with peak memory.
 * ``fgvis bench precision``: bf16 / fp16 autocast against float32 (decisions, masks, time).
 * ``fgvis bench profile``: where one model's defended step spends its time (variants, top operators).
@@ -421,6 +423,59 @@ def run_early_stopping_benchmark(
             size = statistics.mean(o[2] for o in outcomes)
             cells.append(f"{median:.0f} / {same} of {len(outcomes)} / {size:.3f}")
         lines.append(f"| {game} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_seconds_benchmark(
+    images: Sequence[Path],
+    device: str = "auto",
+    config: FGVisConfig | None = None,
+    model=None,
+) -> str:
+    """Seconds to a finished explanation, per photo and game: the whole :func:`explain` call on the photo
+    file (decoding, preprocessing, the reference pass, the loop with early stopping, binarisation, the
+    final scoring), one photo per call, the model's top-1 class, the defaults unless ``config`` is given.
+
+    One 2-step call on the first photo runs before the timed ones (in the app the model has looked at
+    the photo before Run is pressed, so its first-call set-up is not part of the wait).
+    """
+    model = model if model is not None else load_model()
+    config = config or FGVisConfig()
+    if config.device is None:
+        config = replace(config, device=device)
+    photos = list(images)
+    if not photos:
+        raise ValueError("no photos to time")
+    explain(model, str(photos[0]), game="preserve", config=replace(config, steps=2))
+    rows: dict[str, dict[str, tuple[float, int, bool]]] = {}
+    for photo in photos:
+        for game in ("preserve", "delete"):
+            started = time.perf_counter()
+            result = explain(model, str(photo), game=game, config=config)
+            seconds = time.perf_counter() - started
+            rows.setdefault(photo.name, {})[game] = (seconds, result.steps, bool(result.goal_met[0]))
+    lines = [
+        f"{model.name}, one photo per call, top-1 class, defense on, {_settings_text(config)}; device "
+        f"{result.device}, {torch.get_num_threads()} thread(s), torch {torch.__version__}.",
+        "",
+        "| photo | preserve (s) | steps | goal | delete (s) | steps | goal |",
+        "|---|---:|---:|---|---:|---:|---|",
+    ]
+    for name, games in rows.items():
+        cells = []
+        for game in ("preserve", "delete"):
+            seconds, steps, met = games[game]
+            cells += [f"{seconds:.1f}", str(steps), "met" if met else "missed"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for game in ("preserve", "delete"):
+        seconds = [games[game][0] for games in rows.values()]
+        steps = [games[game][1] for games in rows.values()]
+        lines.append(
+            f"{game}: median {statistics.median(seconds):.1f} s (min {min(seconds):.1f}, max {max(seconds):.1f}) "
+            f"over {len(seconds)} photos, median {statistics.median(steps):.0f} steps, "
+            f"{statistics.median(s / n for s, n in zip(seconds, steps, strict=True)):.3f} s per step."
+        )
     return "\n".join(lines)
 
 

@@ -72,3 +72,24 @@ def test_the_speed_table_reports_whole_calls_against_the_clean_bare_pass(speed_t
     assert min(clean_child, clean_here, whole, step) > 0
     assert abs(whole_ratio - whole / clean_child) < 0.01 and abs(step_ratio - step / clean_child) < 0.01
     assert abs(fixed_steps - fixed / step) < 0.1
+
+
+def test_seconds_per_explanation_times_each_photo_and_game(toy_model, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from engine.core.explanation import FGVisConfig
+    from engine.evaluation.bench import run_seconds_benchmark
+
+    photos = []
+    for index, colour in enumerate((40, 200)):
+        path = tmp_path / f"photo{index}.png"
+        Image.fromarray(np.full((48, 40, 3), colour, np.uint8)).save(path)
+        photos.append(path)
+    table = run_seconds_benchmark(photos, device="cpu", config=FGVisConfig(steps=3, binarize=False), model=toy_model)
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| photo")]
+    assert [row[0] for row in rows] == ["| photo", "| photo0.png", "| photo1.png"]
+    assert all(len(row) == 7 and row[3] in ("met", "missed") for row in rows[1:])
+    assert "preserve: median" in table and "delete: median" in table and "over 2 photos" in table
+    with pytest.raises(ValueError, match="no photos"):
+        run_seconds_benchmark([], device="cpu", model=toy_model)
