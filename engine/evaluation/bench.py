@@ -469,12 +469,12 @@ def run_seconds_benchmark(
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
     for game in ("preserve", "delete"):
-        seconds = [games[game][0] for games in rows.values()]
-        steps = [games[game][1] for games in rows.values()]
+        times = [games[game][0] for games in rows.values()]
+        counts = [games[game][1] for games in rows.values()]
+        per_step = statistics.median(t / max(n, 1) for t, n in zip(times, counts, strict=True))
         lines.append(
-            f"{game}: median {statistics.median(seconds):.1f} s (min {min(seconds):.1f}, max {max(seconds):.1f}) "
-            f"over {len(seconds)} photos, median {statistics.median(steps):.0f} steps, "
-            f"{statistics.median(s / n for s, n in zip(seconds, steps, strict=True)):.3f} s per step."
+            f"{game}: median {statistics.median(times):.1f} s (min {min(times):.1f}, max {max(times):.1f}) "
+            f"over {len(times)} photos, median {statistics.median(counts):.0f} steps, {per_step:.3f} s per step."
         )
     return "\n".join(lines)
 
