@@ -12,13 +12,12 @@ import logging
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, Signal
-from PySide6.QtGui import QIcon, QPixmap
+from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
     QLabel,
     QListWidget,
-    QListWidgetItem,
     QMainWindow,
     QMessageBox,
     QPushButton,
@@ -34,9 +33,10 @@ from engine.results.batch import image_files
 
 from . import __version__
 from .actions import RESULTS_MENU, RUN_TIP, TOOLBAR, Actions, UiState, shortcuts_dialog
-from .canvas import Canvas, thumbnail
+from .canvas import Canvas
 from .compare import CompareWindow
 from .controllers.exports import ExportController
+from .controllers.images import ImageBrowser
 from .controllers.jobs import JobQueue
 from .controllers.model import ModelController
 from .controllers.reviews import DatasetReviews
@@ -45,19 +45,17 @@ from .controllers.viewer import ResultViewer
 from .empty_state import EmptyState
 from .jobs_panel import JobsPanel
 from .layer_panel import LayerPanel
-from .layers import EVIDENCE, PHOTO, apply_layer_settings, default_layers, layer_settings
+from .layers import EVIDENCE, apply_layer_settings, default_layers, layer_settings
 from .method_panel import MethodPanel
-from .predictions_panel import PredictionsPanel, crop_note
-from .records import ImageRecord, ModelInfo, ModelSpec, ResultRecord, next_id
+from .predictions_panel import PredictionsPanel
+from .records import ImageRecord, ModelSpec, ResultRecord
 from .results_panel import ResultsPanel
-from .settings import last_folder, remember_folder
+from .settings import last_folder
 from .window_state import RecentFiles, restore_window_state, save_window_state
 from .worker import WorkerThread
 from .workspace import Workspace
 
 log = logging.getLogger(__name__)
-
-IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp *.gif);;All files (*)"
 
 
 class MainWindow(QMainWindow):
@@ -110,6 +108,8 @@ class MainWindow(QMainWindow):
         self.queue = JobQueue(
             workspace, worker, self, self.jobs_panel, self.method, self.predictions.target, lambda: evidence.colormap
         )
+        self.browser = ImageBrowser(workspace, worker, self, self.image_list, self.predictions, self.results,
+                                   self.layers, self.canvas, lambda path: self.recent.add(path))  # fmt: skip
         self.viewer = ResultViewer(workspace, self.layers, self.results, self.pixel_info, self)
         self.reviews = DatasetReviews(workspace, worker, self, self.method)
         self.sessions = SessionController(workspace, worker, self, self.reviews, self._view_state, self._apply_view)
@@ -132,12 +132,10 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.model.label)
 
         # Bound methods of this QObject, never lambdas: PySide6 runs a lambda in the emitting (worker) thread.
-        worker.image_loaded.connect(self._on_image_loaded)
-        worker.image_failed.connect(self._on_image_failed)
-        worker.predictions_ready.connect(self._on_predictions)
-        workspace.image_added.connect(self._on_image_added)
-        workspace.current_changed.connect(self._on_current_changed)
-        workspace.model_changed.connect(self._on_model_changed)
+        self.browser.opened.connect(self.image_opened)
+        self.browser.predicted.connect(self._update_actions)
+        workspace.current_changed.connect(self._update_actions)
+        workspace.model_changed.connect(self._update_actions)
         workspace.results_changed.connect(self._on_results_changed)
         workspace.result_added.connect(self._on_result_added)
         workspace.queue_changed.connect(self._on_queue_changed)
@@ -148,10 +146,9 @@ class MainWindow(QMainWindow):
         self.results.notes_edited.connect(self.sessions.schedule_autosave)
         self.results.result_selected.connect(self._on_result_selected)
         self.results.table.itemSelectionChanged.connect(self._update_actions)
-        self.image_list.currentRowChanged.connect(self._on_image_row)
         self.canvas.hovered.connect(self.viewer.hover)
         self.run_button.clicked.connect(self.run_jobs)
-        self.empty_state.open_requested.connect(self.open_dialog)
+        self.empty_state.open_requested.connect(self.browser.open_dialog)
         self.empty_state.sample_requested.connect(lambda path: self.open_paths([path]))
 
         restore_window_state(self, settings, self.docks, self.method, self.layers)
@@ -163,7 +160,7 @@ class MainWindow(QMainWindow):
         """The callable behind each action of :data:`gui.actions.ACTIONS`."""
         sessions, exports, canvas = self.sessions, self.exports, self.canvas
         return {
-            "open": self.open_dialog, "open_session": sessions.open_dialog, "save_session": sessions.save_quick,
+            "open": self.browser.open_dialog, "open_session": sessions.open_dialog, "save_session": sessions.save_quick,
             "save_session_as": sessions.save_dialog, "export_result": exports.export_result_dialog,
             "export_report": exports.export_report_dialog, "open_export_folder": exports.open_export_folder,
             "batch": self.reviews.batch_dialog, "open_batch_results": self.open_batch_results_dialog,
@@ -172,7 +169,7 @@ class MainWindow(QMainWindow):
             "cancel_all": self.queue.cancel_all, "compare": self.compare_selected,
             "delete_result": self.delete_result, "undo_delete": self.undo_delete, "zoom_in": canvas.zoom_in,
             "zoom_out": canvas.zoom_out, "fit": canvas.fit, "actual": canvas.actual_size,
-            "next": lambda: self.step_image(1), "previous": lambda: self.step_image(-1),
+            "next": lambda: self.browser.step(1), "previous": lambda: self.browser.step(-1),
             "shortcuts": self.show_shortcuts, "about": self.about,
         }  # fmt: skip
 
@@ -256,78 +253,9 @@ class MainWindow(QMainWindow):
         return ""
 
     # ------------------------------------------------------------------ images
-    def open_dialog(self) -> None:
-        paths, _ = QFileDialog.getOpenFileNames(self, "Open images", last_folder(self.settings), IMAGE_FILTER)
-        self.open_paths([Path(p) for p in paths])
-
     def open_paths(self, paths) -> None:
         """Open image files (in the worker; each appears when decoded, a bad one gives a dialog)."""
-        for path in map(Path, paths):
-            remember_folder(self.settings, "images", path.parent)
-            self.worker.submit_load_image(path, next_id())
-            self.show_status(f"Opening {path.name}…", 3000)
-
-    def _on_image_loaded(self, image: ImageRecord) -> None:
-        self.statusBar().clearMessage()
-        shown = self.workspace.add_image(image)
-        if shown is not image:  # the same file, unchanged: show the open one (with its results)
-            self.show_status(f"{image.name} is already open.", 5000)
-        else:
-            self.recent.add(image.path)
-        self.image_list.setCurrentRow(self.workspace.index(shown))
-        self.image_opened.emit(shown)
-
-    def _on_image_added(self, image: ImageRecord) -> None:
-        item = QListWidgetItem(QIcon(QPixmap.fromImage(thumbnail(image.pixels, 64))), image.name)
-        item.setToolTip(str(image.path))
-        self.image_list.addItem(item)
-
-    def _on_image_failed(self, path: str, message: str) -> None:
-        self.show_error("Could not open the image", message)
-
-    def _on_image_row(self, row: int) -> None:
-        images = self.workspace.images
-        self.workspace.set_current(images[row] if 0 <= row < len(images) else None)
-
-    def _on_current_changed(self, image: ImageRecord | None) -> None:
-        self.layers[PHOTO].set_data(image.pixels if image else None, display=image.display if image else None)
-        if image is None:
-            self.predictions.show_predictions(None)
-        elif self.workspace.knows_predictions(image):
-            self.predictions.show_predictions(image.predictions, crop_note(image), probabilities=image.probabilities)
-        else:
-            self.predictions.show_predictions(None, "Predicting…")
-            self.worker.submit_predict(image.id, image.pixels)
-        self.results.show_image(image)
-        self._show_crop(image)
-        self.setWindowTitle(f"FGVis Studio — {image.name}" if image else "FGVis Studio")
-        self._update_actions()
-
-    def _show_crop(self, image: ImageRecord | None) -> None:
-        """Outline the model's input crop on the photo once the current model has looked at it."""
-        self.canvas.set_crop_outline(image.crop_box if self.workspace.knows_predictions(image) else None)
-
-    def step_image(self, delta: int) -> None:
-        if self.workspace.images:
-            self.image_list.setCurrentRow((self.image_list.currentRow() + delta) % len(self.workspace.images))
-
-    def _on_predictions(self, image_id: int, generation: int, predictions, crop_box, probabilities) -> None:
-        image, info = self.workspace.image(image_id), self.workspace.model_info
-        if image is None or info is None or generation != info.generation:
-            return
-        image.predictions, image.crop_box, image.model_generation = predictions, crop_box, generation
-        image.probabilities = probabilities
-        if image is self.workspace.current:
-            self.predictions.show_predictions(predictions, crop_note(image), probabilities=probabilities)
-            self._show_crop(image)
-            self._update_actions()
-
-    def _on_model_changed(self, info: ModelInfo, new: bool) -> None:
-        if new:
-            self.predictions.set_labels(info.labels)
-            if self.workspace.current is not None:
-                self._on_current_changed(self.workspace.current)
-        self._update_actions()
+        self.browser.open_paths(paths)
 
     # ------------------------------------------------------------------ jobs and results
     def run_jobs(self) -> list:
@@ -378,7 +306,7 @@ class MainWindow(QMainWindow):
         deletion = self.workspace.undo_delete()
         if deletion is not None:
             if deletion.image is not self.workspace.current:
-                self.image_list.setCurrentRow(self.workspace.index(deletion.image))
+                self.browser.select(deletion.image)
                 self.results.show_image(deletion.image, select=deletion.removed[0][1])
             self.show_status(f"Restored {len(deletion.removed)} result(s).", 5000)
         self._update_actions()
@@ -418,7 +346,7 @@ class MainWindow(QMainWindow):
             return
         current = view.get("current", 0)
         current = current if isinstance(current, int) and 0 <= current < len(images) else 0
-        self.image_list.setCurrentRow(self.workspace.index(images[current]))
+        self.browser.select(images[current])
         selected, results = view.get("selected_result", -1), images[current].results
         if isinstance(selected, int) and not isinstance(selected, bool) and 0 <= selected < len(results):
             self.results.select(results[selected])
