@@ -51,9 +51,14 @@ def chosen_threads(threads: int | None = None) -> int:
 
 
 def configure(threads: int | None = None) -> int:
-    """Set torch's intra-op thread count to :func:`chosen_threads` and return it."""
+    """Prepare this process for the engine's CPU work: torch's intra-op thread count to
+    :func:`chosen_threads` (returned), and the C allocator's thresholds (:func:`engine.core.allocator.tune`).
+    The command line, the desktop app and the benchmarks' child processes call it once at start."""
     import torch
 
+    from .allocator import tune
+
+    tune()
     count = chosen_threads(threads)
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
