@@ -108,8 +108,8 @@ class MainWindow(QMainWindow):
         self.queue = JobQueue(
             workspace, worker, self, self.jobs_panel, self.method, self.predictions.target, lambda: evidence.colormap
         )
-        self.browser = ImageBrowser(workspace, worker, self, self.image_list, self.predictions, self.results,
-                                   self.layers, self.canvas, lambda path: self.recent.add(path))  # fmt: skip
+        panels = (self.image_list, self.predictions, self.results, self.layers, self.canvas)
+        self.browser = ImageBrowser(workspace, worker, self, *panels, lambda path: self.recent.add(path))
         self.viewer = ResultViewer(workspace, self.layers, self.results, self.pixel_info, self)
         self.reviews = DatasetReviews(workspace, worker, self, self.method)
         self.sessions = SessionController(workspace, worker, self, self.reviews, self._view_state, self._apply_view)

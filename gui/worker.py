@@ -23,6 +23,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 import engine
 from engine import ClassifierModel, FGVisConfig, FGVisError, Prediction, StepState
 from engine.colormaps import DEFAULT_SCALE
+from engine.core import allocator
 from engine.models.loading import resolve_device, sha256_of
 from engine.results.batch import run_batch
 from engine.results.export import export_record
@@ -262,6 +263,9 @@ class Worker(QObject):
             log.exception("worker task %r failed", task)
             if report_failure is not None:
                 report_failure(f"Internal error while handling {type(task).__name__.lstrip('_')}: see the log file.")
+        finally:
+            if isinstance(task, _RunJob | _Batch):
+                allocator.release()  # memory the run freed goes back to the system between runs
 
     def _load_image(self, task: _LoadImage) -> None:
         try:

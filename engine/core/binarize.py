@@ -56,7 +56,7 @@ def binarize(
     targets
         ``(N,)`` int64 target classes.
     goal
-        ``(p(target) (N,), top-1 (N,)) -> (N,) bool``: the game's goal (:func:`goal_met`).
+        ``(p(target) (N,), top-1 (N,)) -> (N,) bool``: the game's goal (:func:`engine.core.optimisation.goal_met`).
     quantize
         Applied to each candidate explanation before it is scored: the 8-bit picture the app saves,
         read back (:meth:`~engine.models.preprocess.Preprocessing.quantize`), so a chosen mask survives export.

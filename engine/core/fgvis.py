@@ -1,4 +1,4 @@
-"""The FGVis optimisation: preservation and deletion games (docs/METHOD.md §1-2).
+"""One FGVis explanation: preservation and deletion games (docs/METHOD.md §1-2).
 
 ``e = m*x + (1-m)*r`` with a full-resolution, per-channel mask ``m`` initialised to ones and clipped to
 [0, 1] after every step.

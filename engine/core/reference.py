@@ -20,7 +20,7 @@ from .explanation import FGVisConfig
 
 
 class ReferenceCache:
-    """The per-image work :func:`explain` does before optimising -- the reference forward pass (the
+    """The per-image work :func:`engine.core.fgvis.explain` does before optimising -- the reference forward pass (the
     defense's bounds ``h(x)`` and the logits) and the reference image ``r`` -- kept for the ``size`` most
     recently used (image, model, device, settings); ``size=0`` keeps nothing.
 

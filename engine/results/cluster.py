@@ -134,7 +134,9 @@ class _ExplainStage:
     ) -> None:
         import torch
 
-        torch.set_num_threads(max(1, threads))
+        from engine.core import threads as process  # the thread count and the allocator's thresholds
+
+        process.configure(max(1, threads))
         self.model = source.load()
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         self.model.module.to(device)

@@ -10,9 +10,12 @@ from PySide6.QtCore import QSettings
 
 
 class Host(Protocol):
-    """What a controller needs from the window (a ``QWidget``: the parent of its dialogs)."""
+    """What a controller needs from the window. The host is also a ``QWidget``: the controllers' parent
+    and the parent of their dialogs."""
 
     settings: QSettings
+
+    def setWindowTitle(self, title: str) -> None: ...
 
     def show_error(self, title: str, message: str) -> None: ...
 

@@ -91,5 +91,10 @@ def test_seconds_per_explanation_times_each_photo_and_game(toy_model, tmp_path):
     assert [row[0] for row in rows] == ["| photo", "| photo0.png", "| photo1.png"]
     assert all(len(row) == 7 and row[3] in ("met", "missed") for row in rows[1:])
     assert "preserve: median" in table and "delete: median" in table and "over 2 photos" in table
+    (tmp_path / "broken.png").write_bytes(b"not a picture")
+    table = run_seconds_benchmark(
+        [photos[0], tmp_path / "broken.png"], device="cpu", config=FGVisConfig(steps=2, binarize=False), model=toy_model
+    )
+    assert "| broken.png | failed:" in table and "over 1 photos" in table  # the others are kept
     with pytest.raises(ValueError, match="no photos"):
         run_seconds_benchmark([], device="cpu", model=toy_model)
