@@ -49,10 +49,12 @@ print(json.dumps(result))
 
 @pytest.mark.skipif(not GLIBC_64, reason="the thresholds are 64-bit glibc's")
 def test_the_allocator_thresholds_are_set_unless_the_user_chose_otherwise():
-    assert _tune_in_child() == {"tuned": True, "threads": 1, "torch": 1}
+    assert _tune_in_child() == {"tuned": False, "threads": 1, "torch": 1}  # opt-in
+    assert _tune_in_child(FGVIS_MALLOC="tuned") == {"tuned": True, "threads": 1, "torch": 1}
     assert _tune_in_child(FGVIS_MALLOC="system")["tuned"] is False
-    assert _tune_in_child(MALLOC_TRIM_THRESHOLD_="131072")["tuned"] is False
-    assert _tune_in_child(GLIBC_TUNABLES="glibc.malloc.trim_threshold=131072")["tuned"] is False
+    assert _tune_in_child(FGVIS_MALLOC="tuned", MALLOC_TRIM_THRESHOLD_="131072")["tuned"] is False
+    glibc_choice = "glibc.malloc.trim_threshold=131072"
+    assert _tune_in_child(FGVIS_MALLOC="tuned", GLIBC_TUNABLES=glibc_choice)["tuned"] is False
     assert _tune_in_child(FGVIS_MALLOC="off")["tuned"].startswith("ConfigError: FGVIS_MALLOC='off'")
 
 
