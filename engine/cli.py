@@ -31,9 +31,10 @@ from engine.core import threads
 from engine.core.explanation import GAMES, OPTIMIZERS, REFERENCES, Explanation, FGVisConfig, StepState
 from engine.errors import FGVisError, ModelLoadError
 from engine.evaluation.baselines import METHODS
-from engine.models.loading import DEFAULT_MODEL, ClassifierModel, load_model
+from engine.models.loading import DEFAULT_MODEL, ClassifierModel
 from engine.models.resources import sample_images
 from engine.results.batch import images_in, unique_stems
+from engine.results.cluster import ModelSource
 from engine.results.export import ExportError, existing_files, export_explained
 
 EXIT_WRITE_ERROR = 1
@@ -378,15 +379,21 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", type=_device, default="auto", help="auto (default), cpu, cuda or cuda:N")
 
 
-def _load(args) -> ClassifierModel:
-    return load_model(
+def _model_source(args) -> ModelSource:
+    """The model the options name, as the arguments of :func:`engine.load_model` (a Ray worker loads it
+    from these itself)."""
+    return ModelSource(
         args.model,
-        weights=args.weights,
-        torchscript=args.torchscript,
-        num_classes=args.num_classes,
-        labels=args.labels,
-        allow_pickle=args.trust_pickle,
+        _text(args.weights),
+        _text(args.torchscript),
+        args.num_classes,
+        _text(args.labels),
+        args.trust_pickle,
     )
+
+
+def _load(args) -> ClassifierModel:
+    return _model_source(args).load()
 
 
 def _predict(args) -> int:
@@ -481,18 +488,10 @@ def _batch(args) -> int:
     }
     try:
         if args.engine == "ray":
-            from engine.results.cluster import ModelSource, run_batch_on_ray
+            from engine.results.cluster import run_batch_on_ray
 
-            source = ModelSource(
-                args.model,
-                _text(args.weights),
-                _text(args.torchscript),
-                args.num_classes,
-                _text(args.labels),
-                args.trust_pickle,
-            )
             summary = run_batch_on_ray(
-                source,
+                _model_source(args),
                 args.input_dir,
                 args.out,
                 address=args.address,
@@ -659,7 +658,6 @@ def _bench_profile(args) -> int:
 
 def _bench_cluster(args) -> int:
     from engine.evaluation.cluster_bench import run_cluster_benchmark
-    from engine.results.cluster import ModelSource
 
     print(
         run_cluster_benchmark(
