@@ -256,26 +256,23 @@ def run_batch_on_ray(
             started_here = True
         feed = None
         try:
-            rows = _stream(
-                ray,
-                source,
-                paths,
-                out_dir,
-                wanted,
-                games,
-                workers,
-                cpus_per_worker,
-                gpus_per_worker,
-                max_retries,
-                batch_size,
-                overwrite,
-                defense,
-                config,
-                colormap,
-                scale,
-                app_version,
-                fault_marker,
-            )
+            stage = {  # the constructor arguments of each worker's _ExplainStage
+                "source": source,
+                "out_dir": str(out_dir),
+                "wanted": wanted,
+                "games": tuple(games),
+                "overwrite": overwrite,
+                "defense": defense,
+                "config": config,
+                "colormap": colormap,
+                "scale": scale,
+                "app_version": app_version,
+                "batch_size": batch_size,
+                "threads": max(1, int(cpus_per_worker)),
+                "use_gpu": gpus_per_worker > 0,
+                "fault_marker": fault_marker,
+            }
+            rows = _stream(ray, paths, stage, workers, cpus_per_worker, gpus_per_worker, max_retries, batch_size)
             feed = _RowFeed(rows)
             for row in feed.rows(stop):
                 _settle(tally, row, per_image * len(games))
@@ -374,28 +371,10 @@ def start_ray(ray, address: str | None) -> None:
         raise ClusterError(f"cannot start or join Ray at {address or 'this machine'}: {exc}"[:2000]) from None
 
 
-def _stream(
-    ray,
-    source,
-    paths,
-    out_dir,
-    wanted,
-    games,
-    workers,
-    cpus_per_worker,
-    gpus_per_worker,
-    max_retries,
-    batch_size,
-    overwrite,
-    defense,
-    config,
-    colormap,
-    scale,
-    app_version,
-    fault_marker,
-):
+def _stream(ray, paths, stage: dict, workers, cpus_per_worker, gpus_per_worker, max_retries, batch_size):
     """The run's Ray Data pipeline, planned here (in the caller's thread), and a generator of its outcome
-    rows, one at a time as the actors finish their batches (empty when there are no images)."""
+    rows, one at a time as the actors finish their batches (empty when there are no images). ``stage``:
+    the keyword arguments of each worker's :class:`_ExplainStage`."""
     if not paths:
         return iter(())
     available = ray.cluster_resources()
@@ -412,29 +391,13 @@ def _stream(
         [{"path": str(p), "stem": s} for p, s in zip(paths, stems, strict=True)],
         override_num_blocks=max(1, min(len(paths), 4 * workers)),
     )
-    kwargs = {
-        "source": source,
-        "out_dir": str(out_dir),
-        "wanted": wanted,
-        "games": tuple(games),
-        "overwrite": overwrite,
-        "defense": defense,
-        "config": config,
-        "colormap": colormap,
-        "scale": scale,
-        "app_version": app_version,
-        "batch_size": batch_size,
-        "threads": max(1, int(cpus_per_worker)),
-        "use_gpu": gpus_per_worker > 0,
-        "fault_marker": fault_marker,
-    }
     with warnings.catch_warnings():
         # Bounding restarts and retries is only possible through ray_remote_args in Ray 2.60 (deprecated there,
         # without a named replacement yet; pyproject pins Ray below its removal).
         warnings.simplefilter("ignore", DeprecationWarning)
         results = dataset.map_batches(
             _ExplainStage,
-            fn_constructor_kwargs=kwargs,
+            fn_constructor_kwargs=stage,
             batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=cpus_per_worker,
