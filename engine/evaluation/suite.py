@@ -65,6 +65,9 @@ RANDOMISATION_METHODS = ("fgvis", "gradient", "guided_backprop", "gradcam", "int
 DELETION_MARGIN = 2
 #: The pointing game's tolerance in pixels (a disc, TorchRay's definition).
 POINTING_TOLERANCE = 2
+#: The Gaussian blur (sigma in pixels) that removed pixels become in the metrics; Meaningful Perturbation
+#: and FGVis optimise towards this same blur (FGVis's own default, 5, is chosen for photos elsewhere).
+BLUR_SIGMA = 10.0
 
 
 @dataclass
@@ -143,10 +146,10 @@ def run_quality_benchmark(
     module = model.module
     device = model.device
     x, targets = data.x.to(device), data.targets.to(device)
-    removed = make_reference(x, reference)
+    removed = make_reference(x, reference, BLUR_SIGMA)
     # FGVis optimises towards the same reference the metrics remove pixels to (as Meaningful
     # Perturbation does with its blur), so that its deletion is scored on the change it was asked for.
-    config = replace(config or FGVisConfig(), reference=reference)
+    config = replace(config or FGVisConfig(), reference=reference, blur_sigma=BLUR_SIGMA)
     with torch.no_grad(), frozen(module):
         p_x = torch.softmax(module(x), 1).gather(1, targets[:, None])[:, 0].cpu().numpy()
     attributions: dict[str, Attribution] = {}

@@ -12,7 +12,7 @@ from torch import nn
 
 from engine.cli import main
 from engine.evaluation.baselines import METHODS
-from engine.evaluation.suite import check_targets, run_quality_benchmark, sanity_check
+from engine.evaluation.suite import BLUR_SIGMA, check_targets, run_quality_benchmark, sanity_check
 
 
 def test_quality_smoke_run_from_the_command_line(tmp_path, capsys):
@@ -33,6 +33,8 @@ def test_quality_smoke_run_from_the_command_line(tmp_path, capsys):
         assert 0.09 <= float(row["concentration"]) <= 1
     details = json.loads((out / "quality.json").read_text())
     assert set(details["monitor"]) == {"on", "off"} and len(details["per_item"]["fgvis"]["deletion_auc"]) == 2
+    # FGVis optimises towards the very blur the metrics remove pixels to.
+    assert details["fgvis_config"]["blur_sigma"] == BLUR_SIGMA and details["reference"] == "blur"
     assert set(details["games"]) == {"fgvis", "fgvis_nodefense", "fgvis_preserve"}
     assert set(details["sanity"]) == {"deletion_auc", "insertion_auc", "p_after_equal_budget"}
     assert len(details["targets"]) == 6 and all(t["passed"] in (True, False) for t in details["targets"])
