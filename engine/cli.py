@@ -334,6 +334,12 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
     parser.add_argument("--reference", choices=REFERENCES, default=defaults.reference)
     parser.add_argument(
+        "--blur-sigma",
+        type=_number(0, strict=True),
+        default=defaults.blur_sigma,
+        help=f"blur of the 'blur' reference in pixels ({defaults.blur_sigma:g}); larger removes more of the class",
+    )
+    parser.add_argument(
         "--no-binarize", action="store_true", help="keep the soft mask, not the smallest 0/1 mask meeting the goal"
     )
     parser.add_argument(
@@ -360,6 +366,7 @@ def _config(args) -> FGVisConfig:
         lr=args.lr,
         lambda_=args.lambda_,
         reference=args.reference,
+        blur_sigma=args.blur_sigma,
         seed=args.seed,
         device=args.device,
         optimizer=args.optimizer,

@@ -53,6 +53,15 @@ class MethodPanel(QWidget):
         self.reference.setToolTip(
             "What removed pixels become: blur (a blurred copy, the default), zero (the paper's e = m·x) or black"
         )
+        self.blur_sigma = QDoubleSpinBox()
+        self.blur_sigma.setRange(0.5, 100.0)
+        self.blur_sigma.setDecimals(1)
+        self.blur_sigma.setSingleStep(1.0)
+        self.blur_sigma.setSuffix(" px")
+        self.blur_sigma.setToolTip(
+            "How strongly the blur reference blurs, in pixels of the model input: larger removes more of the\n"
+            "class (a result notes when the reference alone keeps much of the score)"
+        )
         self.binarize = QCheckBox("Sharpen to a 0/1 mask")
         self.binarize.setToolTip(
             "After optimising, keep the smallest 0/1 mask of the strongest values that still meets the game's\n"
@@ -87,6 +96,7 @@ class MethodPanel(QWidget):
         form.addRow("λ (sparsity)", lambda_row)
         form.addRow("Steps", self.steps)
         form.addRow("Reference", self.reference)
+        form.addRow("Blur sigma", self.blur_sigma)
         form.addRow(self.binarize)
 
         self.advanced_toggle = QToolButton()
@@ -148,10 +158,15 @@ class MethodPanel(QWidget):
             self.delete_ratio,
             self.patience,
             self.seed,
+            self.blur_sigma,
         ):
             widget.valueChanged.connect(self.changed)
+        self.reference.currentIndexChanged.connect(self._show_blur)
         self._defaults = defaults
         self.reset()
+
+    def _show_blur(self) -> None:
+        self.blur_sigma.setEnabled(self.reference.currentText() == "blur")
 
     def _toggle_advanced(self, shown: bool) -> None:
         self.advanced.setVisible(shown)
@@ -175,6 +190,7 @@ class MethodPanel(QWidget):
             optimizer=self.optimizer.currentText(),
             lambda_=None if self.auto_lambda.isChecked() else self.lambda_value.value(),
             reference=self.reference.currentText(),
+            blur_sigma=self.blur_sigma.value(),
             binarize=self.binarize.isChecked(),
             preserve_ratio=self.preserve_ratio.value(),
             delete_ratio=self.delete_ratio.value(),
@@ -198,6 +214,7 @@ class MethodPanel(QWidget):
             "auto_lambda": config.lambda_ is None,
             "lambda": config.lambda_ if config.lambda_ is not None else 0.5,
             "reference": config.reference,
+            "blur_sigma": config.blur_sigma,
             "binarize": config.binarize,
             "preserve_ratio": config.preserve_ratio,
             "delete_ratio": config.delete_ratio,
@@ -216,6 +233,7 @@ class MethodPanel(QWidget):
             "auto_lambda": lambda v: self.auto_lambda.setChecked(_as_bool(v)),
             "lambda": lambda v: self.lambda_value.setValue(float(v)),
             "reference": lambda v: self._set_choice(self.reference, v),
+            "blur_sigma": lambda v: self.blur_sigma.setValue(float(v)),
             "binarize": lambda v: self.binarize.setChecked(_as_bool(v)),
             "preserve_ratio": lambda v: self.preserve_ratio.setValue(float(v)),
             "delete_ratio": lambda v: self.delete_ratio.setValue(float(v)),
@@ -229,6 +247,7 @@ class MethodPanel(QWidget):
                 except (TypeError, ValueError):
                     continue
         self.lambda_value.setEnabled(not self.auto_lambda.isChecked())
+        self._show_blur()
 
     @staticmethod
     def _set_choice(combo: QComboBox, value) -> None:

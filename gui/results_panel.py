@@ -217,5 +217,14 @@ def _details(result: ResultRecord) -> str:
     return (
         f"{verdict}{partial}{warnings}<br>Mask mean {result.mask_mean:.3f}, λ {result.lambda_:.3g} ({policy}), "
         f"{result.steps} steps in {result.wall_time_s:.1f} s on {result.device}, "
-        f"reference {result.config.reference}."
+        f"reference {_reference_text(result)}."
     )
+
+
+def _reference_text(result) -> str:
+    """The reference, its blur, and what it scores alone where the record knows it."""
+    config = result.config
+    text = f"{config.reference} (sigma {config.blur_sigma:g} px)" if config.reference == "blur" else config.reference
+    if result.prob_reference is not None:
+        text += f", p on it alone {result.prob_reference:.3f}"
+    return text

@@ -276,6 +276,10 @@ class Explanation:
         ``(N,)`` int64 class indices; ``target_labels`` their names.
     prob_original, prob_explanation
         ``(N,)`` softmax probability of the target on ``x`` and on ``e``.
+    prob_reference
+        ``(N,)`` softmax probability of the target on the reference ``r`` alone (everything removed; scored
+        as ``e`` is, as 8-bit pixels where ``quantize`` applies): how much of the decision the reference
+        keeps by itself (docs/DEFAULTS.md, "More levers tried").
     top1_original, top1_explanation
         ``(N,)`` the model's top-1 class on ``x`` and on ``e``.
     lambda_
@@ -301,6 +305,7 @@ class Explanation:
     target_labels: list[str] = merged("item")
     prob_original: torch.Tensor = merged("item")
     prob_explanation: torch.Tensor = merged("item")
+    prob_reference: torch.Tensor = merged("item")
     top1_original: torch.Tensor = merged("item")
     top1_explanation: torch.Tensor = merged("item")
     lambda_: torch.Tensor = merged("item")
@@ -377,6 +382,7 @@ class Explanation:
             "target_label": self.target_labels[index],
             "prob_original": float(self.prob_original[index]),
             "prob_explanation": float(self.prob_explanation[index]),
+            "prob_reference": float(self.prob_reference[index]),
             "top1_original": int(self.top1_original[index]),
             "top1_explanation": int(self.top1_explanation[index]),
             "mask_mean": float(self.mask[index].mean()),

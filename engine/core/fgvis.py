@@ -309,7 +309,12 @@ class _Run:
                 if score_8bit:
                     explanation = quantize(explanation)
                 probs_e = torch.softmax(module(explanation).float(), dim=1)
+                # The reference alone (every pixel removed), scored the same way: what it keeps by itself.
+                # A pass of its own: one of 2N items could need more memory than the optimisation did.
+                removed = quantize(reference) if score_8bit else reference
+                probs_r = torch.softmax(module(removed).float(), dim=1)
             prob_explanation = probs_e.gather(1, targets[:, None])[:, 0]
+            prob_reference = probs_r.gather(1, targets[:, None])[:, 0]
             top1_explanation = probs_e.argmax(1)
             goal_met = loop.goal(prob_explanation, top1_explanation)
         result = Explanation(
@@ -321,6 +326,7 @@ class _Run:
             target_labels=[classifier.label(int(t)) for t in targets],
             prob_original=prob_original.cpu(),
             prob_explanation=prob_explanation.cpu(),
+            prob_reference=prob_reference.cpu(),
             top1_original=top1_original.cpu(),
             top1_explanation=top1_explanation.cpu(),
             lambda_=loop.result_lambda().cpu(),
@@ -418,6 +424,10 @@ def _unchanged(tensor: torch.Tensor) -> torch.Tensor:
 #: :data:`INFLATION_RISE` higher, gets a note: the mask amplified the class instead of keeping it.
 INFLATION_RATIO = 2.0
 INFLATION_RISE = 0.2
+#: A preservation whose reference alone keeps at least this share of the image's target probability
+#: gets a note: the evidence shown is what lifts the reference back to the goal, not all the model uses
+#: (the sigma-5 blur of chelsea.jpg keeps 0.74 of it; docs/DEFAULTS.md, "More levers tried").
+REFERENCE_KEEPS = 0.5
 
 
 def _item_notes(result: Explanation, classifier: ClassifierModel) -> list[str]:
@@ -442,15 +452,32 @@ def _item_notes(result: Explanation, classifier: ClassifierModel) -> list[str]:
                 f"({p_e / max(p_x, 1e-12):.3g}x): the model finds more for this class in e than in the photo, so e "
                 "shows evidence the mask made stronger, not only evidence the photo holds"
             )
+        config = result.config
+        p_r = float(result.prob_reference[index])
+        if result.game == "preserve" and p_r >= REFERENCE_KEEPS * p_x:
+            if p_r >= config.preserve_ratio * p_x:
+                notes.append(
+                    f"{item}the reference alone (every pixel removed) already scores p = {p_r:.3g} against {p_x:.3g} "
+                    "on the image: an empty mask nearly plays the game, so little of what is shown is needed by "
+                    "the model; a stronger reference (a larger blur sigma, or 'zero') makes the game meaningful"
+                )
+            else:
+                notes.append(
+                    f"{item}the reference alone (every pixel removed) keeps {p_r / max(p_x, 1e-12):.0%} of the "
+                    f"score (p = {p_r:.3g}): the evidence shown is what lifts it back to the goal, not all the "
+                    "evidence the model uses; a larger blur sigma removes more"
+                )
         if not bool(result.goal_met[index]) and not result.cancelled:
-            config = result.config
             if result.game == "preserve":
                 goal = f"p(e) >= {config.preserve_ratio:g} x {p_x:.3g}, target kept top-1"
             else:
                 goal = f"p(e) <= {config.delete_ratio:g} x {p_x:.3g}"
+            unreachable = ""
+            if result.game == "delete" and p_r > config.delete_ratio * p_x:
+                unreachable = f" (even the reference alone, every pixel removed, scores p = {p_r:.3g})"
             notes.append(
-                f"{item}the {result.game} goal ({goal}) was not met within {config.steps} steps: p(e) = {p_e:.3g}; "
-                "the mask shown is the one that came closest"
+                f"{item}the {result.game} goal ({goal}) was not met within {config.steps} steps: p(e) = {p_e:.3g}"
+                f"{unreachable}; the mask shown is the one that came closest"
             )
     return notes
 

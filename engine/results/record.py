@@ -101,6 +101,8 @@ class ExplanationRecord:
     history: dict = field(default_factory=dict)
     created: str = field(default_factory=lambda: _dt.datetime.now().astimezone().isoformat(timespec="seconds"))
     prob_rescored: float | None = None
+    #: p(target) on the reference alone (every pixel removed); None in records saved before 2026-12-02.
+    prob_reference: float | None = None
     notes: str = ""
     warnings: list = field(default_factory=list)
 
@@ -179,6 +181,7 @@ class ExplanationRecord:
             crop_box=geometry.crop_box if geometry is not None else None,
             prob_original=float(result.prob_original[index]),
             prob_explanation=float(result.prob_explanation[index]),
+            prob_reference=float(result.prob_reference[index]),
             top1_explanation=top1,
             top1_explanation_label=model.label(top1),
             top5_original=_top5(probs[0], model),
@@ -215,6 +218,7 @@ class ExplanationRecord:
             "prob_original": self.prob_original,
             "prob_explanation": self.prob_explanation,
             "prob_rescored": self.prob_rescored,
+            "prob_reference": self.prob_reference,
             "top1_explanation": self.top1_explanation,
             "top1_explanation_label": self.top1_explanation_label,
             "top5_original": [list(row) for row in self.top5_original],
@@ -294,6 +298,7 @@ class ExplanationRecord:
             history=history,
             created=meta.get("created", ""),
             prob_rescored=meta.get("prob_rescored"),
+            prob_reference=meta.get("prob_reference"),
             notes=meta.get("notes", ""),
             warnings=[str(w) for w in meta.get("warnings", [])],
             **extra,
@@ -380,6 +385,7 @@ def check_metadata(meta: object) -> dict:
     for key in ("prob_original", "prob_explanation"):
         check_number(need(key), key, 0.0, 1.0)
     check_number(meta.get("prob_rescored"), "prob_rescored", 0.0, 1.0, optional=True)
+    check_number(meta.get("prob_reference"), "prob_reference", 0.0, 1.0, optional=True)
     check_number(need("lambda"), "lambda", 0.0)
     check_number(need("wall_time_s"), "wall_time_s", 0.0)
     check_crop_box(meta.get("crop_box"))

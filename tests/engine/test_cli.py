@@ -135,10 +135,11 @@ def test_batch_command_lists_bad_files_resumes_and_rescores(samples, tmp_path, c
     shutil.copy(samples["coffee"], images / "coffee.jpg")
     (images / "broken.jpg").write_bytes(b"not a jpeg")
     out = tmp_path / "out"
-    assert main(["batch", str(images), "--out", str(out), "--steps", "2", "--scale", "fixed"]) == 2
+    assert main(["batch", str(images), "--out", str(out), "--steps", "2", "--scale", "fixed", "--blur-sigma", "8"]) == 2
     captured = capsys.readouterr()
     assert "1 written" in captured.out and "broken.jpg" in captured.err
     summary = json.loads((out / "coffee_967_preserve.json").read_text())
+    assert summary["config"]["blur_sigma"] == 8 and 0 <= summary["prob_reference"] <= 1
     assert abs(summary["prob_rescored"] - summary["prob_explanation"]) < 0.01  # 8-bit PNG round trip
     assert (summary["scale"], summary["value_range"]) == ("fixed", [0.0, 1.0])
     assert (out / "index.html").is_file() and (out / "index.csv").read_text().count("\n") == 3

@@ -153,6 +153,7 @@ def test_session_round_trip(record, photo, tmp_path):
     for name in ("mask", "evidence", "explanation_rgb", "deletion_rgb", "input_rgb"):
         assert np.array_equal(getattr(again, name), getattr(record, name))
     assert again.metadata() == record.metadata() and again.config == record.config
+    assert again.prob_reference == record.prob_reference is not None
     assert np.array_equal(again.history["target_prob"], record.history["target_prob"])
 
 

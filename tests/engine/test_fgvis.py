@@ -203,9 +203,10 @@ def test_batch_is_one_batched_run_not_a_loop(tiny, inputs):
     batches = []
     tiny.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
     explain(tiny, inputs, config=FGVisConfig(steps=FAST.steps, patience=0, binarize=False))
-    # the input check on one item, then the reference pass + one forward per step + the final check, each
-    # with the whole batch (binarize's passes, also whole batches, are tested on their own)
-    assert batches == [1] + [3] * (FAST.steps + 2)
+    # the input check on one item, then the reference pass + one forward per step + the final check + the
+    # score of the reference alone, each with the whole batch (binarize's passes, also whole batches, are
+    # tested on their own)
+    assert batches == [1] + [3] * (FAST.steps + 3)
 
 
 def test_batched_items_match_items_explained_alone(tiny, inputs):

@@ -145,6 +145,8 @@ def test_special_entries_in_a_batch_folder_are_listed_with_their_reason(toy_mode
         (["explain", "IMG", "--out", "OUT", "--batch-size", "-1"], "--batch-size"),
         (["explain", "IMG", "--out", "OUT", "--lr", "inf"], "--lr"),
         (["explain", "IMG", "--out", "OUT", "--lr", "0"], "--lr"),
+        (["explain", "IMG", "--out", "OUT", "--blur-sigma", "0"], "--blur-sigma"),
+        (["explain", "IMG", "--out", "OUT", "--blur-sigma", "nan"], "--blur-sigma"),
         (["explain", "IMG", "--out", "OUT", "--lambda", "inf"], "--lambda"),
         (["explain", "IMG", "--out", "OUT", "--lambda", "nan"], "--lambda"),
         (["explain", "IMG", "--out", "OUT", "--steps", "0"], "--steps"),

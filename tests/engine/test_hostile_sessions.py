@@ -327,6 +327,7 @@ CASES = [
     ("target as bool", lambda v: edit_meta(v, "target", True), r"target must be a whole number, not true/false"),
     ("negative target", lambda v: edit_meta(v, "target", -1), r"target is -1, outside 0"),
     ("probability 2.5", lambda v: edit_meta(v, "prob_original", 2.5), r"prob_original is 2.5, expected a finite"),
+    ("reference probability NaN", lambda v: edit_meta(v, "prob_reference", float("nan")), r"prob_reference is nan"),
     ("unknown game", lambda v: edit_meta(v, "game", "win"), r"game must be one of preserve, delete, not 'win'"),
     ("defense as text", lambda v: edit_meta(v, "defense", "yes"), r"defense must be true or false"),
     ("label an object", lambda v: edit_meta(v, "target_label", {"a": 1}), r"target_label must be text, not an object"),

@@ -11,6 +11,7 @@ from torch import nn
 
 from engine import FGVisConfig, explain
 from engine.core.binarize import BINARY_SHARES, binarize
+from engine.core.fgvis import REFERENCE_KEEPS
 from engine.core.optimisation import goal_met
 from engine.evaluation import synthetic
 from engine.evaluation.metrics import energy_inside, pointing_game
@@ -163,6 +164,15 @@ def test_awkward_targets_give_a_finite_explanation_with_its_status_and_a_note(cl
             assert any(f"the {game} goal" in note and "was not met" in note for note in result.warnings)
         else:
             assert not any("was not met" in note for note in result.warnings)
+        p_r = float(result.prob_reference[0])
+        assert 0 <= p_r <= 1
+        keeps = game == "preserve" and p_r >= REFERENCE_KEEPS * p_x
+        assert keeps == any("the reference alone (every pixel removed)" in note for note in result.warnings)
+        if case == "uniform image":
+            # Blurring a uniform image changes nothing: the reference is the image and scores like it.
+            assert p_r == pytest.approx(p_x, abs=1e-3)
+            if game == "preserve":
+                assert any("an empty mask nearly plays the game" in note for note in result.warnings)
     assert np.all(result.mask.numpy() >= 0) and np.all(result.mask.numpy() <= 1)
 
 

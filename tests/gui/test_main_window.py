@@ -207,6 +207,7 @@ def test_settings_round_trip(make_window, qtbot, settings_file):
     window.method.game.setCurrentText("delete")
     window.method.auto_lambda.setChecked(False)
     window.method.lambda_value.setValue(0.75)
+    window.method.blur_sigma.setValue(10)
     window.layers[EVIDENCE].colormap = "viridis"
     window.layers[EVIDENCE].opacity = 0.4
     window.layers[EVIDENCE].scale = "fixed"
@@ -215,7 +216,9 @@ def test_settings_round_trip(make_window, qtbot, settings_file):
     window.close()
     again = make_window()
     assert again.method.steps.value() == 123 and again.method.game.currentText() == "delete"
-    assert again.method.config().lambda_ == pytest.approx(0.75)
+    assert again.method.config().lambda_ == pytest.approx(0.75) and again.method.config().blur_sigma == 10
+    again.method.reference.setCurrentText("zero")
+    assert not again.method.blur_sigma.isEnabled()  # the blur is the blur reference's only
     assert again.layers[EVIDENCE].colormap == "viridis" and again.layers[EVIDENCE].opacity == pytest.approx(0.4)
     assert again.layers[EVIDENCE].scale == "fixed"
     screen = again.screen().availableGeometry()  # restoreGeometry keeps the window on the screen
