@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from PySide6.QtCore import Signal
@@ -228,15 +229,15 @@ class MethodPanel(QWidget):
             "game": lambda v: self._set_choice(self.game, v),
             "defense": lambda v: self.defense.setChecked(_as_bool(v)),
             "steps": lambda v: self.steps.setValue(int(v)),
-            "lr": lambda v: self.lr.setValue(float(v)),
+            "lr": lambda v: self.lr.setValue(_finite(v)),
             "optimizer": lambda v: self._set_choice(self.optimizer, v),
             "auto_lambda": lambda v: self.auto_lambda.setChecked(_as_bool(v)),
-            "lambda": lambda v: self.lambda_value.setValue(float(v)),
+            "lambda": lambda v: self.lambda_value.setValue(_finite(v)),
             "reference": lambda v: self._set_choice(self.reference, v),
-            "blur_sigma": lambda v: self.blur_sigma.setValue(float(v)),
+            "blur_sigma": lambda v: self.blur_sigma.setValue(_finite(v)),
             "binarize": lambda v: self.binarize.setChecked(_as_bool(v)),
-            "preserve_ratio": lambda v: self.preserve_ratio.setValue(float(v)),
-            "delete_ratio": lambda v: self.delete_ratio.setValue(float(v)),
+            "preserve_ratio": lambda v: self.preserve_ratio.setValue(_finite(v)),
+            "delete_ratio": lambda v: self.delete_ratio.setValue(_finite(v)),
             "patience": lambda v: self.patience.setValue(int(v)),
             "seed": lambda v: self.seed.setValue(int(v)),
         }
@@ -260,3 +261,12 @@ def _as_bool(value) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return bool(value)
+
+
+def _finite(value) -> float:
+    """A stored number as a float; ``ValueError`` for NaN and infinities (a spin box would clamp them to
+    its maximum instead of keeping the current value)."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
+    return number

@@ -229,6 +229,18 @@ def test_settings_round_trip(make_window, qtbot, settings_file):
     assert again.method.game.currentText() == "preserve" and again.method.defense.isChecked()
 
 
+def test_stored_method_numbers_that_are_not_finite_keep_the_current_values(qtbot):
+    from gui.method_panel import MethodPanel
+
+    panel = MethodPanel()
+    qtbot.addWidget(panel)
+    before = panel.config()
+    stored = {"blur_sigma": float("nan"), "lr": "inf", "lambda": float("-inf"), "preserve_ratio": "nan"}
+    panel.apply_settings({**stored, "delete_ratio": float("nan"), "auto_lambda": False})
+    # A spin box clamps NaN and infinities to its maximum; a setting that is not a number is ignored.
+    assert replace(panel.config(), lambda_=None) == before and panel.lambda_value.value() == 0.5
+
+
 @pytest.mark.parametrize("auto_contrast", [False, True])
 def test_the_old_auto_contrast_setting_opens_on_the_robust_scale(make_window, settings_file, auto_contrast):
     from gui.settings import open_settings, write_json
