@@ -55,8 +55,8 @@ class MethodPanel(QWidget):
             "What removed pixels become: blur (a blurred copy, the default), zero (the paper's e = m·x) or black"
         )
         self.blur_sigma = QDoubleSpinBox()
-        self.blur_sigma.setRange(0.5, 100.0)
-        self.blur_sigma.setDecimals(1)
+        self.blur_sigma.setRange(0.1, 200.0)
+        self.blur_sigma.setDecimals(2)
         self.blur_sigma.setSingleStep(1.0)
         self.blur_sigma.setSuffix(" px")
         self.blur_sigma.setToolTip(
@@ -228,7 +228,7 @@ class MethodPanel(QWidget):
         setters = {
             "game": lambda v: self._set_choice(self.game, v),
             "defense": lambda v: self.defense.setChecked(_as_bool(v)),
-            "steps": lambda v: self.steps.setValue(int(v)),
+            "steps": lambda v: self.steps.setValue(_whole(v)),
             "lr": lambda v: self.lr.setValue(_finite(v)),
             "optimizer": lambda v: self._set_choice(self.optimizer, v),
             "auto_lambda": lambda v: self.auto_lambda.setChecked(_as_bool(v)),
@@ -238,8 +238,8 @@ class MethodPanel(QWidget):
             "binarize": lambda v: self.binarize.setChecked(_as_bool(v)),
             "preserve_ratio": lambda v: self.preserve_ratio.setValue(_finite(v)),
             "delete_ratio": lambda v: self.delete_ratio.setValue(_finite(v)),
-            "patience": lambda v: self.patience.setValue(int(v)),
-            "seed": lambda v: self.seed.setValue(int(v)),
+            "patience": lambda v: self.patience.setValue(_whole(v)),
+            "seed": lambda v: self.seed.setValue(_whole(v)),
         }
         for key, value in values.items():
             if key in setters and value is not None:
@@ -266,7 +266,19 @@ def _as_bool(value) -> bool:
 def _finite(value) -> float:
     """A stored number as a float; ``ValueError`` for NaN and infinities (a spin box would clamp them to
     its maximum instead of keeping the current value)."""
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"{value!r} is too large") from None
     if not math.isfinite(number):
         raise ValueError(f"{value!r} is not a finite number")
     return number
+
+
+def _whole(value) -> int:
+    """A stored whole number a spin box can take (Qt's 32-bit int); ``ValueError`` otherwise (PySide would
+    raise OverflowError from inside Qt for larger ones)."""
+    number = _finite(value)
+    if not number.is_integer() or abs(number) >= 2**31:
+        raise ValueError(f"{value!r} is not a whole number a setting can take")
+    return int(number)

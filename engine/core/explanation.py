@@ -280,8 +280,8 @@ class Explanation:
         ``(N,)`` softmax probability of the target on the reference ``r`` alone (everything removed; scored
         as ``e`` is, as 8-bit pixels where ``quantize`` applies): how much of the decision the reference
         keeps by itself (docs/DEFAULTS.md, "More levers tried").
-    top1_original, top1_explanation
-        ``(N,)`` the model's top-1 class on ``x`` and on ``e``.
+    top1_original, top1_explanation, top1_reference
+        ``(N,)`` the model's top-1 class on ``x``, on ``e`` and on the reference alone.
     lambda_
         ``(N,)`` sparsity weight in force at the returned mask.
     goal_met
@@ -308,6 +308,7 @@ class Explanation:
     prob_reference: torch.Tensor = merged("item")
     top1_original: torch.Tensor = merged("item")
     top1_explanation: torch.Tensor = merged("item")
+    top1_reference: torch.Tensor = merged("item")
     lambda_: torch.Tensor = merged("item")
     goal_met: torch.Tensor = merged("item")
     game: Game = merged("same")

@@ -316,6 +316,7 @@ class _Run:
             prob_explanation = probs_e.gather(1, targets[:, None])[:, 0]
             prob_reference = probs_r.gather(1, targets[:, None])[:, 0]
             top1_explanation = probs_e.argmax(1)
+            top1_reference = probs_r.argmax(1)
             goal_met = loop.goal(prob_explanation, top1_explanation)
         result = Explanation(
             mask=mask.detach().cpu(),
@@ -329,6 +330,7 @@ class _Run:
             prob_reference=prob_reference.cpu(),
             top1_original=top1_original.cpu(),
             top1_explanation=top1_explanation.cpu(),
+            top1_reference=top1_reference.cpu(),
             lambda_=loop.result_lambda().cpu(),
             goal_met=goal_met.cpu(),
             game=game,
@@ -432,15 +434,16 @@ REFERENCE_KEEPS = 0.5
 
 def _item_notes(result: Explanation, classifier: ClassifierModel) -> list[str]:
     """What a reviewer must know about single items of a finished run: a target that is not the model's
-    top-1 on the image, a preserved explanation that inflates the score, and a goal that was not met
-    (items numbered from 1 in the whole batch)."""
+    top-1 on the image, a preserved explanation that inflates the score, a reference that keeps much of the
+    score by itself (preservation of the top-1 class), and a goal that was not met (items numbered from 1 in
+    the whole batch)."""
     notes = []
     count = len(result)
     for index in range(count):
         item = f"item {index + 1}: " if count > 1 else ""
         p_x, p_e = float(result.prob_original[index]), float(result.prob_explanation[index])
-        top1 = int(result.top1_original[index])
-        if top1 != int(result.target[index]):
+        top1, target = int(result.top1_original[index]), int(result.target[index])
+        if top1 != target:
             notes.append(
                 f"{item}'{result.target_labels[index]}' is not the model's top-1 on this image (p = {p_x:.3g}; "
                 f"top-1 '{classifier.label(top1)}'): the explanation shows what evidence there is for it, which "
@@ -454,14 +457,15 @@ def _item_notes(result: Explanation, classifier: ClassifierModel) -> list[str]:
             )
         config = result.config
         p_r = float(result.prob_reference[index])
-        if result.game == "preserve" and p_r >= REFERENCE_KEEPS * p_x:
-            if p_r >= config.preserve_ratio * p_x:
+        if result.game == "preserve" and top1 == target:
+            if p_r >= config.preserve_ratio * p_x and int(result.top1_reference[index]) == target:
                 notes.append(
-                    f"{item}the reference alone (every pixel removed) already scores p = {p_r:.3g} against {p_x:.3g} "
-                    "on the image: an empty mask nearly plays the game, so little of what is shown is needed by "
-                    "the model; a stronger reference (a larger blur sigma, or 'zero') makes the game meaningful"
+                    f"{item}the reference alone (every pixel removed) already meets the preservation goal: p = "
+                    f"{p_r:.3g} against {p_x:.3g} on the image, still top-1. An empty mask plays the game, so "
+                    "what is shown is not evidence the model needs; a stronger reference (a larger blur sigma, "
+                    "or 'zero') makes the game meaningful"
                 )
-            else:
+            elif p_r >= REFERENCE_KEEPS * p_x:
                 notes.append(
                     f"{item}the reference alone (every pixel removed) keeps {p_r / max(p_x, 1e-12):.0%} of the "
                     f"score (p = {p_r:.3g}): the evidence shown is what lifts it back to the goal, not all the "

@@ -34,6 +34,9 @@ from engine.core.reference import gaussian_blur
 from engine.errors import ConfigError
 from engine.models.loading import ClassifierModel, frozen
 
+#: Meaningful Perturbation's blur (sigma in pixels), as Fong & Vedaldi use it; the quality benchmark
+#: removes pixels to this blur and gives FGVis the same (:data:`engine.evaluation.suite.BLUR_SIGMA`).
+BLUR_SIGMA = 10.0
 METHODS = (
     "fgvis", "fgvis_nodefense", "fgvis_preserve", "gradient", "gradient_x_input", "integrated_gradients", "smoothgrad",
     "guided_backprop", "gradcam", "meaningful_perturbation",
@@ -199,7 +202,7 @@ def meaningful_perturbation(
     tv: float = 0.2,
     tv_beta: float = 3.0,
     scale: int = 8,
-    blur_sigma: float = 10.0,
+    blur_sigma: float = BLUR_SIGMA,
 ) -> torch.Tensor:
     """Fong & Vedaldi (2017) deletion mask ``(N, 1, H, W)`` in [0, 1] (1 = keep): a mask at 1/``scale``
     resolution, upsampled bilinearly, minimising ``p_target(m*x + (1-m)*blur(x)) + l1*mean|1-m| +

@@ -39,7 +39,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".g
 INDEX_COLUMNS = (
     "image", "target", "target_label", "game", "defense", "prob_original", "prob_explanation", "prob_rescored",
     "top1_explanation_label", "mask_mean", "steps", "goal_met", "survives_8bit", "cancelled", "summary",
-    "status", "reason",
+    "status", "reason", "prob_reference",
 )  # fmt: skip
 #: The index files, and the record of the items that failed (kept so the index can be rewritten from disk).
 INDEX_FILES = ("index.csv", "index.json", "index.html")

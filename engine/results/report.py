@@ -57,7 +57,7 @@ def index_report(rows: Sequence[dict], title: str = "FGVis batch results") -> st
     ``reason``, and ``target``/``target_label``/``game`` when known) for what could not be explained or was
     not an image, listed as such and not counted as results."""
     head = (
-        "<tr><th>image</th><th>class</th><th>game</th><th>p(x)</th><th>p(e)</th><th>re-scored</th>"
+        "<tr><th>image</th><th>class</th><th>game</th><th>p(x)</th><th>p(e)</th><th>re-scored</th><th>p(r) alone</th>"
         "<th>mask mean</th><th>steps</th><th>status</th><th>evidence</th></tr>"
     )
     body = []
@@ -69,7 +69,7 @@ def index_report(rows: Sequence[dict], title: str = "FGVis batch results") -> st
             target = f"{label} ({row['target']})" if row.get("target") is not None else "-"
             body.append(
                 f"<tr><td>{escape(row['image'])}</td><td>{target}</td><td>{escape(row.get('game') or '-')}</td>"
-                f"<td>-</td><td>-</td><td>-</td><td>-</td><td>-</td>"
+                f"<td>-</td><td>-</td><td>-</td><td>-</td><td>-</td><td>-</td>"
                 f"<td><b>{row['status']}</b>: {escape(row.get('reason') or 'no reason given')}</td><td></td></tr>"
             )
             continue
@@ -80,7 +80,8 @@ def index_report(rows: Sequence[dict], title: str = "FGVis batch results") -> st
         body.append(
             f"<tr><td>{escape(row['image'])}</td><td>{escape(row['target_label'])} ({row['target']})</td>"
             f"<td>{escape(row['game'])}</td><td>{row['prob_original']:.3f}</td><td>{row['prob_explanation']:.3f}</td>"
-            f"<td>{_num(row.get('prob_rescored'))}</td><td>{row['mask_mean']:.3f}</td><td>{row['steps']}</td>"
+            f"<td>{_num(row.get('prob_rescored'))}</td><td>{_num(row.get('prob_reference'))}</td>"
+            f"<td>{row['mask_mean']:.3f}</td><td>{row['steps']}</td>"
             f"<td>{status}</td><td>{thumb}</td></tr>"
         )
     count = f"{len(rows) - len(failed) - len(ignored)} result(s)" + (f", {len(failed)} failed" if failed else "")

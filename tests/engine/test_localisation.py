@@ -146,6 +146,8 @@ def test_awkward_targets_give_a_finite_explanation_with_its_status_and_a_note(cl
         target = (target + 1) % len(synthetic.CLASSES)
     elif case == "uniform image":
         image = torch.full_like(image, 0.2)
+        with torch.no_grad():
+            target = int(model.module(image).argmax(1))  # its top-1: the reference note needs one
     config = FGVisConfig(steps=40)
     for game in ("preserve", "delete"):
         result = explain(model, image, target, game=game, config=config)
@@ -166,14 +168,45 @@ def test_awkward_targets_give_a_finite_explanation_with_its_status_and_a_note(cl
             assert not any("was not met" in note for note in result.warnings)
         p_r = float(result.prob_reference[0])
         assert 0 <= p_r <= 1
-        keeps = game == "preserve" and p_r >= REFERENCE_KEEPS * p_x
-        assert keeps == any("the reference alone (every pixel removed)" in note for note in result.warnings)
+        noted = game == "preserve" and top1 == target
+        plays = noted and p_r >= config.preserve_ratio * p_x and int(result.top1_reference[0]) == target
+        keeps = noted and not plays and p_r >= REFERENCE_KEEPS * p_x
+        assert plays == any("already meets the preservation goal" in note for note in result.warnings)
+        assert keeps == any(f"keeps {p_r / p_x:.0%} of the score" in note for note in result.warnings)
         if case == "uniform image":
             # Blurring a uniform image changes nothing: the reference is the image and scores like it.
-            assert p_r == pytest.approx(p_x, abs=1e-3)
-            if game == "preserve":
-                assert any("an empty mask nearly plays the game" in note for note in result.warnings)
+            assert p_r == pytest.approx(p_x, abs=1e-3) and int(result.top1_reference[0]) == top1
+            assert plays == (game == "preserve")
     assert np.all(result.mask.numpy() >= 0) and np.all(result.mask.numpy() <= 1)
+
+
+@pytest.mark.parametrize(
+    ("ratio", "p_r", "top1_r", "note"),
+    [
+        (0.9, 0.95, "target", "already meets"),  # the reference alone plays the game
+        (0.9, 0.95, "other", "keeps 95%"),  # ... but another class is top-1 on it
+        (0.9, 0.6, "target", "keeps 60%"),
+        (0.9, 0.4, "target", None),
+        (0.3, 0.4, "target", "already meets"),  # a goal below REFERENCE_KEEPS is still checked
+    ],
+)
+def test_a_reference_that_keeps_the_class_is_noted(clutter, ratio, p_r, top1_r, note):
+    from dataclasses import replace
+
+    from engine.core.fgvis import _item_notes
+
+    model, x, _, _ = clutter
+    result = explain(model, x[:1], config=FGVisConfig(steps=2, preserve_ratio=ratio))
+    target, p_x = int(result.target[0]), float(result.prob_original[0])
+    changed = replace(
+        result,
+        prob_reference=torch.tensor([p_r * p_x]),
+        top1_reference=torch.tensor([target if top1_r == "target" else (target + 1) % len(synthetic.CLASSES)]),
+    )
+    notes = [n for n in _item_notes(changed, model) if "the reference alone" in n]
+    assert (note is None and not notes) or (len(notes) == 1 and note in notes[0])
+    deleted = replace(changed, game="delete")
+    assert not any("the reference alone (every pixel removed)" in n for n in _item_notes(deleted, model))
 
 
 def test_the_explanation_is_the_8bit_picture_it_is_scored_as(clutter):

@@ -236,7 +236,8 @@ def test_stored_method_numbers_that_are_not_finite_keep_the_current_values(qtbot
     qtbot.addWidget(panel)
     before = panel.config()
     stored = {"blur_sigma": float("nan"), "lr": "inf", "lambda": float("-inf"), "preserve_ratio": "nan"}
-    panel.apply_settings({**stored, "delete_ratio": float("nan"), "auto_lambda": False})
+    huge = {"steps": float("inf"), "patience": 10**400, "seed": 2**40}  # int(), float() or setValue() overflow
+    panel.apply_settings({**stored, **huge, "delete_ratio": float("nan"), "auto_lambda": False})
     # A spin box clamps NaN and infinities to its maximum; a setting that is not a number is ignored.
     assert replace(panel.config(), lambda_=None) == before and panel.lambda_value.value() == 0.5
 
