@@ -458,18 +458,19 @@ def _item_notes(result: Explanation, classifier: ClassifierModel) -> list[str]:
         config = result.config
         p_r = float(result.prob_reference[index])
         if result.game == "preserve" and top1 == target:
+            stronger = "a larger blur sigma" if config.reference == "blur" else "another reference"
             if p_r >= config.preserve_ratio * p_x and int(result.top1_reference[index]) == target:
                 notes.append(
                     f"{item}the reference alone (every pixel removed) already meets the preservation goal: p = "
                     f"{p_r:.3g} against {p_x:.3g} on the image, still top-1. An empty mask plays the game, so "
-                    "what is shown is not evidence the model needs; a stronger reference (a larger blur sigma, "
-                    "or 'zero') makes the game meaningful"
+                    f"what is shown is not evidence the model needs; a stronger reference ({stronger}) makes the "
+                    "game meaningful"
                 )
             elif p_r >= REFERENCE_KEEPS * p_x:
                 notes.append(
                     f"{item}the reference alone (every pixel removed) keeps {p_r / max(p_x, 1e-12):.0%} of the "
                     f"score (p = {p_r:.3g}): the evidence shown is what lifts it back to the goal, not all the "
-                    "evidence the model uses; a larger blur sigma removes more"
+                    f"evidence the model uses; {stronger} may remove more"
                 )
         if not bool(result.goal_met[index]) and not result.cancelled:
             if result.game == "preserve":

@@ -181,22 +181,23 @@ def test_awkward_targets_give_a_finite_explanation_with_its_status_and_a_note(cl
 
 
 @pytest.mark.parametrize(
-    ("ratio", "p_r", "top1_r", "note"),
+    ("ratio", "p_r", "top1_r", "note", "reference"),
     [
-        (0.9, 0.95, "target", "already meets"),  # the reference alone plays the game
-        (0.9, 0.95, "other", "keeps 95%"),  # ... but another class is top-1 on it
-        (0.9, 0.6, "target", "keeps 60%"),
-        (0.9, 0.4, "target", None),
-        (0.3, 0.4, "target", "already meets"),  # a goal below REFERENCE_KEEPS is still checked
+        (0.9, 0.95, "target", "already meets", "blur"),  # the reference alone plays the game
+        (0.9, 0.95, "other", "keeps 95%", "blur"),  # ... but another class is top-1 on it
+        (0.9, 0.6, "target", "keeps 60%", "blur"),
+        (0.9, 0.6, "target", "keeps 60%", "zero"),
+        (0.9, 0.4, "target", None, "blur"),
+        (0.3, 0.4, "target", "already meets", "blur"),  # a goal below REFERENCE_KEEPS is still checked
     ],
 )
-def test_a_reference_that_keeps_the_class_is_noted(clutter, ratio, p_r, top1_r, note):
+def test_a_reference_that_keeps_the_class_is_noted(clutter, ratio, p_r, top1_r, note, reference):
     from dataclasses import replace
 
     from engine.core.fgvis import _item_notes
 
     model, x, _, _ = clutter
-    result = explain(model, x[:1], config=FGVisConfig(steps=2, preserve_ratio=ratio))
+    result = explain(model, x[:1], config=FGVisConfig(steps=2, preserve_ratio=ratio, reference=reference))
     target, p_x = int(result.target[0]), float(result.prob_original[0])
     changed = replace(
         result,
@@ -205,6 +206,8 @@ def test_a_reference_that_keeps_the_class_is_noted(clutter, ratio, p_r, top1_r, 
     )
     notes = [n for n in _item_notes(changed, model) if "the reference alone" in n]
     assert (note is None and not notes) or (len(notes) == 1 and note in notes[0])
+    advice = "a larger blur sigma" if reference == "blur" else "another reference"
+    assert all(advice in n for n in notes)
     deleted = replace(changed, game="delete")
     assert not any("the reference alone (every pixel removed)" in n for n in _item_notes(deleted, model))
 
