@@ -193,8 +193,9 @@ def run_quality_benchmark(
             sanity = sanity_check(module, x, data.masks, targets, removed, budget)
     log("adversarial-evidence monitor (preservation, defense on and off, zero reference)")
     monitor = _monitor(model, x, targets, replace(config, reference="zero"))
-    log("randomisation check")
-    chosen = [m for m in randomisation_methods if m in methods]
+    # None of the items (``randomisation_items`` 0) or none of the methods: the check is not run.
+    chosen = [m for m in randomisation_methods if m in methods] if randomisation_items > 0 else []
+    log("randomisation check" if chosen else "randomisation check: not run (no items or methods for it)")
     randomisation = _randomisation(
         model, x[:randomisation_items], targets[:randomisation_items], chosen, config, mp_steps
     )
@@ -471,7 +472,9 @@ def _markdown(details: dict, data: QualityData) -> str:
             f"{max(entry['units_above'], default=0):.4f} |"
         )
     randomisation = details["randomisation"]
-    if randomisation:
+    if not randomisation:
+        lines += ["", "Cascading randomisation: not run (`--randomisation-items 0` or none of its methods chosen)."]
+    else:
         lines += [
             "",
             "Cascading randomisation (Adebayo et al.): Spearman rank correlation between the map of the trained model "

@@ -52,6 +52,17 @@ def test_full_quality_benchmark_on_the_synthetic_model(tmp_path):
     assert np.mean(monitor["on"]["mass_above"]) < np.mean(monitor["off"]["mass_above"])
 
 
+def test_quality_benchmark_without_randomisation_items_skips_that_check(tmp_path):
+    """``--randomisation-items 0`` is accepted by the command line; it crashed the run at its very end."""
+    from engine import FGVisConfig
+
+    report = run_quality_benchmark(
+        methods=("gradient",), count=2, randomisation_items=0, config=FGVisConfig(steps=3), out_dir=tmp_path
+    )
+    assert report.details["randomisation"] == {}
+    assert "Cascading randomisation: not run" in (tmp_path / "quality.md").read_text()
+
+
 def test_quality_benchmark_reports_a_missing_or_empty_folder(tmp_path, capsys):
     assert main(["bench", "quality", "--model", "synthetic_shapes", "--images", str(tmp_path / "missing")]) == 2
     assert "is not a folder" in capsys.readouterr().err
