@@ -223,8 +223,7 @@ def _details(result: ResultRecord) -> str:
 
 def _reference_text(result) -> str:
     """The reference, its blur, and what it scores alone where the record knows it."""
-    config = result.config
-    text = f"{config.reference} (sigma {config.blur_sigma:g} px)" if config.reference == "blur" else config.reference
+    text = result.config.reference_text()
     if result.prob_reference is not None:
         text += f", p on it alone {result.prob_reference:.3f}"
     return text

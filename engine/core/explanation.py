@@ -186,6 +186,10 @@ class FGVisConfig:
         """The learning rate in force for ``game``."""
         return self.lr if self.lr is not None else DEFAULT_LR[game]
 
+    def reference_text(self) -> str:
+        """The reference as a reviewer reads it: ``"blur (sigma 5 px)"``, ``"zero"`` or ``"black"``."""
+        return f"blur (sigma {self.blur_sigma:g} px)" if self.reference == "blur" else self.reference
+
 
 #: How the parts of a split batch are merged, per field (module docstring).
 MERGE_RULES = ("item", "same", "max", "any", "sum", "join", "history")

@@ -39,8 +39,7 @@ from engine.models.loading import ClassifierModel, frozen, load_model
 from engine.models.resources import sample_images
 from engine.results.files import write_atomic
 
-from .baselines import BLUR_SIGMA as MP_BLUR_SIGMA
-from .baselines import METHODS, Attribution, attribute
+from .baselines import BLUR_SIGMA, METHODS, Attribution, attribute
 from .bench import device_name
 from .metrics import (
     concentration,
@@ -66,9 +65,9 @@ RANDOMISATION_METHODS = ("fgvis", "gradient", "guided_backprop", "gradcam", "int
 DELETION_MARGIN = 2
 #: The pointing game's tolerance in pixels (a disc, TorchRay's definition).
 POINTING_TOLERANCE = 2
-#: The Gaussian blur (sigma in pixels) that removed pixels become in the metrics: Meaningful Perturbation's,
-#: and FGVis optimises towards it too (FGVis's own default, 5, is chosen for photos; docs/DEFAULTS.md).
-BLUR_SIGMA = MP_BLUR_SIGMA
+#: BLUR_SIGMA (imported from .baselines): the Gaussian blur (sigma in pixels) that removed pixels become in
+#: the metrics, Meaningful Perturbation's; FGVis optimises towards it too (its own default, 5, is chosen for
+#: photos; docs/DEFAULTS.md).
 
 
 @dataclass

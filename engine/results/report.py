@@ -130,7 +130,7 @@ def _result_section(number: int, record: ExplanationRecord, colormap: str, scale
         ("mask mean", f"{record.mask_mean:.4f}"),
         ("evidence colour scale", shown.text()),
         ("optimiser", f"{config.optimizer}, lr {config.learning_rate(record.game)}"),
-        ("reference", f"blur, sigma {config.blur_sigma:g} px" if config.reference == "blur" else config.reference),
+        ("reference", config.reference_text()),
         ("seed", str(config.seed)),
         ("device", record.device),
         ("time", f"{record.wall_time_s:.1f} s"),
