@@ -161,7 +161,12 @@ class ActivationFilter(TorchFunctionMode):
         self._blocked: list[torch.Tensor] = []  # per call, blocked units per batch item (N,)
         self._counting = True
         self._owner: int | None = None  # the thread whose passes the wrapped modules take part in
-        self._buffers: dict[tuple[int, str], torch.Tensor] = {}
+        # Per (activation call, purpose): ((shape, stride, dtype, device) it was made for, reused buffer).
+        self._buffers: dict[tuple[int, str], tuple[tuple, torch.Tensor]] = {}
+        # Per (activation call, "upper" / "lower"): (recorded bound, the activation's strides, the bound's
+        # values in that layout); see _laid_out.
+        self._layouts: dict[tuple[int, str], tuple[torch.Tensor, tuple, torch.Tensor]] = {}
+        self._scratch_buffer: torch.Tensor | None = None  # shared by all calls, see _scratch
         self._modules_of: tuple[weakref.ref, list[nn.Module]] | None = None
 
     @property
@@ -194,12 +199,14 @@ class ActivationFilter(TorchFunctionMode):
         """Use bounds recorded earlier (by a filter with the same :attr:`settings`, on the same model
         and image) instead of a new :meth:`recording`."""
         self._bounds = list(bounds)
+        self._layouts.clear()
 
     @contextlib.contextmanager
     def recording(self, model: nn.Module | None = None) -> Iterator[None]:
         """Forward pass on the image ``x``: store the bounds of every activation call. With ``model``,
         also note which calls happen inside its activation modules (see :attr:`scoped`)."""
         self._bounds = []
+        self._layouts.clear()
         self._modules_of = None  # list the modules afresh for each recorded pass
         with self._wrapped(model), self._active("record"):
             yield
@@ -351,9 +358,13 @@ class ActivationFilter(TorchFunctionMode):
 
     def _scratch(self, like: torch.Tensor) -> torch.Tensor:
         """A float buffer shaped like ``like``, shared by all activation calls (used one at a time)."""
-        flat = self._buffers.get((-1, "scratch"))
+        flat = self._scratch_buffer
         if flat is None or flat.numel() < like.numel() or (flat.dtype, flat.device) != (like.dtype, like.device):
-            flat = self._buffers[(-1, "scratch")] = torch.empty(like.numel(), dtype=like.dtype, device=like.device)
+            flat = self._scratch_buffer = torch.empty(like.numel(), dtype=like.dtype, device=like.device)
+        if like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
+            # In ``like``'s layout (see _laid_out): a channels-last view of the same storage.
+            n, c, h, w = like.shape
+            return flat[: like.numel()].view(n, h, w, c).permute(0, 3, 1, 2)
         return flat[: like.numel()].view(like.shape)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -397,7 +408,8 @@ class ActivationFilter(TorchFunctionMode):
             index, bounds = self._next_bounds(args[0])
             if bounds.fused and torch.is_grad_enabled() and args[0].requires_grad:
                 ratio = self._buffer((index, "ratio"), args[0])
-                output = _FusedClampFilter.apply(args[0], ratio, bounds.upper, func, args[1:], kwargs)
+                upper = self._laid_out(index, "upper", bounds.upper, args[0])
+                output = _FusedClampFilter.apply(args[0], ratio, upper, func, args[1:], kwargs)
                 self._keep_decision(index, ratio, fused=True)
                 return output
             output = func(*args, **kwargs)
@@ -410,9 +422,10 @@ class ActivationFilter(TorchFunctionMode):
         # producing a new bool tensor (docs/BENCHMARKS.md).
         allowed = self._buffer((index, "allowed"), output)
         value = output.detach()
-        torch.le(value, bounds.upper, out=allowed)
+        torch.le(value, self._laid_out(index, "upper", bounds.upper, value), out=allowed)
         if bounds.lower is not None:
-            allowed.mul_(torch.ge(value, bounds.lower, out=self._buffer((index, "lower"), output)))
+            lower = self._laid_out(index, "lower", bounds.lower, value)
+            allowed.mul_(torch.ge(value, lower, out=self._buffer((index, "lower"), output)))
         self._keep_decision(index, allowed, fused=False)
         output.register_hook(_GradientMask(allowed))
         return output
@@ -437,11 +450,28 @@ class ActivationFilter(TorchFunctionMode):
     def _buffer(self, key: tuple[int, str], output: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """A buffer reused every step (``key``: activation call and purpose), shaped like ``output`` and
         typed like it or as ``dtype``."""
-        buffer = self._buffers.get(key)
-        like = (output.shape, dtype or output.dtype, output.device)
-        if buffer is None or (buffer.shape, buffer.dtype, buffer.device) != like:
-            buffer = self._buffers[key] = torch.empty(like[0], dtype=like[1], device=like[2])
-        return buffer
+        like = (output.shape, output.stride(), dtype or output.dtype, output.device)
+        kept = self._buffers.get(key)
+        if kept is None or kept[0] != like:
+            # In ``output``'s memory layout where it is dense (see _laid_out).
+            kept = self._buffers[key] = (like, torch.empty_like(output, dtype=like[2]))
+        return kept[1]
+
+    def _laid_out(self, index: int, name: str, bound: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``bound`` (activation call ``index``'s recorded ``name`` bound) in the memory layout of ``like``,
+        that call's activation on the explanation; the copy is made once and kept while the bound is.
+
+        Measured on EfficientNet-Lite0 (CPU): the recording pass (no gradient) gets contiguous activations
+        from oneDNN, the filtered pass channels-last ones; an elementwise kernel over tensors of both
+        layouts takes a strided path ~3x slower, which was 8 ms of a 63 ms defended step
+        (docs/BENCHMARKS.md)."""
+        if bound.stride() == like.stride():
+            return bound
+        kept = self._layouts.get((index, name))
+        if kept is None or kept[0] is not bound or kept[1] != like.stride():
+            kept = (bound, like.stride(), torch.empty_like(like, dtype=bound.dtype).copy_(bound))
+            self._layouts[(index, name)] = kept
+        return kept[2]
 
 
 class _FusedClampFilter(torch.autograd.Function):

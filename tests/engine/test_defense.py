@@ -344,3 +344,33 @@ def test_fast_paths_match_the_general_filter_on_torchvision_architectures(name, 
     assert any(b.fused for b in fast.recorded) == (name != "efficientnet_b0")
     assert float(blocked.min()) > 0
     assert torch.equal(grad, grad_ref) and torch.equal(blocked, blocked_ref)
+
+
+class _LayoutSwitchingNet(_ClampNet):
+    """:class:`_ClampNet` whose activations are channels-last when a gradient is being recorded and
+    contiguous otherwise, as oneDNN's convolutions gave them on EfficientNet-Lite0 (CPU)."""
+
+    def forward(self, x):
+        if torch.is_grad_enabled():
+            x = x.contiguous(memory_format=torch.channels_last)
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("generic", [False, True])
+def test_a_filtered_pass_in_another_memory_layout_filters_the_same_in_that_layout(generic, monkeypatch):
+    """Bounds recorded on contiguous activations, a filtered pass on channels-last ones: the same gradient,
+    counts and decisions as one layout throughout, and the filter's buffers in the activations' layout
+    (mixed layouts made each elementwise kernel ~3x slower)."""
+    torch.manual_seed(3)
+    plain = _ClampNet().eval()
+    switching = _LayoutSwitchingNet().eval()
+    switching.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 8, 8)
+    e = x * 0.5 + 0.5 * torch.randn(2, 3, 8, 8)
+    grad, blocked, decisions, layout_filter = _filtered_pass(switching, x, e, generic=generic, monkeypatch=monkeypatch)
+    grad_ref, blocked_ref, decisions_ref, _ = _filtered_pass(plain, x, e, generic=generic, monkeypatch=monkeypatch)
+    assert float(blocked.min()) > 0
+    assert torch.allclose(grad, grad_ref, atol=1e-6) and torch.equal(blocked, blocked_ref)
+    assert all(torch.equal(a, b) for a, b in zip(decisions, decisions_ref, strict=True))
+    kept = [tensor for tensor, _ in layout_filter.last_pass()[0] if tensor.dim() == 4]
+    assert kept and all(t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous() for t in kept)
