@@ -163,9 +163,6 @@ class ActivationFilter(TorchFunctionMode):
         self._owner: int | None = None  # the thread whose passes the wrapped modules take part in
         # Per (activation call, purpose): ((shape, stride, dtype, device) it was made for, reused buffer).
         self._buffers: dict[tuple[int, str], tuple[tuple, torch.Tensor]] = {}
-        # Per (activation call, "upper" / "lower"): (recorded bound, the activation's strides, the bound's
-        # values in that layout); see _laid_out.
-        self._layouts: dict[tuple[int, str], tuple[torch.Tensor, tuple, torch.Tensor]] = {}
         self._scratch_buffer: torch.Tensor | None = None  # shared by all calls, see _scratch
         self._modules_of: tuple[weakref.ref, list[nn.Module]] | None = None
 
@@ -192,21 +189,19 @@ class ActivationFilter(TorchFunctionMode):
 
     @property
     def recorded(self) -> tuple[_Bounds, ...]:
-        """The bounds of the last :meth:`recording` (immutable tensors; see :meth:`restore`)."""
+        """The bounds of the last :meth:`recording` (their values never change; see :meth:`restore`)."""
         return tuple(self._bounds)
 
     def restore(self, bounds: Sequence[_Bounds]) -> None:
         """Use bounds recorded earlier (by a filter with the same :attr:`settings`, on the same model
         and image) instead of a new :meth:`recording`."""
         self._bounds = list(bounds)
-        self._layouts.clear()
 
     @contextlib.contextmanager
     def recording(self, model: nn.Module | None = None) -> Iterator[None]:
         """Forward pass on the image ``x``: store the bounds of every activation call. With ``model``,
         also note which calls happen inside its activation modules (see :attr:`scoped`)."""
         self._bounds = []
-        self._layouts.clear()
         self._modules_of = None  # list the modules afresh for each recorded pass
         with self._wrapped(model), self._active("record"):
             yield
@@ -408,7 +403,7 @@ class ActivationFilter(TorchFunctionMode):
             index, bounds = self._next_bounds(args[0])
             if bounds.fused and torch.is_grad_enabled() and args[0].requires_grad:
                 ratio = self._buffer((index, "ratio"), args[0])
-                upper = self._laid_out(index, "upper", bounds.upper, args[0])
+                upper = self._laid_out(bounds, "upper", args[0])
                 output = _FusedClampFilter.apply(args[0], ratio, upper, func, args[1:], kwargs)
                 self._keep_decision(index, ratio, fused=True)
                 return output
@@ -422,9 +417,9 @@ class ActivationFilter(TorchFunctionMode):
         # producing a new bool tensor (docs/BENCHMARKS.md).
         allowed = self._buffer((index, "allowed"), output)
         value = output.detach()
-        torch.le(value, self._laid_out(index, "upper", bounds.upper, value), out=allowed)
+        torch.le(value, self._laid_out(bounds, "upper", value), out=allowed)
         if bounds.lower is not None:
-            lower = self._laid_out(index, "lower", bounds.lower, value)
+            lower = self._laid_out(bounds, "lower", value)
             allowed.mul_(torch.ge(value, lower, out=self._buffer((index, "lower"), output)))
         self._keep_decision(index, allowed, fused=False)
         output.register_hook(_GradientMask(allowed))
@@ -457,21 +452,24 @@ class ActivationFilter(TorchFunctionMode):
             kept = self._buffers[key] = (like, torch.empty_like(output, dtype=like[2]))
         return kept[1]
 
-    def _laid_out(self, index: int, name: str, bound: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """``bound`` (activation call ``index``'s recorded ``name`` bound) in the memory layout of ``like``,
-        that call's activation on the explanation; the copy is made once and kept while the bound is.
+    def _laid_out(self, bounds: _Bounds, name: str, like: torch.Tensor) -> torch.Tensor:
+        """``bounds``' ``name`` bound (``"upper"`` / ``"lower"``) in the memory layout of ``like``, the
+        activation on the explanation. Converted once: the bounds then keep the same values in that layout
+        (also where a :class:`~engine.core.reference.ReferenceCache` holds them).
 
         Measured on EfficientNet-Lite0 (CPU): the recording pass (no gradient) gets contiguous activations
         from oneDNN, the filtered pass channels-last ones; an elementwise kernel over tensors of both
         layouts takes a strided path ~3x slower, which was 8 ms of a 63 ms defended step
         (docs/BENCHMARKS.md)."""
+        bound = getattr(bounds, name)
         if bound.stride() == like.stride():
             return bound
-        kept = self._layouts.get((index, name))
-        if kept is None or kept[0] is not bound or kept[1] != like.stride():
-            kept = (bound, like.stride(), torch.empty_like(like, dtype=bound.dtype).copy_(bound))
-            self._layouts[(index, name)] = kept
-        return kept[2]
+        laid_out = torch.empty_like(like, dtype=bound.dtype)
+        if laid_out.stride() != like.stride():  # not a dense layout: stay as recorded (correct, slower)
+            return bound
+        laid_out.copy_(bound)
+        setattr(bounds, name, laid_out)
+        return laid_out
 
 
 class _FusedClampFilter(torch.autograd.Function):

@@ -14,7 +14,8 @@ the goal is returned. All items of a batch are optimised together in one batched
 
 This module is one call, top to bottom: :func:`explain` checks and prepares the inputs, runs the
 reference pass (:mod:`.reference`), steps :class:`~engine.core.optimisation.Optimisation`, sharpens the
-mask (:mod:`.binarize`), re-scores ``e`` and returns an :class:`~engine.core.explanation.Explanation`;
+mask (:mod:`.binarize`), scores ``e`` (binarisation's own score of a 0/1 mask is reused) and the reference
+alone, and returns an :class:`~engine.core.explanation.Explanation`;
 a batch that runs out of CUDA memory is split and merged.
 """
 
@@ -34,12 +35,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from engine.errors import ConfigError, DefenseError, DeviceError, TargetError
+from engine.errors import ConfigError, DefenseError, DeviceError, FGVisError, TargetError
 from engine.models.images import load_image
 from engine.models.loading import ClassifierModel, frozen, resolve_device, short_reason
 from engine.models.preprocess import Geometry
 
-from .binarize import binarize
+from .binarize import binarize_scored
 from .defense import ActivationFilter
 from .explanation import GAMES, Explanation, FGVisConfig, Game, StepState, merge_rule
 from .optimisation import Optimisation
@@ -106,7 +107,7 @@ def explain(
     classifier = _as_classifier(model, image)
     inputs, geometries, originals = _prepare_inputs(classifier, image)
     device = resolve_device(config.device, classifier)
-    _check_inputs(classifier, inputs, device)
+    _check_inputs(classifier, inputs)
     run = _Run(classifier, game, defense, config, device, on_step, should_stop, cache)
     result = run.explain_splitting(inputs, geometries, originals, target)
     result.warnings.extend(_item_notes(result, classifier))
@@ -142,41 +143,57 @@ def _checked_target_item(item):
     raise TargetError(f"a target must be {_TARGET_KINDS}, not {type(item).__name__} {item!r}")
 
 
-def _check_inputs(classifier: ClassifierModel, inputs: torch.Tensor, device: torch.device) -> None:
-    """Refuse inputs ``(N, C, H, W)`` the model cannot take, with the shape it expects, before the run:
-    an empty batch or image, channels other than 3 for a model fed from pixels, and any shape on which one
-    forward pass of the model fails or does not return ``(1, K)`` class scores."""
-    shape = tuple(inputs.shape)
+def _expected_input(classifier: ClassifierModel, shape: tuple | None = None) -> str:
+    """What the model takes, for messages about an input tensor; with its ``shape``, a hint where that
+    looks channels-last."""
     height, width = classifier.input_size
     if classifier.pixel_input:
         expected = f"a float tensor (N, 3, H, W) in the model's input space, e.g. (1, 3, {height}, {width})"
     else:
         expected = "a float tensor (N, C, H, W) of the channels and size the model takes"
+    if shape is not None and len(shape) == 4 and shape[-1] in (1, 3, 4) and shape[1] not in (1, 3, 4):
+        expected += " (it looks channels-last: use tensor.permute(0, 3, 1, 2), or (2, 0, 1) for one image)"
+    return expected
+
+
+def _check_inputs(classifier: ClassifierModel, inputs: torch.Tensor) -> None:
+    """Refuse inputs ``(N, C, H, W)`` the model cannot take, with the shape it expects, before the run: an
+    empty batch or image, and channels other than 3 for a model fed from pixels. Whether the model runs on
+    them and returns class scores is checked on the reference pass (:func:`_reference_pass`)."""
+    shape = tuple(inputs.shape)
     if shape[0] == 0 or 0 in shape[2:]:
+        expected = _expected_input(classifier)
         raise ConfigError(f"the input tensor of shape {shape} is empty: expected {expected} with N >= 1")
-    hint = ""
-    if shape[-1] in (1, 3, 4) and shape[1] not in (1, 3, 4):
-        hint = " (it looks channels-last: use tensor.permute(0, 3, 1, 2), or (2, 0, 1) for one image)"
     if classifier.pixel_input and shape[1] != 3:
         raise ConfigError(
             f"the input tensor of shape {shape} has {shape[1]} channel{'s' if shape[1] != 1 else ''} but "
-            f"{classifier.name} takes RGB: expected {expected}{hint}"
+            f"{classifier.name} takes RGB: expected {_expected_input(classifier, shape)}"
         )
+
+
+def _reference_pass(
+    classifier: ClassifierModel, cache: ReferenceCache, image: tuple | None, x: torch.Tensor, activation_filter
+) -> torch.Tensor:
+    """The reference pass on ``x`` ``(N, C, H, W)`` (kept in ``cache``) -> logits ``(N, K)``. It is also the
+    check that the model runs on the input and returns class scores: a model that fails on it or returns
+    anything else is a :class:`ConfigError` naming the input it expects (one pass, not a separate trial)."""
+    shape = tuple(x.shape)
     try:
-        with torch.no_grad(), frozen(classifier.module):
-            output = classifier.module(inputs[:1].to(device=device, dtype=torch.float32))
-    except torch.cuda.OutOfMemoryError:
-        return  # not a problem of the input: the run splits the batch, or says that one image does not fit
+        logits = cache.record(classifier.module, image, x, activation_filter)
+    except (torch.cuda.OutOfMemoryError, FGVisError):
+        raise  # not a problem of the input: the run splits the batch, or the engine says what it is
     except Exception as exc:
         raise ConfigError(
             f"{classifier.name} fails on the input tensor of shape {shape}: {short_reason(exc)}; expected "
-            f"{expected}{hint}"
+            f"{_expected_input(classifier, shape)}"
         ) from exc
-    if not isinstance(output, torch.Tensor) or output.dim() != 2 or output.shape[0] != 1:
-        returned = f"a tensor of shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else "no tensor"
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != shape[0]:
+        returned = f"a tensor of shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else "no tensor"
         raise ConfigError(
-            f"{classifier.name} is not a classifier: it returns {returned} for one input; expected (1, K) class scores"
+            f"{classifier.name} is not a classifier: it returns {returned} for an input of shape {shape}; "
+            f"expected ({shape[0]}, K) class scores"
         )
+    return logits
 
 
 @dataclass
@@ -247,7 +264,7 @@ class _Run:
         with frozen(module):
             x = inputs.to(device=device, dtype=torch.float32)
             image = cache.image_key(inputs)
-            logits_x = cache.record(module, image, x, activation_filter)
+            logits_x = _reference_pass(classifier, cache, image, x, activation_filter)
             if not classifier.labels:
                 classifier.labels = [f"class {i}" for i in range(logits_x.shape[1])]
             targets = _resolve_targets(classifier, target, logits_x)
@@ -302,17 +319,27 @@ class _Run:
                     log.debug("converged after %d steps", step)
                     break
             mask = loop.result_mask()
+            scored = None
             if config.binarize and not cancelled:
-                mask = binarize(module, x, reference, mask, game, targets, loop.goal, quantize if score_8bit else None)
+                scored = binarize_scored(
+                    module, x, reference, mask, game, targets, loop.goal, quantize if score_8bit else None
+                )
+                mask = scored.mask
             with torch.no_grad():
                 explanation = mask * x + (1 - mask) * reference
                 if score_8bit:
                     explanation = quantize(explanation)
-                probs_e = torch.softmax(module(explanation).float(), dim=1)
+                if scored is not None and bool(scored.scored.all()):
+                    # Every mask is a 0/1 mask binarisation scored on exactly this explanation.
+                    logits_e = scored.logits
+                else:
+                    logits_e = module(explanation).float()
+                probs_e = torch.softmax(logits_e, dim=1)
                 # The reference alone (every pixel removed), scored the same way: what it keeps by itself.
-                # A pass of its own: one of 2N items could need more memory than the optimisation did.
+                # A pass of its own (one of 2N items could need more memory than the optimisation did),
+                # kept with the reference for re-runs on the same image.
                 removed = quantize(reference) if score_8bit else reference
-                probs_r = torch.softmax(module(removed).float(), dim=1)
+                probs_r = torch.softmax(cache.reference_logits(classifier, image, x, config, removed), dim=1)
             prob_explanation = probs_e.gather(1, targets[:, None])[:, 0]
             prob_reference = probs_r.gather(1, targets[:, None])[:, 0]
             top1_explanation = probs_e.argmax(1)

@@ -61,19 +61,29 @@ class ReferenceCache:
         computed or reused."""
         if image is None:
             return make_reference(classifier, x, config)
-        key = (
-            "reference",
-            x.device,
-            image,
-            config.reference,
-            config.blur_sigma,
-            classifier.preprocessing if config.reference == "black" else None,
-        )
+        key = ("reference", *_reference_key(classifier, image, x, config))
         cached = self._get(key)
         if cached is None:
             cached = make_reference(classifier, x, config)
             self._put(key, cached)
         return cached.clone()  # the caller's result must not share memory with the cache
+
+    def reference_logits(
+        self, classifier: ClassifierModel, image: tuple | None, x: torch.Tensor, config: FGVisConfig, removed
+    ) -> torch.Tensor:
+        """Logits ``(N, K)`` float32 of the reference alone, ``removed`` (``(N, C, H, W)``: the reference
+        as the model scores it, e.g. as 8-bit pixels; what :meth:`reference` gave for ``x``, ``image``
+        and ``config``, passed through the same scoring), computed or reused: re-runs on one image
+        (another game, target or lambda) need no pass of their own."""
+        if image is None:
+            return _scored(classifier.module, removed)
+        scoring = ("reference logits", id(classifier.module), config.quantize)
+        key = (*scoring, *_reference_key(classifier, image, x, config))
+        cached = self._get(key)
+        if cached is None:
+            cached = _scored(classifier.module, removed)
+            self._put(key, cached)
+        return cached.clone()
 
     def _get(self, key: tuple):
         if key not in self._entries:
@@ -84,8 +94,20 @@ class ReferenceCache:
 
     def _put(self, key: tuple, value) -> None:
         self._entries[key] = value
-        while len(self._entries) > 2 * self.size:  # a record and a reference entry per image
+        while len(self._entries) > 3 * self.size:  # a record, a reference and its logits per image
             self._entries.popitem(last=False)
+
+
+def _reference_key(classifier: ClassifierModel, image: tuple, x: torch.Tensor, config: FGVisConfig) -> tuple:
+    """What the reference of ``x`` (``image``: its :meth:`ReferenceCache.image_key`) depends on."""
+    black = classifier.preprocessing if config.reference == "black" else None
+    return x.device, image, config.reference, config.blur_sigma, black
+
+
+def _scored(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """The model's logits ``(N, K)`` float32 on ``inputs``, without a gradient."""
+    with torch.no_grad():
+        return module(inputs).float()
 
 
 def _digest(tensor: torch.Tensor) -> tuple:

@@ -129,13 +129,15 @@ def test_reference_cache_reuses_the_reference_pass_with_identical_results(tiny, 
     first = explain(tiny, inputs, config=config, cache=cache)
     assert cache.hits == 0
     again = explain(tiny, inputs, game="delete", config=config, cache=cache)
-    assert cache.hits == 2  # bounds + logits, and the reference image
+    assert cache.hits == 3  # bounds + logits, the reference image and its logits
     fresh = explain(tiny, inputs, game="delete", config=config)
     assert torch.equal(again.mask, fresh.mask) and torch.equal(again.reference, fresh.reference)
+    assert torch.equal(again.prob_reference, fresh.prob_reference)
+    assert torch.equal(again.top1_reference, fresh.top1_reference)
     assert np.all(again.history[0].blocked_fraction == 0)  # the restored bounds match the image
     assert torch.equal(first.reference, fresh.reference)
     other = explain(tiny, inputs + 0.5, config=config, cache=cache)
-    assert cache.hits == 2  # another image: computed, not served from the cache
+    assert cache.hits == 3  # another image: computed, not served from the cache
     assert not torch.equal(other.reference, first.reference)
     first.reference.add_(1.0)  # results never share memory with the cache
     assert torch.equal(explain(tiny, inputs, config=config, cache=cache).reference, fresh.reference)
@@ -148,11 +150,12 @@ def test_reference_cache_serves_one_image_with_several_targets(tiny, inputs):
     explain(tiny, image, [1, 2], config=config, cache=cache)
     assert cache.hits == 0
     again = explain(tiny, image, [1, 2], config=config, cache=cache)
-    assert cache.hits == 3  # the image's pass, the pass on its two copies, and the reference image
+    assert cache.hits == 4  # the image's pass, the pass on its two copies, the reference image and its logits
     fresh = explain(tiny, image, [1, 2], config=config)
     assert torch.equal(again.mask, fresh.mask) and torch.equal(again.prob_original, fresh.prob_original)
+    assert torch.equal(again.prob_reference, fresh.prob_reference)
     explain(tiny, image, [1, 2, 3], config=config, cache=cache)
-    assert cache.hits == 4  # three copies: only the image's own pass is reused
+    assert cache.hits == 5  # three copies: only the image's own pass is reused
 
 
 def test_cancel_returns_partial_result_marked_cancelled(tiny, inputs):
@@ -203,10 +206,10 @@ def test_batch_is_one_batched_run_not_a_loop(tiny, inputs):
     batches = []
     tiny.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
     explain(tiny, inputs, config=FGVisConfig(steps=FAST.steps, patience=0, binarize=False))
-    # the input check on one item, then the reference pass + one forward per step + the final check + the
+    # the reference pass (which also checks the input) + one forward per step + the final check + the
     # score of the reference alone, each with the whole batch (binarize's passes, also whole batches, are
     # tested on their own)
-    assert batches == [1] + [3] * (FAST.steps + 3)
+    assert batches == [3] * (FAST.steps + 3)
 
 
 def test_batched_items_match_items_explained_alone(tiny, inputs):
@@ -336,3 +339,23 @@ def test_every_result_field_says_how_split_parts_merge():
     extended = make_dataclass("Extended", [("new_per_item", list, field(default_factory=list))], bases=(Explanation,))
     with pytest.raises(TypeError, match="'new_per_item' has no merge rule"):
         [merge_rule(spec) for spec in fields(extended)]
+
+
+def test_reported_scores_are_those_of_the_returned_explanation_and_reference(tiny, inputs):
+    """Binarisation's own score of a 0/1 mask stands in for a final pass, and the reference's score may
+    come from the cache: both must equal a fresh pass on what the result holds."""
+    cache = engine.ReferenceCache(size=2)
+    config = FGVisConfig(steps=12, patience=0, reference="blur")
+    binarised = 0
+    for game in ("preserve", "delete", "preserve"):
+        result = explain(tiny, inputs, game=game, config=config, cache=cache)
+        with torch.no_grad():
+            probs_e = torch.softmax(tiny(result.explanation).float(), 1)
+            probs_r = torch.softmax(tiny(result.reference).float(), 1)
+        targets = result.target[:, None]
+        assert torch.equal(result.prob_explanation, probs_e.gather(1, targets)[:, 0])
+        assert torch.equal(result.top1_explanation, probs_e.argmax(1))
+        assert torch.equal(result.prob_reference, probs_r.gather(1, targets)[:, 0])
+        binarised += int(((result.mask == 0) | (result.mask == 1)).flatten(1).all(1).sum())
+    assert cache.hits >= 6  # the second and third runs reused the reference and its score
+    assert binarised > 0, "some item was binarised (its score came from binarisation)"

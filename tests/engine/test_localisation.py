@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from engine import FGVisConfig, explain
-from engine.core.binarize import BINARY_SHARES, binarize
+from engine.core.binarize import BINARY_SHARES, binarize, binarize_scored
 from engine.core.fgvis import REFERENCE_KEEPS
 from engine.core.optimisation import goal_met
 from engine.evaluation import synthetic
@@ -94,6 +94,24 @@ def test_binarize_removes_the_strongest_deletion_evidence():
     assert set(result.unique().tolist()) == {0.0, 1.0}
     assert removed.any() and not removed[~_in_patch()].any()
     assert torch.softmax(module(result * x), 1)[0, 0] <= 0.1 * torch.softmax(module(x), 1)[0, 0]
+
+
+def test_binarized_masks_come_with_the_logits_their_explanations_scored():
+    """A batch where one item binarises and the other cannot: the first's logits are those of its 0/1
+    mask's explanation (the caller's final pass is saved), the second is marked unscored."""
+    module, targets = PatchModel(), torch.tensor([0, 0])
+    x = torch.stack([torch.ones(3, 8, 8), torch.full((3, 8, 8), 0.3)])  # the second never reaches p >= 0.9 p(x)
+    soft = torch.cat([_soft_mask(0.9, 0.4), _soft_mask(0.9, 0.4)])
+    probs_x = torch.softmax(module(x), 1)
+
+    def goal(prob, top1):  # preservation's goal, but the dim item never meets it
+        return (prob >= 0.9 * probs_x[:, 0]) & (x.flatten(1)[:, 0] > 0.5)
+
+    result = binarize_scored(module, x, torch.zeros_like(x), soft, "preserve", targets, goal)
+    assert result.scored.tolist() == [True, False]
+    assert torch.equal(result.mask[1], soft[1])
+    assert set(result.mask[0].unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(result.logits[0], module(result.mask * x)[0].float())
 
 
 def test_binarize_leaves_a_mask_alone_when_no_share_meets_the_goal():
