@@ -227,6 +227,9 @@ def _parser() -> argparse.ArgumentParser:
     speed = bench_commands.add_parser("speed", help="time per optimisation step vs a bare forward+backward")
     speed.add_argument("--batch-sizes", type=POSITIVE, nargs="+", default=[1, 4, 16])
     speed.add_argument("--repeats", type=POSITIVE, default=10, help="timed steps per measurement")
+    speed.add_argument(
+        "--call-repeats", type=POSITIVE, default=3, help="whole explain() calls of each length (medians are used)"
+    )
     speed.add_argument("--device", type=_device, default="auto")
     speed.add_argument(
         "--contention", action="store_true", help="also time an explanation while another process keeps every core busy"
@@ -606,7 +609,10 @@ class _Progress:
 def _bench_speed(args) -> int:
     from engine.evaluation.bench import run_contention_benchmark, run_speed_benchmark
 
-    print(run_speed_benchmark(batch_sizes=args.batch_sizes, repeats=args.repeats, device=args.device))
+    table = run_speed_benchmark(
+        batch_sizes=args.batch_sizes, repeats=args.repeats, device=args.device, call_repeats=args.call_repeats
+    )
+    print(table)
     if args.contention:
         print()
         print(run_contention_benchmark(device=args.device))

@@ -76,6 +76,18 @@ class CallCost:
         per_step = (t_long - t_short) / (n_long - n_short)
         return cls(per_step, t_short - n_short * per_step, t_long / n_long)
 
+    @classmethod
+    def from_repeated_calls(cls, shorts: Sequence[tuple[float, int]], longs: Sequence[tuple[float, int]]) -> CallCost:
+        """:meth:`from_calls` on the median seconds of several short and long calls (made in turns, so that
+        a slow spell of the machine lands on one call, not on the difference)."""
+
+        def median_call(calls: Sequence[tuple[float, int]]) -> tuple[float, int]:
+            if not calls or len({steps for _, steps in calls}) != 1:
+                raise ValueError(f"calls to compare must take one number of steps, got {[n for _, n in calls]}")
+            return statistics.median(seconds for seconds, _ in calls), calls[0][1]
+
+        return cls.from_calls(median_call(shorts), median_call(longs))
+
 
 def bare_seconds(model_name: str, batch_size: int, repeats: int, device: str = "cpu") -> float:
     """Median seconds of a bare forward+backward (:func:`_bare_step`) of ``model_name`` at ``batch_size``,
@@ -114,11 +126,13 @@ def explain_seconds(model, images: list, steps: int, device: torch.device) -> tu
     return time.perf_counter() - started, result.steps
 
 
-def run_speed_benchmark(batch_sizes: Sequence[int] = (1, 4, 16), repeats: int = 10, device: str = "auto") -> str:
+def run_speed_benchmark(
+    batch_sizes: Sequence[int] = (1, 4, 16), repeats: int = 10, device: str = "auto", call_repeats: int = 3
+) -> str:
     """Time the default model at 224x224 and return the results as Markdown tables: the steps (bare pass,
-    FGVis step with the defense off and on), then what a user waits for -- whole :func:`explain` calls --
-    against a bare pass measured in a clean state (a fresh child process, and this process before any
-    FGVis object exists)."""
+    FGVis step with the defense off and on), then what a user waits for -- whole :func:`explain` calls,
+    ``call_repeats`` of each length in turns -- against a bare pass measured in a clean state (a fresh
+    child process, and this process before any FGVis object exists)."""
     model = load_model()
     device_ = resolve_device(device, model)
     single, _ = model.preprocess(sample_images()[0])
@@ -149,8 +163,11 @@ def run_speed_benchmark(batch_sizes: Sequence[int] = (1, 4, 16), repeats: int = 
         # One 2-step call first: in the app the model has run before Run is pressed, and a first call's
         # one-off set-up (allocator growth, kernels chosen for new shapes) would land on the short call.
         explain_seconds(model, [photo] * batch, 2, device_)
-        short, long = (explain_seconds(model, [photo] * batch, steps, device_) for steps in CALL_STEPS)
-        calls[batch] = CallCost.from_calls(short, long)
+        timed: dict[int, list[tuple[float, int]]] = {steps: [] for steps in CALL_STEPS}
+        for _ in range(call_repeats):
+            for steps in CALL_STEPS:
+                timed[steps].append(explain_seconds(model, [photo] * batch, steps, device_))
+        calls[batch] = CallCost.from_repeated_calls(*(timed[steps] for steps in CALL_STEPS))
     header = [
         f"Default model ({model.name}) at 224x224 on {device_name(device_)}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; median of {repeats} interleaved steps. The bare pass is eager;"
@@ -179,9 +196,9 @@ def run_speed_benchmark(batch_sizes: Sequence[int] = (1, 4, 16), repeats: int = 
         "ran there) and in this process before any FGVis object existed; 'bare after' is the bare pass "
         "interleaved with FGVis steps above. 'explain() per step': a whole engine.explain() call of "
         f"{long_steps} steps (early stopping off, defaults otherwise: binarisation, 8-bit check) divided by its "
-        f"steps; 'marginal step' and 'fixed cost' come from calls of {short_steps} and {long_steps} steps, after "
-        "one 2-step call of the same batch (a first call's one-off set-up is not counted). Ratios are to the "
-        "child's clean bare pass.",
+        f"steps; 'marginal step' and 'fixed cost' come from calls of {short_steps} and {long_steps} steps "
+        f"(medians of {call_repeats} each, made in turns), after one 2-step call of the same batch (a first "
+        "call's one-off set-up is not counted). Ratios are to the child's clean bare pass.",
         "",
         "| batch | clean bare, child (s) | clean bare, this process (s) | bare after (s) | defended step (s) "
         "| explain() per step (s) | explain() / clean bare | marginal step (s) | step / clean bare "

@@ -17,7 +17,7 @@ def test_device_names_in_benchmark_tables(monkeypatch):
 @pytest.fixture(scope="module")
 def speed_table():
     """One run of the speed benchmark at batch 1 (it runs two whole explain() calls and a child process)."""
-    return run_speed_benchmark(batch_sizes=(1,), repeats=1, device="cpu")
+    return run_speed_benchmark(batch_sizes=(1,), repeats=1, device="cpu", call_repeats=1)
 
 
 def test_speed_benchmark_prints_a_row_per_batch_size(speed_table):
@@ -51,6 +51,18 @@ def test_the_cost_of_a_call_is_split_into_steps_and_a_fixed_part():
     assert abs(cost.whole_per_step_s - 0.043) < 1e-12
     with pytest.raises(ValueError, match="more steps"):
         CallCost.from_calls((1.0, 20), (2.0, 20))
+
+
+def test_repeated_calls_are_split_on_their_medians():
+    from engine.evaluation.bench import CallCost
+
+    # The stand-in of above, with one call of each length caught in a slow spell (2x): medians ignore it.
+    shorts = [(1.1, 20), (2.2, 20), (1.1, 20)]
+    longs = [(4.3, 100), (4.3, 100), (8.6, 100)]
+    cost = CallCost.from_repeated_calls(shorts, longs)
+    assert abs(cost.per_step_s - 0.04) < 1e-12 and abs(cost.fixed_s - 0.3) < 1e-12
+    with pytest.raises(ValueError, match="one number of steps"):
+        CallCost.from_repeated_calls([(1.1, 20), (1.0, 19)], longs)
 
 
 def test_the_clean_bare_pass_is_measured_in_a_fresh_process(monkeypatch):
