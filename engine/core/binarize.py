@@ -28,9 +28,10 @@ class Binarized:
     mask
         ``(N, C, H, W)`` in [0, 1].
     logits
-        ``(N, K)`` float32: the scored explanation's logits where ``scored``, anything elsewhere.
+        ``(N, K)`` float32: the scored explanation's logits where ``scored``, anything elsewhere;
+        ``(N, 0)`` when no item was scored.
     scored
-        ``(N,)`` bool: ``mask`` is a 0/1 mask met the goal with ``logits``.
+        ``(N,)`` bool: ``mask`` is a 0/1 mask whose explanation met the goal scoring ``logits``.
     """
 
     mask: torch.Tensor

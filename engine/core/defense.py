@@ -37,7 +37,7 @@ import math
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -127,6 +127,8 @@ class _Bounds:
     upper: torch.Tensor
     fused: bool = False
     in_module: bool = False
+    #: Which of ``"upper"`` / ``"lower"`` have had their memory layout settled (see ``_laid_out``).
+    settled: set[str] = field(default_factory=set)
 
 
 class ActivationFilter(TorchFunctionMode):
@@ -454,16 +456,21 @@ class ActivationFilter(TorchFunctionMode):
 
     def _laid_out(self, bounds: _Bounds, name: str, like: torch.Tensor) -> torch.Tensor:
         """``bounds``' ``name`` bound (``"upper"`` / ``"lower"``) in the memory layout of ``like``, the
-        activation on the explanation. Converted once: the bounds then keep the same values in that layout
-        (also where a :class:`~engine.core.reference.ReferenceCache` holds them).
+        activation on the explanation. The layout is settled at the bound's first filtered pass: where it
+        differs, the bound is replaced then by a copy in ``like``'s layout (same values; also where a
+        :class:`~engine.core.reference.ReferenceCache` holds the bounds) and never replaced again, so a
+        CUDA graph recorded later always reads a live tensor. A later pass in yet another layout (not
+        seen) would filter correctly on the slower mixed-layout path.
 
         Measured on EfficientNet-Lite0 (CPU): the recording pass (no gradient) gets contiguous activations
         from oneDNN, the filtered pass channels-last ones; an elementwise kernel over tensors of both
         layouts takes a strided path ~3x slower, which was 8 ms of a 63 ms defended step
         (docs/BENCHMARKS.md)."""
         bound = getattr(bounds, name)
-        if bound.stride() == like.stride():
+        if name in bounds.settled or bound.stride() == like.stride():
+            bounds.settled.add(name)
             return bound
+        bounds.settled.add(name)
         laid_out = torch.empty_like(like, dtype=bound.dtype)
         if laid_out.stride() != like.stride():  # not a dense layout: stay as recorded (correct, slower)
             return bound

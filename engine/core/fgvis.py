@@ -89,8 +89,9 @@ def explain(
         Polled before every step; returning ``True`` ends the run and returns the best mask so far,
         marked ``cancelled``.
     cache
-        Keeps the reference forward pass (the defense's bounds and the logits on ``x``) and the reference
-        image ``r`` between calls on the same image, model and device (the GUI's worker holds one).
+        Keeps the reference forward pass (the defense's bounds and the logits on ``x``), the reference
+        image ``r`` and its score between calls on the same image, model and device (the GUI's worker
+        holds one).
 
     If CUDA runs out of memory, the batch is split in halves and run part by part (recursively), and the
     result says so in ``warnings``; a single image that does not fit raises :class:`DeviceError`.
@@ -176,24 +177,39 @@ def _reference_pass(
 ) -> torch.Tensor:
     """The reference pass on ``x`` ``(N, C, H, W)`` (kept in ``cache``) -> logits ``(N, K)``. It is also the
     check that the model runs on the input and returns class scores: a model that fails on it or returns
-    anything else is a :class:`ConfigError` naming the input it expects (one pass, not a separate trial)."""
+    anything else is a :class:`ConfigError` naming the input it expects (one pass, not a separate trial).
+    Running out of memory is not the input's fault: CUDA's error goes on to the batch split, the CPU's is
+    a :class:`DeviceError`."""
     shape = tuple(x.shape)
+
+    def check(logits) -> None:
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != shape[0]:
+            returned = f"a tensor of shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else "no tensor"
+            raise ConfigError(
+                f"{classifier.name} is not a classifier: it returns {returned} for an input of shape {shape}; "
+                f"expected ({shape[0]}, K) class scores"
+            )
+
     try:
-        logits = cache.record(classifier.module, image, x, activation_filter)
+        return cache.record(classifier.module, image, x, activation_filter, check=check)
     except (torch.cuda.OutOfMemoryError, FGVisError):
-        raise  # not a problem of the input: the run splits the batch, or the engine says what it is
+        raise  # CUDA: the run splits the batch; the engine's own errors say what they are
     except Exception as exc:
+        if _out_of_memory(exc):
+            raise DeviceError(
+                f"{x.device} ran out of memory on the reference pass of a batch of {shape[0]} at "
+                f"{shape[2]}x{shape[3]}: explain fewer images at once or close other programs"
+            ) from exc
         raise ConfigError(
             f"{classifier.name} fails on the input tensor of shape {shape}: {short_reason(exc)}; expected "
             f"{_expected_input(classifier, shape)}"
         ) from exc
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != shape[0]:
-        returned = f"a tensor of shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else "no tensor"
-        raise ConfigError(
-            f"{classifier.name} is not a classifier: it returns {returned} for an input of shape {shape}; "
-            f"expected ({shape[0]}, K) class scores"
-        )
-    return logits
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """An allocation failure other than CUDA's own error type (the CPU allocator's, cuBLAS's...)."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text
 
 
 @dataclass

@@ -1,12 +1,14 @@
 """What removed pixels become, and the per-image work done before optimising: the reference image ``r``
-(blur, zero or black, docs/METHOD.md §1) and the reference forward pass that records the defense's
-bounds, with :class:`ReferenceCache` to reuse both for the same image."""
+(blur, zero or black, docs/METHOD.md §1), the reference forward pass that records the defense's
+bounds, and the score of the reference alone, with :class:`ReferenceCache` to reuse all three for the
+same image."""
 
 from __future__ import annotations
 
 import collections
 import hashlib
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +23,9 @@ from .explanation import FGVisConfig
 
 class ReferenceCache:
     """The per-image work :func:`engine.core.fgvis.explain` does before optimising -- the reference forward pass (the
-    defense's bounds ``h(x)`` and the logits) and the reference image ``r`` -- kept for the ``size`` most
-    recently used (image, model, device, settings); ``size=0`` keeps nothing.
+    defense's bounds ``h(x)`` and the logits), the reference image ``r`` and its logits -- kept for the
+    ``size`` most recently used (image, model, device, settings); ``size=0`` keeps nothing. (One image
+    with several targets also keeps the pass on its copies: one entry more.)
 
     Keys hold the model object's identity and the image's bytes, so a changed image or a reloaded model
     is never served stale results; :meth:`clear` frees the memory (e.g. when the model changes).
@@ -41,11 +44,22 @@ class ReferenceCache:
         (~1 ms for 224x224), computed once per run; ``None`` when nothing is kept."""
         return _digest(inputs) if self.size > 0 else None
 
-    def record(self, module: nn.Module, image: tuple | None, x: torch.Tensor, activation_filter) -> torch.Tensor:
+    def record(
+        self,
+        module: nn.Module,
+        image: tuple | None,
+        x: torch.Tensor,
+        activation_filter,
+        check: Callable[[object], None] | None = None,
+    ) -> torch.Tensor:
         """Run (or reuse) the reference forward pass on ``x`` (``image``: its :meth:`image_key`) -> logits
-        ``(N, K)``; ``activation_filter`` holds the bounds afterwards."""
+        ``(N, K)``; ``activation_filter`` holds the bounds afterwards. ``check`` sees the model's output
+        before anything is kept, and raises if it is not what the caller needs."""
         if image is None:  # nothing is kept
-            return reference_pass(module, x, activation_filter)
+            logits = reference_pass(module, x, activation_filter)
+            if check is not None:
+                check(logits)
+            return logits
         key = ("record", id(module), x.device, image, activation_filter.settings)
         cached = self._get(key)
         if cached is not None:
@@ -53,6 +67,8 @@ class ReferenceCache:
             activation_filter.restore(bounds)
             return logits
         logits = reference_pass(module, x, activation_filter)
+        if check is not None:
+            check(logits)
         self._put(key, (logits, activation_filter.recorded))
         return logits
 
@@ -77,7 +93,8 @@ class ReferenceCache:
         (another game, target or lambda) need no pass of their own."""
         if image is None:
             return _scored(classifier.module, removed)
-        scoring = ("reference logits", id(classifier.module), config.quantize)
+        scoring = ("reference logits", id(classifier.module), classifier.preprocessing, classifier.pixel_input)
+        scoring += (config.quantize,)
         key = (*scoring, *_reference_key(classifier, image, x, config))
         cached = self._get(key)
         if cached is None:

@@ -28,7 +28,17 @@ import torch
 from PIL import Image
 from torch import nn
 
-from engine import ConfigError, FGVisConfig, ImageLoadError, ModelLoadError, TargetError, explain, load_image
+from engine import (
+    ConfigError,
+    DeviceError,
+    FGVisConfig,
+    ImageLoadError,
+    ModelLoadError,
+    ReferenceCache,
+    TargetError,
+    explain,
+    load_image,
+)
 from engine.models.images import MAX_ASPECT_RATIO, MAX_PIXELS, read_error
 from engine.models.loading import MAX_CLASSES, MAX_LABELS_FILE_BYTES, classifier_with_weights, load_model
 from engine.models.preprocess import Preprocessing
@@ -377,6 +387,33 @@ def test_a_bare_module_that_fails_on_the_input_is_a_config_error():
         ConfigError, match=r"Segmenter is not a classifier: it returns a tensor of shape \(1, 3, 8, 8\)"
     ):
         explain(Segmenter(), torch.zeros(1, 3, 8, 8), config=FAST)
+
+
+def test_a_model_whose_output_is_refused_leaves_nothing_in_the_cache():
+    class Pair(nn.Module):
+        def forward(self, x):
+            return x.mean((2, 3)), x
+
+    cache = ReferenceCache(size=2)
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="Pair is not a classifier: it returns no tensor"):
+            explain(Pair(), torch.zeros(1, 3, 8, 8), config=FAST, cache=cache)
+    assert cache.hits == 0
+
+
+def test_running_out_of_memory_on_the_reference_pass_is_not_blamed_on_the_input():
+    class Starved(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    class Refusing(nn.Module):
+        def forward(self, x):
+            raise TargetError("the model's own complaint")
+
+    with pytest.raises(DeviceError, match="ran out of memory on the reference pass of a batch of 2"):
+        explain(Starved(), torch.zeros(2, 3, 8, 8), config=FAST)
+    with pytest.raises(TargetError, match="the model's own complaint"):
+        explain(Refusing(), torch.zeros(1, 3, 8, 8), config=FAST)
 
 
 def test_images_as_arrays_channels_last_work_and_channels_first_get_a_hint(toy_model):
