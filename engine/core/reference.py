@@ -93,9 +93,8 @@ class ReferenceCache:
         (another game, target or lambda) need no pass of their own."""
         if image is None:
             return _scored(classifier.module, removed)
-        scoring = ("reference logits", id(classifier.module), classifier.preprocessing, classifier.pixel_input)
-        scoring += (config.quantize,)
-        key = (*scoring, *_reference_key(classifier, image, x, config))
+        scoring = (id(classifier.module), classifier.preprocessing, classifier.pixel_input, config.quantize)
+        key = ("reference logits", *scoring, *_reference_key(classifier, image, x, config))
         cached = self._get(key)
         if cached is None:
             cached = _scored(classifier.module, removed)

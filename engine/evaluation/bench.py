@@ -163,11 +163,11 @@ def run_speed_benchmark(
         # One 2-step call first: in the app the model has run before Run is pressed, and a first call's
         # one-off set-up (allocator growth, kernels chosen for new shapes) would land on the short call.
         explain_seconds(model, [photo] * batch, 2, device_)
-        timed: dict[int, list[tuple[float, int]]] = {steps: [] for steps in CALL_STEPS}
+        timed: dict[int, list[tuple[float, int]]] = {budget: [] for budget in CALL_STEPS}
         for _ in range(call_repeats):
-            for steps in CALL_STEPS:
-                timed[steps].append(explain_seconds(model, [photo] * batch, steps, device_))
-        calls[batch] = CallCost.from_repeated_calls(*(timed[steps] for steps in CALL_STEPS))
+            for budget in CALL_STEPS:
+                timed[budget].append(explain_seconds(model, [photo] * batch, budget, device_))
+        calls[batch] = CallCost.from_repeated_calls(*(timed[budget] for budget in CALL_STEPS))
     header = [
         f"Default model ({model.name}) at 224x224 on {device_name(device_)}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; median of {repeats} interleaved steps. The bare pass is eager;"

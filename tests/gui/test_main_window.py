@@ -98,8 +98,8 @@ def test_both_games_queue_two_jobs_that_run_in_order(opened, qtbot):
     results = _run(opened, qtbot, steps=5, game="both")
     assert [r.job.game for r in results] == ["preserve", "delete"]
     assert opened.results.table.rowCount() == 2
-    # The second job on the same image reused the first one's reference pass and reference image.
-    assert opened.worker.reference_cache.hits == 2
+    # The second job on the same image reused the first one's reference pass, reference image and its score.
+    assert opened.worker.reference_cache.hits == 3
 
 
 def test_cancel_stops_within_a_step_and_keeps_the_partial_result(opened, qtbot):
