@@ -275,15 +275,15 @@ class Optimisation:
         closer = ~self.best.found & ~met & (distance < self.best.closest)
         if closer.any():
             self.best.closest = torch.where(closer, distance, self.best.closest)
-            self.best.mask[closer] = self.mask.detach()[closer]
+            _copy_rows(self.best.mask, self.mask.detach(), closer)
         value = self.sense * size
         better = met & (value < self.best.value)
         self.best.last_improved[better & (value < self.best.value - self.config.tolerance)] = step
         if better.any():
             self.best.value = torch.where(better, value, self.best.value)
-            self.best.mask[better] = self.mask.detach()[better]
+            _copy_rows(self.best.mask, self.mask.detach(), better)
             for saved, current in zip(self.best.optimizer_state, self.optimizer.state(), strict=True):
-                saved[better] = current[better]
+                _copy_rows(saved, current, better)
             self.best.lambda_ = torch.where(better, self.lambda_, self.best.lambda_)
             self.best.found |= better
 
@@ -292,9 +292,9 @@ class Optimisation:
         self.lambda_ = torch.where(met, self.lambda_ * math.exp(rate), self.lambda_ * math.exp(-rate))
         rollback = ~met & self.best.found
         if rollback.any():
-            self.mask.detach()[rollback] = self.best.mask[rollback]
+            _copy_rows(self.mask.detach(), self.best.mask, rollback)
             for saved, current in zip(self.best.optimizer_state, self.optimizer.state(), strict=True):
-                current[rollback] = saved[rollback]
+                _copy_rows(current, saved, rollback)
             halved = torch.minimum(self.lambda_ * math.exp(rate), self.best.lambda_) * 0.5
             self.lambda_ = torch.where(rollback, halved, self.lambda_)
 
@@ -319,6 +319,15 @@ class Optimisation:
         if not self.auto_lambda:
             return self.lambda_.clone()
         return torch.where(self.best.found, self.best.lambda_, self.lambda_)
+
+
+def _copy_rows(target: torch.Tensor, source: torch.Tensor, rows: torch.Tensor) -> None:
+    """``target[rows] = source[rows]`` for ``(N, ...)`` tensors and ``(N,)`` bool ``rows``; one in-place copy
+    when every row is selected (the usual case at batch 1: boolean indexing gathers a copy first)."""
+    if bool(rows.all()):
+        target.copy_(source)
+    else:
+        target[rows] = source[rows]
 
 
 def goal_met(
