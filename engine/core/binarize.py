@@ -101,30 +101,28 @@ def binarize_scored(
     order = evidence.argsort(1, descending=True)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(values, device=mask.device).expand_as(order))
 
-    scored_logits: list[torch.Tensor] = []  # the last pass's logits, for accept()
-
-    def meets_goal(candidate: torch.Tensor) -> torch.Tensor:
-        """``(N,)`` bool: the explanations of the masks ``candidate``, as scored, meet the goal."""
+    def meets_goal(candidate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Whether the explanations of the masks ``candidate``, as scored, meet the goal (``(N,)`` bool),
+        and their logits ``(N, K)``."""
         logits = module(quantize(candidate * x + (1 - candidate) * reference)).float()
-        scored_logits[:] = [logits]
         probs = torch.softmax(logits, 1).gather(1, targets[:, None])[:, 0]
-        return goal(probs, logits.argmax(1))
+        return goal(probs, logits.argmax(1)), logits
 
-    def meets(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The 0/1 masks keeping each item's strongest ``keep`` ``(N,)`` values, and whether they meet the goal."""
+    def meets(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The 0/1 masks keeping each item's strongest ``keep`` ``(N,)`` values, whether they meet the goal,
+        and their logits."""
         strongest = (rank < keep[:, None]).to(mask.dtype).view_as(mask)
         candidate = strongest if game == "preserve" else 1 - strongest
-        return candidate, meets_goal(candidate)
+        return candidate, *meets_goal(candidate)
 
     result = mask.clone()
     count, device = mask.shape[0], mask.device
     logits_kept: torch.Tensor | None = None
     scored = torch.zeros(count, dtype=torch.bool, device=device)
 
-    def accept(accepted: torch.Tensor, candidate: torch.Tensor) -> None:
-        """Keep ``candidate`` (the last pass's masks) and its logits where ``accepted`` ``(N,)``."""
+    def accept(accepted: torch.Tensor, candidate: torch.Tensor, logits: torch.Tensor) -> None:
+        """Keep ``candidate`` and its ``logits`` where ``accepted`` ``(N,)``."""
         nonlocal logits_kept
-        logits = scored_logits[0]
         if logits_kept is None:
             logits_kept = torch.zeros_like(logits)
         result[accepted] = candidate[accepted]
@@ -139,22 +137,22 @@ def binarize_scored(
     while bool((high - low > 1).any()):
         active = high - low > 1
         middle = torch.where(active, (low + high) // 2, high.clamp(max=len(shares) - 1))
-        candidate, met = meets(shares[middle])
+        candidate, met, logits = meets(shares[middle])
         accepted = active & met
-        accept(accepted, candidate)
+        accept(accepted, candidate, logits)
         high = torch.where(accepted, middle, high)
         low = torch.where(active & ~met, middle, low)
     found = high < len(shares)
     if not bool(found.all()):
         # The search assumes the goal holds from some share on. Where it found none and the soft mask
         # misses the goal too, sweep the grid from the smallest share: a 0/1 mask may still rescue it.
-        sweep = ~found & ~meets_goal(mask)
+        sweep = ~found & ~meets_goal(mask)[0]
         for index in range(len(shares)):
             if not bool(sweep.any()):
                 break
-            candidate, met = meets(shares[index].expand(count))
+            candidate, met, logits = meets(shares[index].expand(count))
             accepted = sweep & met
-            accept(accepted, candidate)
+            accept(accepted, candidate, logits)
             high = torch.where(accepted, torch.full_like(high, index), high)
             low = torch.where(accepted, torch.full_like(low, index - 1), low)
             sweep &= ~accepted
@@ -168,9 +166,9 @@ def binarize_scored(
         if not active.any():
             break
         middle = torch.where(active, (lower + upper) // 2, upper)
-        candidate, met = meets(middle)
+        candidate, met, logits = meets(middle)
         accepted = active & met
-        accept(accepted, candidate)
+        accept(accepted, candidate, logits)
         upper = torch.where(accepted, middle, upper)
         lower = torch.where(active & ~met, middle, lower)
     if logits_kept is None:  # nothing accepted

@@ -55,34 +55,24 @@ class ReferenceCache:
         """Run (or reuse) the reference forward pass on ``x`` (``image``: its :meth:`image_key`) -> logits
         ``(N, K)``; ``activation_filter`` holds the bounds afterwards. ``check`` sees the model's output
         before anything is kept, and raises if it is not what the caller needs."""
-        if image is None:  # nothing is kept
+        key = None if image is None else ("record", id(module), x.device, image, activation_filter.settings)
+
+        def run() -> tuple:
             logits = reference_pass(module, x, activation_filter)
             if check is not None:
                 check(logits)
-            return logits
-        key = ("record", id(module), x.device, image, activation_filter.settings)
-        cached = self._get(key)
-        if cached is not None:
-            logits, bounds = cached
-            activation_filter.restore(bounds)
-            return logits
-        logits = reference_pass(module, x, activation_filter)
-        if check is not None:
-            check(logits)
-        self._put(key, (logits, activation_filter.recorded))
+            return logits, activation_filter.recorded
+
+        logits, bounds = self._kept(key, run)
+        activation_filter.restore(bounds)  # the bounds just recorded, or those kept
         return logits
 
     def reference(self, classifier: ClassifierModel, image: tuple | None, x: torch.Tensor, config: FGVisConfig):
         """The reference ``r`` for ``x`` (``image``: its :meth:`image_key`; see :func:`make_reference`),
         computed or reused."""
-        if image is None:
-            return make_reference(classifier, x, config)
-        key = ("reference", *_reference_key(classifier, image, x, config))
-        cached = self._get(key)
-        if cached is None:
-            cached = make_reference(classifier, x, config)
-            self._put(key, cached)
-        return cached.clone()  # the caller's result must not share memory with the cache
+        key = None if image is None else ("reference", *_reference_key(classifier, image, x, config))
+        reference = self._kept(key, lambda: make_reference(classifier, x, config))
+        return reference if key is None else reference.clone()  # never sharing memory with the cache
 
     def reference_logits(
         self, classifier: ClassifierModel, image: tuple | None, x: torch.Tensor, config: FGVisConfig, removed
@@ -91,15 +81,22 @@ class ReferenceCache:
         as the model scores it, e.g. as 8-bit pixels; what :meth:`reference` gave for ``x``, ``image``
         and ``config``, passed through the same scoring), computed or reused: re-runs on one image
         (another game, target or lambda) need no pass of their own."""
-        if image is None:
-            return _scored(classifier.module, removed)
-        scoring = (id(classifier.module), classifier.preprocessing, classifier.pixel_input, config.quantize)
-        key = ("reference logits", *scoring, *_reference_key(classifier, image, x, config))
-        cached = self._get(key)
-        if cached is None:
-            cached = _scored(classifier.module, removed)
-            self._put(key, cached)
-        return cached.clone()
+        key = None
+        if image is not None:
+            scoring = (id(classifier.module), classifier.preprocessing, classifier.pixel_input, config.quantize)
+            key = ("reference logits", *scoring, *_reference_key(classifier, image, x, config))
+        logits = self._kept(key, lambda: _scored(classifier.module, removed))
+        return logits if key is None else logits.clone()
+
+    def _kept(self, key: tuple | None, make: Callable[[], object]):
+        """The value kept under ``key``, or ``make()``'s, then kept (``key`` ``None``: nothing is kept)."""
+        if key is None:
+            return make()
+        value = self._get(key)
+        if value is None:
+            value = make()
+            self._put(key, value)
+        return value
 
     def _get(self, key: tuple):
         if key not in self._entries:
