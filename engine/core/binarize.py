@@ -61,14 +61,17 @@ def binarize_scored(
     A candidate keeps the strongest share ``f`` of the evidence values (``m`` to preserve, ``1 - m`` to
     delete; per pixel *and* channel, so the mask stays full-resolution and per-channel) whole (preserve:
     ``m = 1`` there, 0 elsewhere) or removes them whole (delete: ``m = 0`` there, 1 elsewhere), and is
-    scored as its explanation passed through ``quantize``. A binary search over the shares of
-    :data:`BINARY_SHARES` (the goal is taken to hold from some share on: more evidence kept, or more
-    removed, helps the game) finds the smallest share that meets ``goal`` in 5 forward passes instead of
-    up to 26; :data:`BISECT_ROUNDS` rounds of bisection between it and the share below then look for a
-    smaller count of values that still meets it. Where the search finds no share and the soft mask misses
-    the goal as well, the grid is swept from the smallest share (a 0/1 mask may still meet it: the goal
-    need not hold from one share on). Every mask returned was checked; items where no share meets the
-    goal keep their soft mask.
+    scored as its explanation passed through ``quantize``. Only values with evidence (> 0) are ever
+    chosen: a share larger than their count keeps them all and nothing more, because values without
+    evidence are all equal and the sort would choose among them by their position in the image. A
+    binary search over the shares of :data:`BINARY_SHARES` (the goal is taken to hold from some share
+    on: more evidence kept, or more removed, helps the game) finds the smallest share that meets
+    ``goal`` in at most 5 forward passes instead of up to 26 (each item's grid ends at the first share that
+    keeps all its values with evidence); :data:`BISECT_ROUNDS` rounds of bisection between
+    it and the share below then look for a smaller count of values that still meets it. Where the search
+    finds no share and the soft mask misses the goal as well, the grid is swept from the smallest share
+    (a 0/1 mask may still meet it: the goal need not hold from one share on). Every mask returned was
+    checked; items where no share meets the goal keep their soft mask.
 
     Parameters
     ----------
@@ -108,10 +111,13 @@ def binarize_scored(
         probs = torch.softmax(logits, 1).gather(1, targets[:, None])[:, 0]
         return goal(probs, logits.argmax(1)), logits
 
+    # Values without evidence (0) are equal: the sort would choose among them by position, not by evidence.
+    has_evidence = evidence > 0
+
     def meets(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The 0/1 masks keeping each item's strongest ``keep`` ``(N,)`` values, whether they meet the goal,
         and their logits."""
-        strongest = (rank < keep[:, None]).to(mask.dtype).view_as(mask)
+        strongest = ((rank < keep[:, None]) & has_evidence).to(mask.dtype).view_as(mask)
         candidate = strongest if game == "preserve" else 1 - strongest
         return candidate, *meets_goal(candidate)
 
@@ -130,10 +136,14 @@ def binarize_scored(
         scored.logical_or_(accepted)
 
     shares = torch.tensor([max(1, round(share * values)) for share in BINARY_SHARES], device=device)
-    # Binary search per item over the share grid: below ``low`` nothing met the goal, ``high`` met it
-    # (len(shares): none has yet).
+    # Each item's grid ends at the first share that keeps all its values with evidence: larger shares
+    # give the same mask.
+    support = has_evidence.sum(1)
+    limit = ((shares[None, :] < support[:, None]).sum(1) + 1).clamp(max=len(shares))
+    # Binary search per item over its grid: below ``low`` nothing met the goal, ``high`` met it (``limit``:
+    # none has yet).
     low = torch.full((count,), -1, dtype=torch.long, device=device)
-    high = torch.full((count,), len(shares), dtype=torch.long, device=device)
+    high = limit.clone()
     while bool((high - low > 1).any()):
         active = high - low > 1
         middle = torch.where(active, (low + high) // 2, high.clamp(max=len(shares) - 1))
@@ -142,12 +152,13 @@ def binarize_scored(
         accept(accepted, candidate, logits)
         high = torch.where(accepted, middle, high)
         low = torch.where(active & ~met, middle, low)
-    found = high < len(shares)
+    found = high < limit
     if not bool(found.all()):
         # The search assumes the goal holds from some share on. Where it found none and the soft mask
         # misses the goal too, sweep the grid from the smallest share: a 0/1 mask may still rescue it.
         sweep = ~found & ~meets_goal(mask)[0]
         for index in range(len(shares)):
+            sweep &= index < limit
             if not bool(sweep.any()):
                 break
             candidate, met, logits = meets(shares[index].expand(count))
@@ -156,8 +167,8 @@ def binarize_scored(
             high = torch.where(accepted, torch.full_like(high, index), high)
             low = torch.where(accepted, torch.full_like(low, index - 1), low)
             sweep &= ~accepted
-        found = high < len(shares)
-    upper = torch.where(found, shares[high.clamp(max=len(shares) - 1)], torch.full_like(high, values))
+        found = high < limit
+    upper = torch.where(found, shares[high.clamp(max=len(shares) - 1)].minimum(support), torch.full_like(high, values))
     lower = torch.where(low >= 0, shares[low.clamp(min=0)], torch.zeros_like(low))
     # Bisect between the share that missed and the one that met: the grid is 1.2x apart, so the coarse
     # choice keeps up to 20 % more than needed; each round halves that gap.
