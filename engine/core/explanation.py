@@ -115,10 +115,10 @@ class FGVisConfig:
     binarize
         After the optimisation, replace each mask by the smallest 0/1 mask, made of its strongest values,
         whose explanation -- as the 8-bit picture the app saves -- still meets the game's goal
-        (:func:`engine.core.binarize.binarize`: a binary search over shares, then bisection; 9 forward passes,
-        more only where the soft mask misses the goal; when every item got a 0/1 mask, the pass that
-        accepted it is also the result's score); where none does the soft mask stays. Not on cancelled
-        runs.
+        (:func:`engine.core.binarize.binarize`: a binary search over shares, then bisection; at most 9
+        forward passes, more only where no share meets the goal and the soft mask misses it; when every
+        item got a 0/1 mask, the pass that accepted it is also the result's score); where none does the
+        soft mask stays. Only values with evidence (> 0) are chosen. Not on cancelled runs.
     quantize
         Models that take pixels: the explanation is the 8-bit picture the app saves. The optimisation scores
         ``e = m*x + (1-m)*r`` rounded to 8-bit values, with the rounding passed straight through in the
