@@ -70,7 +70,8 @@ def binarize_scored(
     keeps all its values with evidence); :data:`BISECT_ROUNDS` rounds of bisection between
     it and the share below then look for a smaller count of values that still meets it. Where the search
     finds no share and the soft mask misses the goal as well, the grid is swept from the smallest share
-    (a 0/1 mask may still meet it: the goal need not hold from one share on). Every mask returned was
+    (a 0/1 mask may still meet it: the goal need not hold from one share on), skipping the shares the
+    search scored and missed. Every mask returned was
     checked; items where no share meets the goal keep their soft mask.
 
     Parameters
@@ -144,12 +145,16 @@ def binarize_scored(
     # none has yet).
     low = torch.full((count,), -1, dtype=torch.long, device=device)
     high = limit.clone()
+    # missed[i, k]: share k was scored for item i and missed the goal (the sweep need not score it again).
+    missed = torch.zeros(count, len(shares), dtype=torch.bool, device=device)
+    items = torch.arange(count, device=device)
     while bool((high - low > 1).any()):
         active = high - low > 1
         middle = torch.where(active, (low + high) // 2, high.clamp(max=len(shares) - 1))
         candidate, met, logits = meets(shares[middle])
         accepted = active & met
         accept(accepted, candidate, logits)
+        missed[items, middle] |= active & ~met
         high = torch.where(accepted, middle, high)
         low = torch.where(active & ~met, middle, low)
     found = high < limit
@@ -161,6 +166,12 @@ def binarize_scored(
             sweep &= index < limit
             if not bool(sweep.any()):
                 break
+            # A share the search scored and missed, or one of the same count as the share before it
+            # (tiny images), would miss again.
+            if index > 0 and bool(shares[index] == shares[index - 1]):
+                continue
+            if not bool((sweep & ~missed[:, index]).any()):
+                continue
             candidate, met, logits = meets(shares[index].expand(count))
             accepted = sweep & met
             accept(accepted, candidate, logits)

@@ -151,10 +151,11 @@ def test_binarize_never_picks_values_without_evidence(game, bias):
     assert torch.equal(result, soft)
 
 
-def test_binarize_does_not_score_shares_beyond_the_values_with_evidence():
+def test_binarize_scores_no_mask_twice():
     """A share larger than the count of values with evidence keeps them all, the same mask as the first
-    such share: it is not scored again. Here the goal is never met, so the search, the soft mask's check
-    and the sweep over the grid all run to their end."""
+    such share, and is not scored again; the sweep does not score again what the search scored and
+    missed, nor a share of the same count as the one before it. Here the goal is never met, so the
+    search, the soft mask's check and the sweep over the grid all run to their end."""
     seen: list[torch.Tensor] = []
 
     class Recording(PatchModel):
@@ -166,9 +167,13 @@ def test_binarize_does_not_score_shares_beyond_the_values_with_evidence():
     soft = _soft_mask(0.9, 0.0)  # evidence on the patch's 48 values of 192
     never = lambda prob, top1: torch.zeros_like(prob, dtype=torch.bool)  # noqa: E731
     assert torch.equal(binarize(module, x, torch.zeros_like(x), soft, "preserve", targets, never), soft)
+    assert all(not torch.equal(a, b) for i, a in enumerate(seen) for b in seen[i + 1 :])
     whole_patch = (soft > 0).float() * x
-    assert torch.equal(seen[-1], whole_patch)  # the sweep's last candidate
-    assert sum(torch.equal(explanation, whole_patch) for explanation in seen) <= 2  # search and sweep
+    assert any(torch.equal(explanation, whole_patch) for explanation in seen)
+    # Every 0/1 mask of up to 48 values of the patch, each count once: the grid's distinct counts below 48,
+    # and 48 itself; plus the soft mask's own check.
+    counts = {max(1, round(share * 192)) for share in BINARY_SHARES}
+    assert len(seen) == len({count for count in counts if count < 48}) + 1 + 1
 
 
 def _in_patch() -> torch.Tensor:
