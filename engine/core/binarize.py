@@ -63,16 +63,16 @@ def binarize_scored(
     ``m = 1`` there, 0 elsewhere) or removes them whole (delete: ``m = 0`` there, 1 elsewhere), and is
     scored as its explanation passed through ``quantize``. Only values with evidence (> 0) are ever
     chosen: a share larger than their count keeps them all and nothing more, because values without
-    evidence are all equal and the sort would choose among them by their position in the image. A
-    binary search over the shares of :data:`BINARY_SHARES` (the goal is taken to hold from some share
-    on: more evidence kept, or more removed, helps the game) finds the smallest share that meets
-    ``goal`` in at most 5 forward passes instead of up to 26 (each item's grid ends at the first share that
-    keeps all its values with evidence); :data:`BISECT_ROUNDS` rounds of bisection between
-    it and the share below then look for a smaller count of values that still meets it. Where the search
-    finds no share and the soft mask misses the goal as well, the grid is swept from the smallest share
-    (a 0/1 mask may still meet it: the goal need not hold from one share on), skipping the shares the
-    search scored and missed. Every mask returned was
-    checked; items where no share meets the goal keep their soft mask.
+    evidence are all equal and the sort would choose among them by their position in the image.
+
+    A binary search over the shares of :data:`BINARY_SHARES` (the goal is taken to hold from some share
+    on: more evidence kept, or more removed, helps the game) finds the smallest share that meets ``goal``
+    in at most 5 forward passes instead of up to 26 (each item's grid ends at the first share that keeps
+    all its values with evidence); :data:`BISECT_ROUNDS` rounds of bisection between it and the share
+    below then look for a smaller count of values that still meets it. Where the search finds no share
+    and the soft mask misses the goal as well, the grid is swept from the smallest share (a 0/1 mask may
+    still meet it: the goal need not hold from one share on), skipping the shares the search scored and
+    missed. Every mask returned was checked; items where no share meets the goal keep their soft mask.
 
     Parameters
     ----------
