@@ -478,8 +478,8 @@ REFERENCE_KEEPS = 0.5
 def _item_notes(result: Explanation, classifier: ClassifierModel) -> list[str]:
     """What a reviewer must know about single items of a finished run: a target that is not the model's
     top-1 on the image, a preserved explanation that inflates the score, a reference that keeps much of the
-    score by itself (preservation of the top-1 class), and a goal that was not met (items numbered from 1 in
-    the whole batch)."""
+    score by itself (preservation of the top-1 class), a soft mask where sharpening was asked for but no
+    0/1 mask meets the goal, and a goal that was not met (items numbered from 1 in the whole batch)."""
     notes = []
     count = len(result)
     for index in range(count):
@@ -515,6 +515,17 @@ def _item_notes(result: Explanation, classifier: ClassifierModel) -> list[str]:
                     f"score (p = {p_r:.3g}): the evidence shown is what lifts it back to the goal, not all the "
                     f"evidence the model uses; {stronger} may remove more"
                 )
+        if (
+            config.binarize
+            and bool(result.goal_met[index])
+            and not result.cancelled
+            and not _is_binary(result.mask[index])
+        ):
+            kept = "kept" if result.game == "preserve" else "removed"
+            notes.append(
+                f"{item}no 0/1 mask of the values with evidence meets the {result.game} goal, so the soft mask "
+                f"is shown: its evidence is values partly {kept}, not a cut-out"
+            )
         if not bool(result.goal_met[index]) and not result.cancelled:
             if result.game == "preserve":
                 goal = f"p(e) >= {config.preserve_ratio:g} x {p_x:.3g}, target kept top-1"
@@ -528,6 +539,11 @@ def _item_notes(result: Explanation, classifier: ClassifierModel) -> list[str]:
                 f"{unreachable}; the mask shown is the one that came closest"
             )
     return notes
+
+
+def _is_binary(mask: torch.Tensor) -> bool:
+    """Whether every value of ``mask`` is 0 or 1."""
+    return bool(((mask == 0) | (mask == 1)).all())
 
 
 def _with_preview(state: StepState, mask: torch.Tensor, game: Game, size: int) -> StepState:
