@@ -467,10 +467,11 @@ class ActivationFilter(TorchFunctionMode):
         layouts takes a strided path ~3x slower, which was 8 ms of a 63 ms defended step
         (docs/BENCHMARKS.md)."""
         bound = getattr(bounds, name)
-        if name in bounds.settled or bound.stride() == like.stride():
-            bounds.settled.add(name)
+        if name in bounds.settled:
             return bound
         bounds.settled.add(name)
+        if bound.stride() == like.stride():
+            return bound
         laid_out = torch.empty_like(like, dtype=bound.dtype)
         if laid_out.stride() != like.stride():  # not a dense layout: stay as recorded (correct, slower)
             return bound
